@@ -1,0 +1,84 @@
+"""Where an engine is: parsing the addresses users type into Endpoint values."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from enum import Enum
+from urllib.parse import urlsplit
+
+from .errors import EndpointError
+
+DEFAULT_UNIX_SOCKET = "/var/run/docker.sock"
+
+
+class Scheme(Enum):
+    UNIX = "unix"
+    TCP = "tcp"
+    SSH = "ssh"
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    verify: bool = True
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One engine's address. `text` is what the user typed (or where it came from), for messages."""
+
+    scheme: Scheme
+    text: str
+    path: str = ""  # unix socket, local or (ssh) remote
+    host: str = ""
+    port: int = 0
+    user: str | None = None
+    tls: TLSConfig | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.scheme is Scheme.UNIX or (self.scheme is Scheme.TCP and _is_loopback(self.host))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+_TCP = re.compile(r"^(?:tcp|http|https)://(?P<host>\[[^\]]+\]|[^:/]+)?(?::(?P<port>\d+))?/?$")
+
+
+def parse_endpoint(text: str, tls: TLSConfig | None = None) -> Endpoint:
+    """Parse unix:// and tcp:// addresses (the schemes the Docker CLI's -H takes)."""
+    if text.startswith("unix://"):
+        path = text[len("unix://") :]
+        if not path.startswith("/"):
+            raise EndpointError(f"invalid address {text!r}: a unix socket path must be absolute")
+        return Endpoint(Scheme.UNIX, text, path=path)
+    if text.startswith(("tcp://", "http://", "https://")):
+        m = _TCP.match(text)
+        if not m or not m["host"]:
+            raise EndpointError(f"invalid address {text!r}: expected tcp://HOST:PORT")
+        if text.startswith("https://") and tls is None:
+            tls = TLSConfig(verify=True)
+        port = int(m["port"] or (2376 if tls else 2375))
+        return Endpoint(Scheme.TCP, text, host=m["host"].strip("[]"), port=port, tls=tls)
+    scheme = urlsplit(text).scheme if "://" in text else ""
+    if scheme:
+        raise EndpointError(f"invalid address {text!r}: unsupported scheme {scheme!r} (use unix:// or tcp://)")
+    raise EndpointError(f"invalid address {text!r}: expected unix:///path or tcp://host:port")
+
+
+def local_endpoint(env: dict[str, str] | None = None) -> Endpoint:
+    """The engine the docker CLI would talk to without a context: DOCKER_HOST, else the default socket."""
+    env = os.environ if env is None else env
+    host = env.get("DOCKER_HOST", "")
+    if host:
+        return parse_endpoint(host)
+    return Endpoint(Scheme.UNIX, f"unix://{DEFAULT_UNIX_SOCKET}", path=DEFAULT_UNIX_SOCKET)

@@ -1,0 +1,80 @@
+"""Every failure docker-d2d reports, as one small tree.
+
+    D2DError                      one clear line for the user; exit status 1
+    ├── UsageError                bad arguments or references (exit 2)
+    ├── EndpointError             an endpoint cannot be parsed or resolved
+    ├── ConnectError              an engine cannot be reached (refused, missing socket, permission)
+    ├── EngineError               the engine answered with an error
+    │   └── ImageNotFound         a requested image does not exist at the source
+    ├── IncompatibleEngines       this pair of engines cannot exchange this image
+    ├── ArchiveError              the source's archive is not what its engine promised
+    ├── VerifyError               the destination's image differs from the source's after the load
+    └── Cancelled                 the user interrupted (exit 130)
+
+The CLI turns them into messages in one place (cli.run_command); nothing below
+it prints or exits.
+"""
+
+from __future__ import annotations
+
+
+class D2DError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, *, side: str | None = None, endpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.side = side
+        self.endpoint = endpoint
+
+    def with_side(self, side: str, endpoint: str) -> D2DError:
+        """Name the side (source/destination) the error came from, unless a lower layer did already."""
+        if self.side is None:
+            self.side, self.endpoint = side, endpoint
+        return self
+
+    def __str__(self) -> str:
+        if self.side:
+            return f"{self.side} {self.endpoint}: {self.message}"
+        return self.message
+
+
+class UsageError(D2DError):
+    exit_code = 2
+
+
+class EndpointError(D2DError):
+    exit_code = 2
+
+
+class ConnectError(D2DError):
+    pass
+
+
+class EngineError(D2DError):
+    def __init__(self, message: str, *, status: int = 0, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+
+
+class ImageNotFound(EngineError):
+    pass
+
+
+class IncompatibleEngines(D2DError):
+    pass
+
+
+class ArchiveError(D2DError):
+    pass
+
+
+class VerifyError(D2DError):
+    pass
+
+
+class Cancelled(D2DError):
+    exit_code = 130
+
+    def __init__(self, message: str = "interrupted; nothing was tagged at the destination") -> None:
+        super().__init__(message)

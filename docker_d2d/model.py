@@ -1,0 +1,144 @@
+"""The image model: references, layers and what an engine tells about an image. No I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .errors import UsageError
+
+# The reference grammar of distribution/reference, reduced to what we need to
+# split a string into repository, tag and digest.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"^(?P<name>(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}))?$"
+)
+_FULL_ID = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
+_SHORT_ID = re.compile(r"^[0-9a-f]{6,64}$")
+
+
+class RefKind(Enum):
+    TAG = "tag"  # name or name:tag: the destination gets that tag
+    DIGEST = "digest"  # name@sha256:...: lands untagged
+    ID = "id"  # an image id or a prefix of one: lands untagged
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    raw: str
+    kind: RefKind
+    repository: str = ""  # familiar form: "myapp", "user/app", "127.0.0.1:5000/team/app"
+    tag: str = ""
+
+    @property
+    def tagged(self) -> str | None:
+        return f"{self.repository}:{self.tag}" if self.kind is RefKind.TAG else None
+
+    def __str__(self) -> str:
+        return self.raw
+
+
+def familiar(repository: str) -> str:
+    """docker.io/library/foo -> foo, docker.io/user/foo -> user/foo, as the docker CLI shows them."""
+    for prefix in ("docker.io/", "index.docker.io/"):
+        if repository.startswith(prefix):
+            rest = repository[len(prefix) :]
+            return rest.removeprefix("library/") if rest.count("/") == 1 else rest
+    return repository
+
+
+def parse_ref(raw: str) -> ImageRef:
+    """Classify what the user typed. A bare hex string is taken as a name first, like docker does;
+    the copy step turns it into an id reference when the source knows no such name."""
+    if _FULL_ID.match(raw):
+        return ImageRef(raw, RefKind.ID)
+    m = _REFERENCE.match(raw)
+    if not m:
+        raise UsageError(f"invalid image reference {raw!r}")
+    repository = familiar(m["name"])
+    if m["digest"]:
+        return ImageRef(raw, RefKind.DIGEST, repository)
+    return ImageRef(raw, RefKind.TAG, repository, m["tag"] or "latest")
+
+
+def could_be_id(ref: ImageRef) -> bool:
+    return ref.kind is RefKind.TAG and ref.tag == "latest" and ":" not in ref.raw and bool(_SHORT_ID.match(ref.raw))
+
+
+def as_id_ref(ref: ImageRef) -> ImageRef:
+    return ImageRef(ref.raw, RefKind.ID)
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """chain(L1) = diff(L1); chain(L1..Ln) = sha256(chain(L1..Ln-1) + " " + diff(Ln))."""
+    chains: list[str] = []
+    for diff in diff_ids:
+        if not chains:
+            chains.append(diff)
+        else:
+            chains.append("sha256:" + hashlib.sha256(f"{chains[-1]} {diff}".encode()).hexdigest())
+    return chains
+
+
+class EngineKind(Enum):
+    GRAPHDRIVER = "docker"  # Docker with a graphdriver (overlay2 ...): skips layers by chain id
+    CONTAINERD = "docker-containerd"  # Docker with the containerd image store: reuses blobs by digest
+    PODMAN = "podman"  # Podman's Docker-compatible API: reuses layers by uncompressed digest
+
+    @property
+    def label(self) -> str:
+        return {
+            EngineKind.GRAPHDRIVER: "Docker (graphdriver)",
+            EngineKind.CONTAINERD: "Docker (containerd image store)",
+            EngineKind.PODMAN: "Podman",
+        }[self]
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    kind: EngineKind
+    version: str
+    api_version: str
+    os: str = "linux"
+    arch: str = "amd64"
+
+    def describe(self) -> str:
+        return f"{self.kind.label} {self.version} (API {self.api_version})"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an engine's inspect tells about one image."""
+
+    id: str
+    diff_ids: tuple[str, ...]
+    repo_tags: tuple[str, ...] = ()
+    created: str = ""
+    # A digest of the parts of the config that inspect shows: two images with the same
+    # fingerprint and layers are the same image even where the engine ids differ
+    # (the containerd store names images by manifest digest, not config digest).
+    fingerprint: str = ""
+    size: int = 0
+    layer_sizes: tuple[int | None, ...] = field(default=())
+
+    @property
+    def chain_ids(self) -> list[str]:
+        return chain_ids(self.diff_ids)
+
+
+def short(digest: str, n: int = 12) -> str:
+    return digest.removeprefix("sha256:")[:n]
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    raise AssertionError("unreachable")

@@ -1,0 +1,141 @@
+"""Minimal streaming tar reading and writing over byte-chunk iterators.
+
+tarfile needs a file object and copies through small buffers; the rewrite wants
+to pass each entry's body on as the chunks arrive, so headers are parsed and
+written here and bodies never sit in memory whole.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .errors import ArchiveError
+
+BLOCK = 512
+CHUNK = 1 << 20
+
+
+class ChunkReader:
+    """Reads exact byte counts from an iterator of chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+        self.consumed = 0
+
+    def _fill(self) -> bool:
+        for chunk in self._chunks:
+            if chunk:
+                self._buf = memoryview(chunk)
+                return True
+        return False
+
+    def read_exact(self, n: int) -> bytes:
+        parts = []
+        while n > 0:
+            if not self._buf and not self._fill():
+                raise ArchiveError("the archive ended early (truncated export?)")
+            part = self._buf[:n]
+            self._buf = self._buf[len(part) :]
+            parts.append(bytes(part))
+            n -= len(part)
+            self.consumed += len(part)
+        return b"".join(parts)
+
+    def iter_exact(self, n: int) -> Iterator[memoryview]:
+        while n > 0:
+            if not self._buf and not self._fill():
+                raise ArchiveError("the archive ended early (truncated export?)")
+            part = self._buf[: min(n, CHUNK)]
+            self._buf = self._buf[len(part) :]
+            n -= len(part)
+            self.consumed += len(part)
+            yield part
+
+    def skip(self, n: int) -> None:
+        for _ in self.iter_exact(n):
+            pass
+
+
+@dataclass
+class Entry:
+    name: str
+    size: int
+    type: bytes
+    linkname: str = ""
+
+    @property
+    def is_file(self) -> bool:
+        return self.type in (tarfile.REGTYPE, tarfile.AREGTYPE)
+
+
+def _padding(size: int) -> int:
+    return -size % BLOCK
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        records[key.decode()] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def read_entries(reader: ChunkReader) -> Iterator[Entry]:
+    """Yield each entry; the caller must consume exactly `entry.size` body bytes
+    (via reader.iter_exact or reader.skip) before asking for the next one."""
+    pax: dict[str, str] = {}
+    long_name = long_link = None
+    while True:
+        block = reader.read_exact(BLOCK)
+        if block == b"\0" * BLOCK:
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as exc:
+            raise ArchiveError(f"the archive has an invalid tar header: {exc}") from exc
+        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            data = reader.read_exact(info.size)
+            reader.skip(_padding(info.size))
+            if info.type == tarfile.XHDTYPE:
+                pax = _pax_records(data)
+            elif info.type == tarfile.GNUTYPE_LONGNAME:
+                long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif info.type == tarfile.GNUTYPE_LONGLINK:
+                long_link = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        name = long_name or pax.get("path") or info.name
+        size = int(pax["size"]) if "size" in pax else info.size
+        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            size = 0 if info.type != tarfile.CONTTYPE else size
+        entry = Entry(name.removeprefix("./"), size, info.type, long_link or pax.get("linkpath") or info.linkname)
+        pax, long_name, long_link = {}, None, None
+        yield entry
+        reader.skip(_padding(size))
+
+
+def file_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def padding(size: int) -> bytes:
+    return b"\0" * _padding(size)
+
+
+END_OF_ARCHIVE = b"\0" * (BLOCK * 2)
+
+
+def file_entry(name: str, data: bytes) -> Iterator[bytes]:
+    yield file_header(name, len(data))
+    yield data
+    yield padding(len(data))

@@ -1,0 +1,184 @@
+"""Start and stop throwaway container engines, each in its own directories.
+
+Every engine gets a private data root, exec root and socket under one base
+directory, so several run side by side and nothing touches the machine's own
+Docker. A failure to start raises: in CI a missing engine must fail the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ENGINES_DIR = Path(os.environ.get("D2D_ENGINES_DIR", "/opt/d2d-engines"))
+DOCKER26 = ENGINES_DIR / "docker26" / "usr"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    kind: str  # "docker" | "podman"
+    dockerd: str = ""
+    path_prefix: str = ""
+    containerd_store: bool = False
+
+
+SPECS: dict[str, EngineSpec] = {
+    "docker20": EngineSpec("docker20", "docker", dockerd="/usr/sbin/dockerd"),
+    "docker26": EngineSpec(
+        "docker26", "docker", dockerd=str(DOCKER26 / "sbin/dockerd"), path_prefix=str(DOCKER26 / "bin")
+    ),
+    "docker26c": EngineSpec(
+        "docker26c",
+        "docker",
+        dockerd=str(DOCKER26 / "sbin/dockerd"),
+        path_prefix=str(DOCKER26 / "bin"),
+        containerd_store=True,
+    ),
+    "podman": EngineSpec("podman", "podman"),
+}
+
+
+class EngineStartError(RuntimeError):
+    pass
+
+
+@dataclass
+class Engine:
+    spec: EngineSpec
+    base: Path
+    proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "engine.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "engine.log"
+
+    def start(self, timeout: float = 60.0, netns: str | None = None, extra_hosts: tuple[str, ...] = ()) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if self.spec.path_prefix:
+            env["PATH"] = self.spec.path_prefix + ":" + env["PATH"]
+        if self.spec.kind == "docker":
+            cmd = self._dockerd_cmd(extra_hosts)
+        else:
+            cmd = self._podman_cmd()
+            env["XDG_RUNTIME_DIR"] = str(self.base / "xdg")
+            env["CONTAINERS_CONF"] = str(self.base / "containers.conf")
+        if netns:
+            cmd = ["nsenter", f"--net=/var/run/netns/{netns}", *cmd]
+        self.env = env
+        if self.socket.exists():
+            self.socket.unlink()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self._wait_ready(timeout)
+
+    def _dockerd_cmd(self, extra_hosts: tuple[str, ...]) -> list[str]:
+        config = self.base / "daemon.json"
+        features = {"containerd-snapshotter": True} if self.spec.containerd_store else {}
+        config.write_text(json.dumps({"features": features}))
+        return [
+            self.spec.dockerd,
+            f"--config-file={config}",
+            f"--data-root={self.base / 'data'}",
+            f"--exec-root={self.base / 'exec'}",
+            f"--pidfile={self.base / 'dockerd.pid'}",
+            f"-H=unix://{self.socket}",
+            *(f"-H={h}" for h in extra_hosts),
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--storage-driver=" + ("overlayfs" if self.spec.containerd_store else "overlay2"),
+        ]
+
+    def _podman_cmd(self) -> list[str]:
+        (self.base / "xdg").mkdir(exist_ok=True)
+        # A private containers.conf keeps podman off the machine's own storage and network config.
+        (self.base / "containers.conf").write_text('[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+        return [
+            "podman",
+            "--root",
+            str(self.base / "root"),
+            "--runroot",
+            str(self.base / "runroot"),
+            "--storage-driver",
+            "overlay",
+            "system",
+            "service",
+            "--time=0",
+            f"unix://{self.socket}",
+        ]
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise EngineStartError(f"{self.spec.name} exited with {self.proc.returncode}:\n{self.tail_log()}")
+            if self.socket.exists():
+                try:
+                    with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), timeout=2) as c:
+                        if c.get("http://engine/_ping").status_code == 200:
+                            return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        self.stop()
+        raise EngineStartError(f"{self.spec.name} did not answer within {timeout}s:\n{self.tail_log()}")
+
+    def tail_log(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def docker(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        """Run the docker CLI (or podman's remote client) against this engine."""
+        env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_BUILDKIT="0")
+        env.pop("DOCKER_CONTEXT", None)
+        return subprocess.run(["docker", *args], input=input, capture_output=True, env=env, check=check)
+
+    def destroy(self) -> None:
+        self.stop()
+        # overlay mounts may linger under the data root; unmount before removing.
+        subprocess.run(
+            f"grep -o ' {self.base}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+            shell=True,
+            check=False,
+        )
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def start_engine(name: str, base: Path, **kwargs: object) -> Engine:
+    engine = Engine(SPECS[name], base / name)
+    engine.start(**kwargs)  # type: ignore[arg-type]
+    return engine

@@ -1,0 +1,66 @@
+"""Build small, realistic multi-layer images without a registry, on a dedicated builder
+engine, and place them on the engines under test with plain `docker save | docker load`."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from .engines import Engine
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def rootfs_tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Builder:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def base(self, name: str, size: int = 20_000) -> str:
+        """A one-layer image with unique content, so no engine holds its layer yet."""
+        data = rootfs_tar({"etc/base-id": uuid.uuid4().bytes + os.urandom(size)})
+        self.engine.docker("import", "-", name, input=data)
+        return name
+
+    def build(self, name: str, base: str, steps: Sequence[str], files: dict[str, bytes] | None = None) -> str:
+        """`FROM base` + steps, with the legacy builder (no network, no buildkit)."""
+        with tempfile.TemporaryDirectory() as ctx:
+            for fname, data in (files or {}).items():
+                Path(ctx, fname).write_bytes(data)
+                os.utime(Path(ctx, fname), (1_700_000_000, 1_700_000_000))
+            Path(ctx, "Dockerfile").write_text("\n".join([f"FROM {base}", *steps]) + "\n")
+            self.engine.docker("build", "-q", "-t", name, ctx)
+        return name
+
+    def place(self, target: Engine, *names: str) -> None:
+        """Put images on an engine with the stock save|load (the baseline, not the tool under test)."""
+        archive = self.engine.docker("save", *names).stdout
+        target.docker("load", input=archive)
+
+
+def image_layers(engine: Engine, ref: str) -> list[str]:
+    out = engine.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", ref).stdout
+    import json
+
+    return list(json.loads(out))
+
+
+def image_exists(engine: Engine, ref: str) -> bool:
+    return engine.docker("image", "inspect", ref, check=False).returncode == 0
