@@ -18,7 +18,7 @@ import json
 import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -33,6 +33,11 @@ SMALL_BLOB = 4 << 20
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+# Output chunks: headers as bytes, bodies as views of the source's buffers (no copies).
+Buffer = bytes | memoryview
+LayerWriter = Generator[Buffer, None, "LayerEntry"]
 
 
 class OutputFormat(Enum):
@@ -168,7 +173,7 @@ class Rewriter:
 
     # --- the input side -----------------------------------------------------------------
 
-    def stream(self) -> Iterator[bytes]:
+    def stream(self) -> Iterator[Buffer]:
         for entry in read_entries(self._reader):
             if not entry.is_file:
                 continue
@@ -176,15 +181,14 @@ class Rewriter:
         yield from self._finish()
         yield END_OF_ARCHIVE
 
-    def _entry(self, entry: Entry) -> Iterator[bytes]:
+    def _entry(self, entry: Entry) -> Iterator[Buffer]:
         name = entry.name
         diff = self.spec.named.get(name)
         if diff is not None:
-            blob = _blob_name(name) or diff
-            yield from self._layer(entry, diff, blob, self._reader.iter_exact(entry.size))
+            yield from self._layer(entry, diff, _blob_name(name) or diff, self._reader.iter_exact(entry.size))
             return
-        blob = _blob_name(name)
-        if blob and entry.size <= SMALL_BLOB or not blob and not _is_layer_name(name):
+        blob: str | None = _blob_name(name)
+        if (blob and entry.size <= SMALL_BLOB) or (not blob and not _is_layer_name(name)):
             data = self._reader.read_exact(entry.size)
             if not blob or data[:1] == b"{":
                 self._small[name] = data
@@ -212,19 +216,18 @@ class Rewriter:
 
     def _unknown_layer(
         self, entry: Entry, blob: str | None, body: Iterator[memoryview], *, in_memory: bool
-    ) -> Iterator[bytes]:
+    ) -> LayerWriter:
         candidates = {d for d, n in self._remaining.items() if n > 0}
         may_skip = candidates & self.spec.skip
         if len(candidates) == 1 and not in_memory:
             diff = candidates.pop()
-            yield from self._layer(entry, diff, blob or diff, body)
-        elif not may_skip and not in_memory and (blob or self.spec.output is OutputFormat.LEGACY):
+            return (yield from self._layer(entry, diff, blob or diff, body))
+        if not may_skip and not in_memory and (blob or self.spec.output is OutputFormat.LEGACY):
             # Nothing still to come may be left out: send it now, learn which layer it is from manifest.json.
-            yield from self._layer(entry, None, blob, body)
-        else:
-            yield from self._spooled_layer(entry, body)
+            return (yield from self._layer(entry, None, blob, body))
+        return (yield from self._spooled_layer(entry, body))
 
-    def _spooled_layer(self, entry: Entry, body: Iterator[memoryview]) -> Iterator[bytes]:
+    def _spooled_layer(self, entry: Entry, body: Iterator[memoryview]) -> LayerWriter:
         hasher = _DiffHasher()
         with tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-spool-") as spool:
             for chunk in body:
@@ -237,6 +240,7 @@ class Rewriter:
                 entry, diff, "sha256:" + hasher.raw.hexdigest(), _read_file(spool), media_type=hasher.media_type
             )
             layer.uncompressed_size = hasher.uncompressed
+            return layer
 
     def _layer(
         self,
@@ -245,13 +249,13 @@ class Rewriter:
         blob: str | None,
         body: Iterator[memoryview],
         media_type: str | None = None,
-    ) -> Iterator[bytes]:
+    ) -> LayerWriter:
         layer = LayerEntry(entry.name, entry.size, diff, blob)
         self._layers[entry.name] = layer
         if diff is not None and self._remaining[diff] > 0:
             self._remaining[diff] -= 1
         key = diff or blob or entry.name
-        if diff is not None and diff in self.spec.skip or blob is not None and blob in self._sent_by_digest:
+        if (diff is not None and diff in self.spec.skip) or (blob is not None and blob in self._sent_by_digest):
             for _ in body:
                 pass
             layer.out_name = self._sent_by_digest.get(blob or "")
@@ -270,7 +274,7 @@ class Rewriter:
             if first:
                 layer.media_type = media_type or _media_type(bytes(chunk[:4]))
                 first = False
-            yield chunk  # type: ignore[misc]
+            yield chunk
             self.progress.layer_advanced(key, len(chunk))
         yield padding(entry.size)
         self.progress.layer_finished(key)
@@ -286,7 +290,7 @@ class Rewriter:
 
     # --- the end: manifests ---------------------------------------------------------------
 
-    def _finish(self) -> Iterator[bytes]:
+    def _finish(self) -> Iterator[Buffer]:
         if "manifest.json" not in self._small:
             raise ArchiveError("the export has no manifest.json")
         try:
@@ -314,7 +318,7 @@ class Rewriter:
                     {
                         "Config": name,
                         "RepoTags": None,
-                        "Layers": [lay.out_name or f"{lay.diff_id[7:]}/layer.tar" for lay in layers],  # type: ignore[index]
+                        "Layers": [lay.out_name or f"{str(lay.diff_id)[7:]}/layer.tar" for lay in layers],
                     }
                 )
             else:
@@ -348,7 +352,7 @@ class Rewriter:
         elif layer.diff_id != diff:
             raise ArchiveError(f"layer file {path} holds {layer.diff_id}, the config says {diff}")
         if layer.out_name is None and layer.blob_digest in self._sent_by_digest:
-            layer.out_name = self._sent_by_digest[layer.blob_digest]  # type: ignore[index]
+            layer.out_name = self._sent_by_digest[layer.blob_digest]
         return layer
 
     def _collect_aliases(self) -> None:
@@ -387,10 +391,3 @@ def _descriptor(layer: LayerEntry) -> dict[str, Any]:
 def _read_file(f: BinaryIO) -> Iterator[memoryview]:
     while chunk := f.read(CHUNK):
         yield memoryview(chunk)
-
-
-def rewrite(
-    source: Iterable[bytes], spec: StreamSpec, progress: Progress | None = None, spool_dir: Path | None = None
-) -> tuple[Iterator[bytes], Callable[[], RewriteResult]]:
-    rw = Rewriter(iter(source), spec, progress, spool_dir)
-    return rw.stream(), lambda: rw.result

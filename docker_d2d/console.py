@@ -73,7 +73,8 @@ class PlainReporter(BaseReporter):
     def layer_finished(self, key: str) -> None:
         estimate = self._estimates.get(key)
         about = f" / ~ {human_size(estimate)}" if estimate else ""
-        print(f"{self._next()} {short(key, 10)}... {human_size(self._sent.get(key, 0))}{about}", file=self.err, flush=True)
+        sent = human_size(self._sent.get(key, 0))
+        print(f"{self._next()} {short(key, 10)}... {sent}{about}", file=self.err, flush=True)
 
 
 class QuietReporter(BaseReporter):
@@ -94,8 +95,14 @@ class JsonReporter(BaseReporter):
         print(json.dumps({"event": event, **fields}), file=self.out, flush=True)
 
     def connected(self, side: str, endpoint: Endpoint, info: EngineInfo) -> None:
-        self._emit("connected", side=side, endpoint=str(endpoint), engine=info.kind.value, version=info.version,
-                   api_version=info.api_version)
+        self._emit(
+            "connected",
+            side=side,
+            endpoint=str(endpoint),
+            engine=info.kind.value,
+            version=info.version,
+            api_version=info.api_version,
+        )
 
     def planned(self, plan: TransferPlan) -> None:
         super().planned(plan)

@@ -60,9 +60,9 @@ def copy_images(
     with Engine(source, "source") as src, Engine(destination, "destination") as dst:
         src_info = src.connect()
         reporter.connected("source", source, src_info)
-        requested = [_resolve(src, ref) for ref in parsed]
         dst_info = dst.connect()
         reporter.connected("destination", destination, dst_info)
+        requested = [_resolve(src, ref) for ref in parsed]
         plan = plan_transfer(requested, src_info.kind, holdings(dst_info.kind, dst.all_images()))
         reporter.planned(plan)
         result = CopyResult(plan, src_info, dst_info)
@@ -217,4 +217,3 @@ def _only_match(rewritten: RewriteResult, image: ImagePlan) -> WrittenImage:
     if len(matches) != 1:
         raise VerifyError(f"{image.ref}: cannot find the image in the source's export", side="source")
     return matches[0]
-

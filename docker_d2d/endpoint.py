@@ -77,8 +77,7 @@ def parse_endpoint(text: str, tls: TLSConfig | None = None) -> Endpoint:
 
 def local_endpoint(env: dict[str, str] | None = None) -> Endpoint:
     """The engine the docker CLI would talk to without a context: DOCKER_HOST, else the default socket."""
-    env = os.environ if env is None else env
-    host = env.get("DOCKER_HOST", "")
+    host = (os.environ if env is None else env).get("DOCKER_HOST", "")
     if host:
         return parse_endpoint(host)
     return Endpoint(Scheme.UNIX, f"unix://{DEFAULT_UNIX_SOCKET}", path=DEFAULT_UNIX_SOCKET)

@@ -116,7 +116,7 @@ class Engine:
             resp = self._client.get("/_ping")
         except httpx.HTTPError as exc:
             raise self._error(exc) from exc
-        if resp.status_code >= 500 or "Api-Version" not in resp.headers and resp.status_code != 200:
+        if resp.status_code >= 500 or ("Api-Version" not in resp.headers and resp.status_code != 200):
             raise EngineError(
                 f"does not answer like a Docker engine (HTTP {resp.status_code})",
                 side=self.side,
@@ -174,7 +174,7 @@ class Engine:
     @contextmanager
     def save(self, names: Iterable[str]) -> Iterator[Iterator[bytes]]:
         """Stream `docker save` of the given images as raw tar bytes."""
-        params = [("names", n) for n in names]
+        params: list[tuple[str, str | int | float | bool | None]] = [("names", n) for n in names]
         try:
             with self._client.stream("GET", self._url("/images/get"), params=params) as resp:
                 self._check(resp, "export")
@@ -190,7 +190,7 @@ class Engine:
                 f"the export stopped mid-stream: {exc}", side=self.side, endpoint=str(self.endpoint)
             ) from exc
 
-    def load(self, body: Iterable[bytes], content_type: str = "application/x-tar") -> list[str]:
+    def load(self, body: Iterable[bytes | memoryview], content_type: str = "application/x-tar") -> list[str]:
         """POST /images/load; read the whole message stream, since the engine reports failures
         inside an HTTP 200 answer. Returns the engine's messages."""
         try:
@@ -198,7 +198,7 @@ class Engine:
                 "POST",
                 self._url("/images/load"),
                 params={"quiet": "1"},
-                content=body,
+                content=body,  # type: ignore[arg-type]  # httpx writes any buffer to the socket
                 headers={"Content-Type": content_type},
             ) as resp:
                 self._check(resp, "load")
@@ -251,7 +251,8 @@ def image_info(data: dict[str, Any]) -> ImageInfo:
     diff_ids = tuple((data.get("RootFS") or {}).get("Layers") or ())
     # Engines render the same config differently: graphdriver Docker fills in the build's
     # parent as Config.Image, others leave it empty; empty fields come and go.
-    config = {k: v for k, v in (data.get("Config") or {}).items() if k != "Image" and v not in (None, "", False, [], {})}
+    empty: tuple[Any, ...] = (None, "", False, [], {})
+    config = {k: v for k, v in (data.get("Config") or {}).items() if k != "Image" and v not in empty}
     ident = {
         "Config": config,
         "Architecture": data.get("Architecture"),

@@ -183,7 +183,9 @@ def output_format(dest: EngineKind) -> OutputFormat:
     return OutputFormat.LEGACY if dest is EngineKind.GRAPHDRIVER else OutputFormat.OCI
 
 
-def stream_spec(plan: TransferPlan, source: EngineInfo, dest: EngineKind, skip: frozenset[str] | None = None) -> StreamSpec:
+def stream_spec(
+    plan: TransferPlan, source: EngineInfo, dest: EngineKind, skip: frozenset[str] | None = None
+) -> StreamSpec:
     images = [p.source for p in plan.exported]
     named: dict[str, str] = {}
     unnamed: list[str] = []
@@ -191,7 +193,7 @@ def stream_spec(plan: TransferPlan, source: EngineInfo, dest: EngineKind, skip: 
         for image in images:
             for v1, diff in zip(legacy_v1_ids(image.diff_ids), image.diff_ids):
                 named[f"{v1}/layer.tar"] = diff
-            unnamed.append(image.diff_ids[-1]) if image.diff_ids else None
+            unnamed.extend(image.diff_ids[-1:])
     elif source.kind is EngineKind.PODMAN:
         named = {f"{d[7:]}.tar": d for image in images for d in image.diff_ids}
     else:

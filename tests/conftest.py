@@ -12,8 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness.engines import SPECS, Engine, start_engine  # noqa: E402
-from tests.harness.images import Builder  # noqa: E402
+from tests.harness.engines import SPECS, Engine, start_engine
+from tests.harness.images import Builder
 
 ENGINE_NAMES = ["docker20", "docker26", "docker26c", "podman"]
 
@@ -48,9 +48,14 @@ def builder(engine_base: Path) -> Iterator[Builder]:
         engine.destroy()
 
 
-def run_d2d(*args: str, env: dict[str, str] | None = None, user: str | None = None, check: bool = False,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    cmd = [shutil.which("docker-d2d") or str(Path(sys.executable).parent / "docker-d2d"), *args]
+def d2d_path() -> str:
+    return shutil.which("docker-d2d") or str(Path(sys.executable).parent / "docker-d2d")
+
+
+def run_d2d(
+    *args: str, env: dict[str, str] | None = None, user: str | None = None, check: bool = False, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    cmd = [d2d_path(), *args]
     if user:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
     full_env = dict(os.environ, **(env or {}))

@@ -64,3 +64,61 @@ def image_layers(engine: Engine, ref: str) -> list[str]:
 
 def image_exists(engine: Engine, ref: str) -> bool:
     return engine.docker("image", "inspect", ref, check=False).returncode == 0
+
+
+def place_compressed(builder: Builder, target: Engine, ref: str) -> None:
+    """Load `ref` into a containerd-store engine the way a registry pull leaves it: every layer
+    blob gzip-compressed, so the content store holds no blob under the uncompressed digest."""
+    import gzip
+    import hashlib
+    import json
+
+    archive = builder.engine.docker("save", ref).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        item = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        config = tar.extractfile(item["Config"]).read()  # type: ignore[union-attr]
+        layers = [gzip.compress(tar.extractfile(p).read(), mtime=0) for p in item["Layers"]]  # type: ignore[union-attr]
+
+    def digest(b: bytes) -> str:
+        return "sha256:" + hashlib.sha256(b).hexdigest()
+
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(b), "size": len(b)}
+                for b in layers
+            ],
+        }
+    ).encode()
+    name = ref if "/" in ref else f"docker.io/library/{ref}"
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest(manifest),
+                    "size": len(manifest),
+                    "annotations": {"io.containerd.image.name": name},
+                }
+            ],
+        }
+    ).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for entry, data in [
+            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+            ("index.json", index),
+            *((f"blobs/sha256/{digest(b)[7:]}", b) for b in [config, manifest, *layers]),
+        ]:
+            info = tarfile.TarInfo(entry)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    target.docker("load", input=out.getvalue())
