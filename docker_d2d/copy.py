@@ -18,6 +18,7 @@ from .engine import Engine
 from .errors import D2DError, ImageNotFound, VerifyError
 from .model import EngineInfo, EngineKind, ImageInfo, ImageRef, as_id_ref, could_be_id, parse_ref, short
 from .plan import ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
+from .prefetch import prefetch
 
 
 class Reporter(Progress, Protocol):
@@ -170,7 +171,11 @@ def _transfer(
     src: Engine, dst: Engine, plan: TransferPlan, spec: StreamSpec, reporter: Reporter, options: CopyOptions
 ) -> RewriteResult:
     ids = list(dict.fromkeys(p.source.id for p in plan.exported))
-    with tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool, src.save(ids) as chunks:
+    with (
+        tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
+        src.save(ids) as raw,
+        prefetch(raw) as chunks,
+    ):
         rewriter = Rewriter(chunks, spec, reporter, Path(spool))
         try:
             dst.load(rewriter.stream())
