@@ -215,7 +215,8 @@ def plan_dict(plan: TransferPlan) -> dict[str, Any]:
 def result_dict(result: CopyResult) -> dict[str, Any]:
     sent = sum(t.layers_sent for t in result.transfers)
     skipped = sum(t.layers_skipped for t in result.transfers[-1:])
-    image_size = sum(lay.size or 0 for lay in result.plan.unique_layers().values())
+    sizes = {lay.diff_id: lay.size or 0 for p in result.plan.images for lay in p.layers}
+    image_size = sum(sizes.values())
     return {
         "tagged": result.tagged,
         "untagged": result.untagged,

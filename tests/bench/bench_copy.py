@@ -50,8 +50,12 @@ def build(engine: Engine, work: Path, name: str, base: str | None, mb: int, skip
     ctx = work / f"ctx-{name.replace(':', '-')}"
     fill_dir(ctx / "files", mb << 20, skip=skip_mb << 20)
     if base is None:
-        subprocess.run(f"tar -C {ctx}/files -c . | docker -H {engine.host} import - {name}", shell=True, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            f"tar -C {ctx}/files -c . | docker -H {engine.host} import - {name}",
+            shell=True,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     else:
         (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY files/ /\n")
         engine.docker("build", "-q", "-t", name, str(ctx))
@@ -63,8 +67,11 @@ def thin_archive(src: Engine, dst: Engine, image: str, out: Path) -> None:
     with Client(parse_endpoint(src.host), "source") as s, Client(parse_endpoint(dst.host), "destination") as d:
         si, di = s.connect(), d.connect()
         info = s.inspect(image)
-        plan = plan_transfer([(parse_ref(image), info, layer_sizes(s.history_sizes(info.id), len(info.diff_ids)))],
-                             si.kind, holdings(di.kind, d.all_images()))
+        plan = plan_transfer(
+            [(parse_ref(image), info, layer_sizes(s.history_sizes(info.id), len(info.diff_ids)))],
+            si.kind,
+            holdings(di.kind, d.all_images()),
+        )
         with s.save([info.id]) as chunks, open(out, "wb") as f:
             for chunk in Rewriter(chunks, stream_spec(plan, si, di.kind)).stream():
                 f.write(chunk)
@@ -126,9 +133,13 @@ def main() -> None:
         rss_cold = rss_update = max(rss)
         rows += [
             ("cold copy", f"{cold_base:.2f}s", f"{cold_d2d:.2f}s", f"d2d/save|load = {cold_d2d / cold_base:.2f}"),
-            ("update", f"{update_base:.2f}s", f"{update_d2d:.2f}s",
-             f"save|load/d2d = {update_base / update_d2d:.2f}x; d2d/floor = {update_d2d / floor:.2f}"
-             f" (floor {floor:.2f}s = save {save_only:.2f}s + thin load {load_thin:.2f}s)"),
+            (
+                "update",
+                f"{update_base:.2f}s",
+                f"{update_d2d:.2f}s",
+                f"save|load/d2d = {update_base / update_d2d:.2f}x; d2d/floor = {update_d2d / floor:.2f}"
+                f" (floor {floor:.2f}s = save {save_only:.2f}s + thin load {load_thin:.2f}s)",
+            ),
             ("no-op", "-", f"{noop_d2d:.2f}s", ""),
             ("peak RSS", "-", f"{max(rss_cold, rss_update) / 1024:.0f} MB", f"image {size / 1e6:.0f} MB"),
         ]
@@ -136,15 +147,23 @@ def main() -> None:
             build(src, work, "bench-big:1", None, args.big_mb, 0)
             big = int(src.docker("image", "inspect", "--format", "{{.Size}}", "bench-big:1").stdout)
             big_t, big_rss = d2d(src, dst, "bench-big:1")
-            rows.append(("peak RSS, big image", "-", f"{big_rss / 1024:.0f} MB",
-                         f"image {big / 1e6:.0f} MB, cold copy {big_t:.1f}s"))
+            rows.append(
+                (
+                    "peak RSS, big image",
+                    "-",
+                    f"{big_rss / 1024:.0f} MB",
+                    f"image {big / 1e6:.0f} MB, cold copy {big_t:.1f}s",
+                )
+            )
     finally:
         src.destroy()
         dst.destroy()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nengines: {args.engine} -> {args.engine} (local unix sockets); image {size / 1e6:.0f} MB, "
-          f"update layer {args.update_mb} MB; medians of {args.runs} runs")
+    print(
+        f"\nengines: {args.engine} -> {args.engine} (local unix sockets); image {size / 1e6:.0f} MB, "
+        f"update layer {args.update_mb} MB; medians of {args.runs} runs"
+    )
     print("| case | docker save \\| docker load | docker-d2d | ratio |")
     print("|---|---|---|---|")
     for row in rows:

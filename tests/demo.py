@@ -1,0 +1,56 @@
+"""The fresh-machine demo: two throwaway local engines, a real image copied between them,
+then an update that sends only the new layer. Run after .ci/setup-machine:
+
+    .venv/bin/python -m tests.demo
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.conftest import d2d_path
+from tests.harness.engines import start_engine
+from tests.harness.realistic import fill_dir
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="d2d-demo-", dir="/var/tmp"))
+    src = start_engine("docker20", work)
+    dst = start_engine("docker26", work)
+    try:
+        print(f"source engine:      {src.host} (Docker 20.10)\ndestination engine: {dst.host} (Docker 26.1)\n")
+        for name, base, mb, skip in [("demo:1", None, 120, 0), ("demo:2", "demo:1", 15, 120)]:
+            ctx = work / name.replace(":", "-")
+            fill_dir(ctx / "files", mb << 20, skip=skip << 20)
+            if base is None:
+                subprocess.run(
+                    f"tar -C {ctx}/files -c . | docker -H {src.host} import - {name}",
+                    shell=True,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+            else:
+                (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY files/ /\n")
+                src.docker("build", "-q", "-t", name, str(ctx))
+            shutil.rmtree(ctx)
+        for step, image in [
+            ("first copy: every layer travels", "demo:1"),
+            ("update: only the new layer travels", "demo:2"),
+            ("again: nothing travels", "demo:2"),
+        ]:
+            print(f"$ docker-d2d -s {src.host} -d {dst.host} {image}    # {step}")
+            subprocess.run([d2d_path(), "-s", src.host, "-d", dst.host, image], check=True)
+            print()
+        out = dst.docker("images", "demo").stdout.decode()
+        print(f"destination now holds:\n{out}")
+    finally:
+        src.destroy()
+        dst.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
