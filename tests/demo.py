@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.conftest import d2d_path
 from tests.harness.engines import start_engine
-from tests.harness.realistic import fill_dir
+from tests.harness.realistic import build_image
 
 
 def main() -> None:
@@ -22,20 +22,8 @@ def main() -> None:
     dst = start_engine("docker26", work)
     try:
         print(f"source engine:      {src.host} (Docker 20.10)\ndestination engine: {dst.host} (Docker 26.1)\n")
-        for name, base, mb, skip in [("demo:1", None, 120, 0), ("demo:2", "demo:1", 15, 120)]:
-            ctx = work / name.replace(":", "-")
-            fill_dir(ctx / "files", mb << 20, skip=skip << 20)
-            if base is None:
-                subprocess.run(
-                    f"tar -C {ctx}/files -c . | docker -H {src.host} import - {name}",
-                    shell=True,
-                    check=True,
-                    stdout=subprocess.DEVNULL,
-                )
-            else:
-                (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY files/ /\n")
-                src.docker("build", "-q", "-t", name, str(ctx))
-            shutil.rmtree(ctx)
+        build_image(src, work, "demo:1", None, 120, 0)
+        build_image(src, work, "demo:2", "demo:1", 15, 120)
         for step, image in [
             ("first copy: every layer travels", "demo:1"),
             ("update: only the new layer travels", "demo:2"),

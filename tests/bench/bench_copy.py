@@ -26,7 +26,7 @@ from docker_d2d.model import parse_ref
 from docker_d2d.plan import holdings, layer_sizes, plan_transfer, stream_spec
 from tests.conftest import d2d_path
 from tests.harness.engines import Engine, start_engine
-from tests.harness.realistic import fill_dir
+from tests.harness.realistic import build_image
 
 
 def sh(cmd: str) -> float:
@@ -44,22 +44,6 @@ def d2d(src: Engine, dst: Engine, image: str) -> tuple[float, int]:
     if status != 0:
         raise SystemExit(f"docker-d2d failed with {status}")
     return elapsed, usage.ru_maxrss
-
-
-def build(engine: Engine, work: Path, name: str, base: str | None, mb: int, skip_mb: int) -> None:
-    ctx = work / f"ctx-{name.replace(':', '-')}"
-    fill_dir(ctx / "files", mb << 20, skip=skip_mb << 20)
-    if base is None:
-        subprocess.run(
-            f"tar -C {ctx}/files -c . | docker -H {engine.host} import - {name}",
-            shell=True,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    else:
-        (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY files/ /\n")
-        engine.docker("build", "-q", "-t", name, str(ctx))
-    shutil.rmtree(ctx)
 
 
 def thin_archive(src: Engine, dst: Engine, image: str, out: Path) -> None:
@@ -92,9 +76,9 @@ def main() -> None:
     dst = start_engine(args.engine, work / "dst")
     rows: list[tuple[str, str, str, str]] = []
     try:
-        build(src, work, "bench-base:1", None, args.base_mb, 0)
-        build(src, work, "bench:1", "bench-base:1", args.app_mb, args.base_mb)
-        build(src, work, "bench:2", "bench:1", args.update_mb, args.base_mb + args.app_mb)
+        build_image(src, work, "bench-base:1", None, args.base_mb, 0)
+        build_image(src, work, "bench:1", "bench-base:1", args.app_mb, args.base_mb)
+        build_image(src, work, "bench:2", "bench:1", args.update_mb, args.base_mb + args.app_mb)
         size = int(src.docker("image", "inspect", "--format", "{{.Size}}", "bench:2").stdout)
         pipe = f"docker -H {src.host} save {{img}} | docker -H {dst.host} load"
 
@@ -144,7 +128,7 @@ def main() -> None:
             ("peak RSS", "-", f"{max(rss_cold, rss_update) / 1024:.0f} MB", f"image {size / 1e6:.0f} MB"),
         ]
         if args.big_mb:
-            build(src, work, "bench-big:1", None, args.big_mb, 0)
+            build_image(src, work, "bench-big:1", None, args.big_mb, 0)
             big = int(src.docker("image", "inspect", "--format", "{{.Size}}", "bench-big:1").stdout)
             big_t, big_rss = d2d(src, dst, "bench-big:1")
             rows.append(

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+
+from .engines import Engine
 
 
 def real_files(roots: tuple[str, ...] = ("/usr/lib", "/usr/share", "/usr/bin")) -> Iterator[Path]:
@@ -38,3 +41,22 @@ def fill_dir(target: Path, size: int, skip: int = 0) -> int:
         if copied >= size:
             break
     return copied
+
+
+def build_image(engine: Engine, work: Path, name: str, base: str | None, mb: int, skip_mb: int) -> None:
+    """A layer of `mb` MB of real files: imported as a base image, or COPYed onto `base`."""
+    ctx = work / f"ctx-{name.replace(':', '-')}"
+    fill_dir(ctx / "files", mb << 20, skip=skip_mb << 20)
+    try:
+        if base is None:
+            subprocess.run(
+                f"tar -C {ctx}/files -c . | docker -H {engine.host} import - {name}",
+                shell=True,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        else:
+            (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY files/ /\n")
+            engine.docker("build", "-q", "-t", name, str(ctx))
+    finally:
+        shutil.rmtree(ctx)
