@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,9 +14,11 @@ import typer
 
 from . import __version__
 from .console import BaseReporter, JsonReporter, PlainReporter, QuietReporter, RichReporter
+from .contexts import resolve
 from .copy import CopyOptions, copy_images
-from .endpoint import Endpoint, local_endpoint, parse_endpoint
+from .endpoint import Endpoint, Scheme
 from .errors import Cancelled, D2DError, UsageError
+from .options import GlobalOptions
 
 app = typer.Typer(
     name="docker-d2d",
@@ -33,11 +37,44 @@ SpoolDir = Annotated[
     Optional[Path],  # noqa: UP045 - typer needs Optional on 3.10
     typer.Option("--spool-dir", help="Where to spool layers that must be read before deciding (default: TMPDIR)."),
 ]
-Images = Annotated[list[str], typer.Argument(help="Images: name[:tag], host:port/name:tag, name@sha256:..., or an id.")]
+
+
+def _complete_endpoints(incomplete: str) -> list[tuple[str, str]]:
+    from .completion import endpoint_candidates
+
+    return [(v, d) for v, d in endpoint_candidates() if v.startswith(incomplete)]
+
+
+def _complete_images(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    from .completion import image_candidates
+
+    params = ctx.params
+    source = params.get("source") if ctx.command.name != "push" else None
+    return [(v, d) for v, d in image_candidates(source) if v.startswith(incomplete)]
+
+
+Images = Annotated[
+    list[str],
+    typer.Argument(
+        help="Images: name[:tag], host:port/name:tag, name@sha256:..., or an id.", autocompletion=_complete_images
+    ),
+]
+ENDPOINT_HELP = "unix:///path, tcp://host:port, or a Docker context name"
+
+
+# Docker's global flags, parsed by main before typer sees argv (they may precede `d2d`).
+GLOBALS = GlobalOptions()
 
 
 def resolve_endpoint(text: str | None) -> Endpoint:
-    return local_endpoint() if not text else parse_endpoint(text)
+    endpoint = resolve(text, GLOBALS, os.environ)
+    if endpoint.scheme is Scheme.TCP and endpoint.tls is None and not endpoint.is_local:
+        typer.echo(
+            f"warning: {endpoint} is plain tcp: the Engine API travels unencrypted and unauthenticated "
+            "(use --tlsverify, a context with TLS, or ssh)",
+            err=True,
+        )
+    return endpoint
 
 
 def _reporter(quiet: bool, as_json: bool) -> BaseReporter:
@@ -55,7 +92,7 @@ def run_command(action: Callable[[], int | None], debug: bool) -> None:
     try:
         code = action() or 0
     except D2DError as exc:
-        if debug:
+        if debug or GLOBALS.debug:
             traceback.print_exc()
         typer.echo(f"docker-d2d: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -96,10 +133,23 @@ def _copy(
 @app.command("copy")
 def copy_command(
     images: Images,
-    source: Annotated[Optional[str], typer.Option("-s", "--source", help="Source engine (default: local).")] = None,  # noqa: UP045
+    source: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "-s",
+            "--source",
+            help=f"Source engine: {ENDPOINT_HELP} (default: local).",
+            autocompletion=_complete_endpoints,
+        ),
+    ] = None,
     destination: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("-d", "--destination", help="Destination engine (default: local)."),
+        typer.Option(
+            "-d",
+            "--destination",
+            help=f"Destination engine: {ENDPOINT_HELP} (default: local).",
+            autocompletion=_complete_endpoints,
+        ),
     ] = None,
     dry_run: DryRun = False,
     quiet: Quiet = False,
@@ -113,7 +163,9 @@ def copy_command(
 
 @app.command("push")
 def push_command(
-    destination: Annotated[str, typer.Argument(help="Destination engine: unix:///path, tcp://host:port.")],
+    destination: Annotated[
+        str, typer.Argument(help=f"Destination engine: {ENDPOINT_HELP}.", autocompletion=_complete_endpoints)
+    ],
     images: Images,
     dry_run: DryRun = False,
     quiet: Quiet = False,
@@ -127,7 +179,7 @@ def push_command(
 
 @app.command("pull")
 def pull_command(
-    source: Annotated[str, typer.Argument(help="Source engine: unix:///path, tcp://host:port.")],
+    source: Annotated[str, typer.Argument(help=f"Source engine: {ENDPOINT_HELP}.", autocompletion=_complete_endpoints)],
     images: Images,
     dry_run: DryRun = False,
     quiet: Quiet = False,
@@ -143,3 +195,54 @@ def pull_command(
 def version_command() -> None:
     """Print the version."""
     typer.echo(f"docker-d2d {__version__}")
+
+
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command("completion")
+def completion_command(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish")]) -> None:
+    """Print the completion script of the standalone docker-d2d (`docker d2d` is completed by
+    `docker completion ...` through the plugin protocol)."""
+    from typer._completion_shared import get_completion_script
+
+    typer.echo(get_completion_script(prog_name="docker-d2d", complete_var="_DOCKER_D2D_COMPLETE", shell=shell.value))
+
+
+plugin_app = typer.Typer(help="Install or uninstall docker-d2d as a Docker CLI plugin (`docker d2d ...`).")
+app.add_typer(plugin_app, name="plugin")
+SYSTEM_PLUGIN_DIR = Path("/usr/local/lib/docker/cli-plugins")
+System = Annotated[bool, typer.Option("--system", help=f"Use {SYSTEM_PLUGIN_DIR} (all users) instead of yours.")]
+PluginDir = Annotated[Optional[Path], typer.Option("--dir", help="Use this cli-plugins directory.")]  # noqa: UP045
+
+
+def _plugin_path(system: bool, directory: Path | None) -> Path:
+    from .contexts import config_dir
+
+    base = directory or (SYSTEM_PLUGIN_DIR if system else config_dir(GLOBALS, os.environ) / "cli-plugins")
+    return base / "docker-d2d"
+
+
+@plugin_app.command("install")
+def plugin_install(system: System = False, directory: PluginDir = None) -> None:
+    """Link this docker-d2d into a cli-plugins directory, so that `docker d2d` runs it."""
+    from .packaging import install_plugin
+
+    def action() -> None:
+        typer.echo(f"installed {install_plugin(_plugin_path(system, directory))}")
+
+    run_command(action, False)
+
+
+@plugin_app.command("uninstall")
+def plugin_uninstall(system: System = False, directory: PluginDir = None) -> None:
+    """Remove docker-d2d from a cli-plugins directory."""
+    path = _plugin_path(system, directory)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+        typer.echo(f"removed {path}")
+    else:
+        typer.echo(f"not installed at {path}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -73,11 +72,3 @@ def parse_endpoint(text: str, tls: TLSConfig | None = None) -> Endpoint:
     if scheme:
         raise EndpointError(f"invalid address {text!r}: unsupported scheme {scheme!r} (use unix:// or tcp://)")
     raise EndpointError(f"invalid address {text!r}: expected unix:///path or tcp://host:port")
-
-
-def local_endpoint(env: dict[str, str] | None = None) -> Endpoint:
-    """The engine the docker CLI would talk to without a context: DOCKER_HOST, else the default socket."""
-    host = (os.environ if env is None else env).get("DOCKER_HOST", "")
-    if host:
-        return parse_endpoint(host)
-    return Endpoint(Scheme.UNIX, f"unix://{DEFAULT_UNIX_SOCKET}", path=DEFAULT_UNIX_SOCKET)

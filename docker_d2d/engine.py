@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from .endpoint import Endpoint
-from .errors import ConnectError, EngineError, ImageNotFound
+from .errors import ConnectError, D2DError, EngineError, ImageNotFound
 from .model import EngineInfo, EngineKind, ImageInfo
 from .transport import make_transport
 
@@ -40,9 +40,22 @@ def negotiate_version(server: str | None, override: str | None = None) -> str:
     return min(server, MAX_API_VERSION, key=_version_tuple)
 
 
+def _tls_cause(text: str) -> str | None:
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return f"TLS: the engine's certificate is not trusted by the CA given ({text})"
+    if "CERTIFICATE_REQUIRED" in text or "BAD_CERTIFICATE" in text or "UNKNOWN_CA" in text:
+        return f"TLS: the engine refused our client certificate (give --tlscert/--tlskey it trusts) ({text})"
+    if "SSL" in text or "WRONG_VERSION_NUMBER" in text:
+        return f"TLS handshake failed ({text}); is the engine listening with TLS on that port?"
+    return None
+
+
 def _connect_cause(exc: BaseException, endpoint: Endpoint) -> str:
     text = str(exc)
     where = endpoint.path or f"{endpoint.host}:{endpoint.port}"
+    tls = _tls_cause(text)
+    if tls:
+        return tls
     if "Permission denied" in text:
         return f"permission denied on {where} (is your user allowed to use this engine?)"
     if "No such file" in text:
@@ -60,7 +73,10 @@ class Engine:
     def __init__(self, endpoint: Endpoint, side: str) -> None:
         self.endpoint = endpoint
         self.side = side
-        transport, base = make_transport(endpoint)
+        try:
+            transport, base = make_transport(endpoint)
+        except D2DError as exc:
+            raise exc.with_side(side, str(endpoint)) from exc
         # No read timeout: exports and loads of large images legitimately stay silent for long.
         self._client = httpx.Client(
             transport=transport, base_url=base, timeout=httpx.Timeout(30.0, read=None, write=None)
@@ -82,6 +98,8 @@ class Engine:
     def _error(self, exc: Exception) -> Exception:
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             return ConnectError(_connect_cause(exc, self.endpoint), side=self.side, endpoint=str(self.endpoint))
+        if isinstance(exc, httpx.HTTPError) and _tls_cause(str(exc)):
+            return ConnectError(_tls_cause(str(exc)) or "", side=self.side, endpoint=str(self.endpoint))
         if isinstance(exc, httpx.HTTPError):
             return EngineError(f"connection to the engine failed: {exc}", side=self.side, endpoint=str(self.endpoint))
         return exc

@@ -1,12 +1,19 @@
-"""Entry point. Answers the Docker CLI's metadata probe before importing anything heavy:
-the CLI runs it for every `docker` help and completion."""
+"""Entry point for `docker-d2d` and for `docker d2d` (the Docker CLI plugin protocol).
+
+Answers the CLI's metadata probe and completion requests before importing anything heavy:
+the docker CLI runs the metadata probe for every `docker --help`, `docker info` and completion.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import sys
+import threading
 
-COMMANDS = {"copy", "push", "pull", "version", "completion"}
+COMMANDS = {"copy", "push", "pull", "version", "completion", "plugin"}
 METADATA = {
     "SchemaVersion": "0.1.0",
     "Vendor": "docker-d2d",
@@ -26,6 +33,29 @@ def normalize_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def watch_plugin_socket() -> None:
+    """Docker CLI v25+ hands plugins a socket; it closes it when the user presses Ctrl-C
+    (and docker's stdout is not a TTY, so no SIGINT reaches us). Turn that EOF into SIGINT."""
+    path = os.environ.get("DOCKER_CLI_PLUGIN_SOCKET")
+    if not path:
+        return
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect("\0" + path[1:] if path.startswith("@") else path)
+    except OSError:
+        return
+
+    def wait() -> None:
+        try:
+            while conn.recv(4096):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=wait, name="d2d-plugin-socket", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args == ["docker-cli-plugin-metadata"]:
@@ -33,9 +63,37 @@ def main(argv: list[str] | None = None) -> None:
 
         print(json.dumps({**METADATA, "Version": __version__}))
         return
-    from .cli import app
+    if args[:1] in (["__complete"], ["__completeNoDesc"]):
+        from .completion import cobra_complete
 
-    app(args=normalize_argv(args), prog_name="docker-d2d")
+        print(cobra_complete(args[0], args[1:]))
+        return
+
+    from .errors import UsageError
+    from .options import split_global_flags
+
+    try:
+        opts, rest = split_global_flags(args)
+        if rest[:2] == ["help", "d2d"]:  # `docker help d2d`
+            rest = ["d2d", "--help"]
+        plugin = rest[:1] == ["d2d"]
+        if plugin:
+            # Docker's flags belong before `d2d`; accept them after it too, as `docker-d2d` does.
+            opts, rest = split_global_flags(rest[1:], opts)
+    except UsageError as exc:
+        print(f"docker-d2d: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    if plugin:
+        if rest[:1] == ["docker-cli-plugin-hooks"]:
+            return  # we register no hooks
+        watch_plugin_socket()
+    if rest[:1] == ["help"]:
+        rest = ["--help"]
+
+    from . import cli
+
+    cli.GLOBALS = opts
+    cli.app(args=normalize_argv(rest), prog_name="docker d2d" if plugin else "docker-d2d")
 
 
 if __name__ == "__main__":

@@ -24,10 +24,13 @@ def make_transport(endpoint: Endpoint) -> tuple[httpx.BaseTransport, str]:
 def _ssl_context(endpoint: Endpoint) -> ssl.SSLContext:
     tls = endpoint.tls
     assert tls is not None
-    ctx = ssl.create_default_context(cafile=tls.ca) if tls.verify else ssl.create_default_context()
-    if not tls.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if tls.cert and tls.key:
-        ctx.load_cert_chain(tls.cert, tls.key)
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca) if tls.verify else ssl.create_default_context()
+        if not tls.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if tls.cert and tls.key:
+            ctx.load_cert_chain(tls.cert, tls.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise EndpointError(f"TLS material unusable: {exc}") from exc
     return ctx

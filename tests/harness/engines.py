@@ -70,13 +70,13 @@ class Engine:
     def log(self) -> Path:
         return self.base / "engine.log"
 
-    def start(self, timeout: float = 60.0, netns: str | None = None, extra_hosts: tuple[str, ...] = ()) -> None:
+    def start(self, timeout: float = 60.0, netns: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if self.spec.path_prefix:
             env["PATH"] = self.spec.path_prefix + ":" + env["PATH"]
         if self.spec.kind == "docker":
-            cmd = self._dockerd_cmd(extra_hosts)
+            cmd = [*self._dockerd_cmd(), *extra_args]
         else:
             cmd = self._podman_cmd()
             env["XDG_RUNTIME_DIR"] = str(self.base / "xdg")
@@ -90,7 +90,7 @@ class Engine:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self._wait_ready(timeout)
 
-    def _dockerd_cmd(self, extra_hosts: tuple[str, ...]) -> list[str]:
+    def _dockerd_cmd(self) -> list[str]:
         config = self.base / "daemon.json"
         features = {"containerd-snapshotter": True} if self.spec.containerd_store else {}
         config.write_text(json.dumps({"features": features}))
@@ -101,7 +101,6 @@ class Engine:
             f"--exec-root={self.base / 'exec'}",
             f"--pidfile={self.base / 'dockerd.pid'}",
             f"-H=unix://{self.socket}",
-            *(f"-H={h}" for h in extra_hosts),
             "--iptables=false",
             "--ip6tables=false",
             "--bridge=none",

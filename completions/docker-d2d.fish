@@ -1,0 +1,1 @@
+complete --command docker-d2d --no-files --arguments "(env _DOCKER_D2D_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) docker-d2d)" --condition "env _DOCKER_D2D_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) docker-d2d"

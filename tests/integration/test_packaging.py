@@ -1,0 +1,74 @@
+"""Installs a user would make: a clean venv from the checkout, and the single-file build,
+each dropped into a cli-plugins directory and run by the real docker CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness.engines import Engine
+from tests.harness.images import Builder, image_exists, unique
+
+from .helpers import random_file
+
+pytestmark = pytest.mark.engines
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _docker(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    return subprocess.run(
+        ["/usr/local/bin/docker", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "DOCKER_CONFIG": str(config)},
+    )
+
+
+def _check_plugin(config: Path, engines: dict[str, Engine], builder: Builder) -> None:
+    src, dst = engines["docker20"], engines["docker26"]
+    assert "d2d*" in _docker(config, "--help").stdout
+    base = builder.base(unique("base") + ":1")
+    app = unique("pkg") + ":1"
+    builder.build(app, base, ["COPY a /a"], {"a": random_file(10_000)})
+    builder.place(src, app)
+    proc = _docker(config, "-H", src.host, "d2d", "push", dst.host, app)
+    assert proc.returncode == 0, proc.stderr
+    assert image_exists(dst, app)
+
+
+def test_clean_venv_install(tmp_path: Path, engines: dict[str, Engine], builder: Builder) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin/pip"), "install", "-q", str(REPO)], check=True, capture_output=True)
+    config = tmp_path / "cfg"
+    subprocess.run(
+        [str(venv / "bin/docker-d2d"), "plugin", "install", "--dir", str(config / "cli-plugins")],
+        check=True,
+        capture_output=True,
+    )
+    assert (config / "cli-plugins/docker-d2d").resolve() == (venv / "bin/docker-d2d").resolve()
+    _check_plugin(config, engines, builder)
+    subprocess.run(
+        [str(venv / "bin/docker-d2d"), "plugin", "uninstall", "--dir", str(config / "cli-plugins")],
+        check=True,
+        capture_output=True,
+    )
+    assert not (config / "cli-plugins/docker-d2d").exists()
+
+
+def test_single_file_build_as_a_plugin(tmp_path: Path, engines: dict[str, Engine], builder: Builder) -> None:
+    config = tmp_path / "cfg"
+    target = config / "cli-plugins/docker-d2d"
+    subprocess.run(
+        ["bash", str(REPO / "packaging/build-single-file"), str(target)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    _check_plugin(config, engines, builder)
