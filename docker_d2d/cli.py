@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
+from .compress import Compression
 from .console import BaseReporter, JsonReporter, PlainReporter, QuietReporter, RichReporter
 from .contexts import resolve
 from .copy import CopyOptions, copy_images
@@ -53,6 +54,10 @@ def _complete_images(ctx: typer.Context, incomplete: str) -> list[tuple[str, str
     return [(v, d) for v, d in image_candidates(source) if v.startswith(incomplete)]
 
 
+CompressOpt = Annotated[
+    Compression,
+    typer.Option("--compress", help="Compress the load on the wire: auto = on ssh and non-loopback tcp only."),
+]
 Images = Annotated[
     list[str],
     typer.Argument(
@@ -89,6 +94,11 @@ def _reporter(quiet: bool, as_json: bool) -> BaseReporter:
 
 def run_command(action: Callable[[], int | None], debug: bool) -> None:
     """The one place where our errors become a message and an exit status."""
+    if debug or GLOBALS.debug:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="debug: %(message)s")
+        logging.getLogger("paramiko").setLevel(logging.WARNING)
     try:
         code = action() or 0
     except D2DError as exc:
@@ -111,6 +121,7 @@ def _copy(
     as_json: bool,
     debug: bool,
     spool_dir: Path | None,
+    compress: Compression,
 ) -> None:
     def action() -> None:
         if not images:
@@ -118,7 +129,9 @@ def _copy(
         src, dst = resolve_endpoint(source), resolve_endpoint(destination)
         reporter = _reporter(quiet, as_json)
         try:
-            result = copy_images(src, dst, images, reporter, CopyOptions(dry_run=dry_run, spool_dir=spool_dir))
+            result = copy_images(
+                src, dst, images, reporter, CopyOptions(dry_run=dry_run, spool_dir=spool_dir, compress=compress)
+            )
         finally:
             if isinstance(reporter, RichReporter):
                 reporter.close()
@@ -156,9 +169,10 @@ def copy_command(
     as_json: Json = False,
     debug: Debug = False,
     spool_dir: SpoolDir = None,
+    compress: CompressOpt = Compression.AUTO,
 ) -> None:
     """Copy IMAGES from the source engine to the destination engine."""
-    _copy(source, destination, images, dry_run, quiet, as_json, debug, spool_dir)
+    _copy(source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress)
 
 
 @app.command("push")
@@ -172,9 +186,10 @@ def push_command(
     as_json: Json = False,
     debug: Debug = False,
     spool_dir: SpoolDir = None,
+    compress: CompressOpt = Compression.AUTO,
 ) -> None:
     """Push IMAGES from the local engine to DESTINATION."""
-    _copy(None, destination, images, dry_run, quiet, as_json, debug, spool_dir)
+    _copy(None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress)
 
 
 @app.command("pull")
@@ -186,9 +201,10 @@ def pull_command(
     as_json: Json = False,
     debug: Debug = False,
     spool_dir: SpoolDir = None,
+    compress: CompressOpt = Compression.AUTO,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
-    _copy(source, None, images, dry_run, quiet, as_json, debug, spool_dir)
+    _copy(source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress)
 
 
 @app.command("version")

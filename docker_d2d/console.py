@@ -223,6 +223,8 @@ def result_dict(result: CopyResult) -> dict[str, Any]:
         "layers_sent": sent,
         "layers_skipped": skipped,
         "bytes_sent": result.bytes_sent,
+        "wire_bytes": result.wire_bytes,
+        "compression": result.compression.value,
         "image_bytes": image_size,
         "transfers": len(result.transfers),
         "elapsed": round(result.elapsed, 3),
@@ -254,5 +256,7 @@ def render_summary(result: CopyResult) -> str:
     if not result.transfers:
         layers = "nothing to send: the destination has every image"
     size = f"sent {human_size(d['bytes_sent'])} of a ~ {human_size(d['image_bytes'])} image"
+    if result.compression.value != "none" and result.transfers:
+        size += f" ({human_size(result.wire_bytes)} on the wire, {result.compression.value})"
     extra = " (twice: see note)" if len(result.transfers) > 1 else ""
     return f"{'; '.join(parts)}\n{layers}; {size}{extra} in {result.elapsed:.1f}s"

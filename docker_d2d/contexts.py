@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .endpoint import DEFAULT_UNIX_SOCKET, Endpoint, TLSConfig, parse_endpoint
+from .endpoint import DEFAULT_UNIX_SOCKET, Endpoint, TLSConfig, parse_endpoint, parse_ssh_host
 from .errors import EndpointError
 from .options import GlobalOptions
 
@@ -146,4 +146,5 @@ def resolve(text: str | None, opts: GlobalOptions, env: Mapping[str, str]) -> En
     store = ContextStore(config_dir(opts, env))
     if store.exists(text):
         return store.endpoint(text)
-    raise EndpointError(f'context "{text}": context not found (nor is it an address: unix://..., tcp://...)')
+    # Not a context: a host as ssh knows it. A context of the same name wins; ssh://name forces ssh.
+    return parse_ssh_host(text)

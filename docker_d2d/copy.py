@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .archive import Progress, Rewriter, RewriteResult, StreamSpec, WrittenImage
+from .compress import Compression, Counted, choose, compressed
 from .endpoint import Endpoint
 from .engine import Engine
 from .errors import D2DError, ImageNotFound, VerifyError
@@ -31,6 +32,7 @@ class Reporter(Progress, Protocol):
 class CopyOptions:
     dry_run: bool = False
     spool_dir: Path | None = None
+    compress: Compression = Compression.AUTO
 
 
 @dataclass
@@ -42,6 +44,8 @@ class CopyResult:
     tagged: list[str] = field(default_factory=list)
     untagged: list[str] = field(default_factory=list)  # "<ref> -> <id>" for digest and id references
     elapsed: float = 0.0
+    compression: Compression = Compression.NONE
+    wire_bytes: int = 0  # what the load requests carried, after compression
 
     @property
     def bytes_sent(self) -> int:
@@ -58,6 +62,22 @@ def copy_images(
     options = options or CopyOptions()
     started = time.monotonic()
     parsed = [parse_ref(r) for r in refs]
+    try:
+        return _copy(source, destination, parsed, reporter, options, started)
+    finally:
+        from .transport.ssh import close_all
+
+        close_all()
+
+
+def _copy(
+    source: Endpoint,
+    destination: Endpoint,
+    parsed: list[ImageRef],
+    reporter: Reporter,
+    options: CopyOptions,
+    started: float,
+) -> CopyResult:
     with Engine(source, "source") as src, Engine(destination, "destination") as dst:
         src_info = src.connect()
         reporter.connected("source", source, src_info)
@@ -66,7 +86,7 @@ def copy_images(
         requested = [_resolve(src, ref) for ref in parsed]
         plan = plan_transfer(requested, src_info.kind, holdings(dst_info.kind, dst.all_images()))
         reporter.planned(plan)
-        result = CopyResult(plan, src_info, dst_info)
+        result = CopyResult(plan, src_info, dst_info, compression=choose(options.compress, destination, dst_info))
         if options.dry_run:
             result.elapsed = time.monotonic() - started
             return result
@@ -132,7 +152,7 @@ def _load_batch(
     result: CopyResult,
 ) -> dict[str, str]:
     assert src.info and dst.info
-    rewritten = _transfer(src, dst, batch, spec, reporter, options)
+    rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
     result.transfers.append(rewritten)
     dest_ids = _verify(dst, batch, src.info.kind, rewritten)
     incomplete = _incomplete(dst, dest_ids.values())
@@ -145,7 +165,7 @@ def _load_batch(
             "sending the image whole"
         )
         full = StreamSpec(spec.output, frozenset(), spec.named, spec.unnamed)
-        rewritten = _transfer(src, dst, batch, full, reporter, options)
+        rewritten = _transfer(src, dst, batch, full, reporter, options, result)
         result.transfers.append(rewritten)
         dest_ids = _verify(dst, batch, src.info.kind, rewritten)
         incomplete = _incomplete(dst, dest_ids.values())
@@ -168,7 +188,13 @@ def _incomplete(dst: Engine, ids: Iterable[str]) -> list[str]:
 
 
 def _transfer(
-    src: Engine, dst: Engine, plan: TransferPlan, spec: StreamSpec, reporter: Reporter, options: CopyOptions
+    src: Engine,
+    dst: Engine,
+    plan: TransferPlan,
+    spec: StreamSpec,
+    reporter: Reporter,
+    options: CopyOptions,
+    result: CopyResult,
 ) -> RewriteResult:
     ids = list(dict.fromkeys(p.source.id for p in plan.exported))
     with (
@@ -177,11 +203,14 @@ def _transfer(
         prefetch(raw) as chunks,
     ):
         rewriter = Rewriter(chunks, spec, reporter, Path(spool))
+        wire = Counted()
         try:
-            dst.load(rewriter.stream())
+            dst.load(compressed(rewriter.stream(), result.compression, wire))
         except D2DError as exc:
             # Raised inside the body generator (the source's stream or its archive) unless named already.
             raise exc.with_side("source", str(src.endpoint)) from exc
+        finally:
+            result.wire_bytes += wire.bytes
     return rewriter.result
 
 

@@ -53,8 +53,39 @@ def _is_loopback(host: str) -> bool:
 _TCP = re.compile(r"^(?:tcp|http|https)://(?P<host>\[[^\]]+\]|[^:/]+)?(?::(?P<port>\d+))?/?$")
 
 
+_SSH_HOST = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9._-]+)(?::(?P<port>\d+))?$")
+
+
+def parse_ssh_host(text: str, display: str | None = None, path: str = "") -> Endpoint:
+    """`[user@]host[:port]`: a host as ssh knows it (aliases from ~/.ssh/config included)."""
+    m = _SSH_HOST.match(text)
+    if not m:
+        raise EndpointError(f"invalid address {display or text!r}: expected [user@]host[:port]")
+    port = int(m["port"]) if m["port"] else 0
+    return Endpoint(Scheme.SSH, display or text, path=path, host=m["host"].strip("[]"), port=port, user=m["user"])
+
+
+def _parse_ssh(text: str) -> Endpoint:
+    if text.startswith("sshunix://"):
+        # The original tool's form: sshunix://[user@]host[:port]:[/path/to/socket]
+        rest = text[len("sshunix://") :]
+        hostpart, sep, path = rest.partition(":/")
+        if sep:
+            path = "/" + path
+        elif rest.endswith(":"):
+            hostpart = rest[:-1]
+        return parse_ssh_host(hostpart, text, path)
+    url = urlsplit(text)
+    if url.password is not None or url.query or url.fragment:
+        raise EndpointError(f"invalid address {text!r}: ssh:// takes no password, query or fragment")
+    netloc = url.netloc
+    return parse_ssh_host(netloc, text, url.path if url.path not in ("", "/") else "")
+
+
 def parse_endpoint(text: str, tls: TLSConfig | None = None) -> Endpoint:
-    """Parse unix:// and tcp:// addresses (the schemes the Docker CLI's -H takes)."""
+    """Parse unix://, tcp:// (the schemes the Docker CLI's -H takes), ssh:// and sshunix://."""
+    if text.startswith(("ssh://", "sshunix://")):
+        return _parse_ssh(text)
     if text.startswith("unix://"):
         path = text[len("unix://") :]
         if not path.startswith("/"):
@@ -70,5 +101,7 @@ def parse_endpoint(text: str, tls: TLSConfig | None = None) -> Endpoint:
         return Endpoint(Scheme.TCP, text, host=m["host"].strip("[]"), port=port, tls=tls)
     scheme = urlsplit(text).scheme if "://" in text else ""
     if scheme:
-        raise EndpointError(f"invalid address {text!r}: unsupported scheme {scheme!r} (use unix:// or tcp://)")
-    raise EndpointError(f"invalid address {text!r}: expected unix:///path or tcp://host:port")
+        raise EndpointError(
+            f"invalid address {text!r}: unsupported scheme {scheme!r} (use unix://, tcp://, ssh:// or sshunix://)"
+        )
+    raise EndpointError(f"invalid address {text!r}: expected unix:///path, tcp://host:port or ssh://host")

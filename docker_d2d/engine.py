@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from .endpoint import Endpoint
+from .endpoint import Endpoint, Scheme
 from .errors import ConnectError, D2DError, EngineError, ImageNotFound
 from .model import EngineInfo, EngineKind, ImageInfo
 from .transport import make_transport
@@ -53,6 +53,8 @@ def _tls_cause(text: str) -> str | None:
 def _connect_cause(exc: BaseException, endpoint: Endpoint) -> str:
     text = str(exc)
     where = endpoint.path or f"{endpoint.host}:{endpoint.port}"
+    if endpoint.scheme is Scheme.SSH:
+        return text  # the ssh layer words its own causes
     tls = _tls_cause(text)
     if tls:
         return tls

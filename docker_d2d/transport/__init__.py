@@ -18,7 +18,11 @@ def make_transport(endpoint: Endpoint) -> tuple[httpx.BaseTransport, str]:
         if endpoint.tls is None:
             return httpx.HTTPTransport(), f"http://{host}:{endpoint.port}"
         return httpx.HTTPTransport(verify=_ssl_context(endpoint)), f"https://{host}:{endpoint.port}"
-    raise EndpointError(f"{endpoint}: {endpoint.scheme.value} endpoints are not supported yet")
+    if endpoint.scheme is Scheme.SSH:
+        from .ssh import ssh_transport
+
+        return ssh_transport(endpoint), "http://docker"
+    raise EndpointError(f"{endpoint}: {endpoint.scheme.value} endpoints are not supported")
 
 
 def _ssl_context(endpoint: Endpoint) -> ssl.SSLContext:

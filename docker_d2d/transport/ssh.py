@@ -1,0 +1,376 @@
+"""The Engine API over ssh, with nothing installed on the server but sshd and the engine.
+
+One ssh connection per host per run (fabric, so ~/.ssh/config, ProxyJump, agent and keys work
+as users configured them), and one channel per HTTP connection, reaching the engine's socket by:
+
+1. a `direct-streamlocal@openssh.com` channel (OpenSSH's AllowStreamLocalForwarding): no
+   remote program at all;
+2. `docker system dial-stdio` on the server (as the docker CLI's own ssh:// does);
+3. `socat - UNIX-CONNECT:<socket>`.
+
+Host keys are checked strictly against known_hosts: fabric's default (silently trusting new
+hosts) is replaced; `StrictHostKeyChecking accept-new` in ssh_config opts into adding new ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import logging
+import shlex
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpcore
+import httpx
+import paramiko
+
+from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint
+from ..errors import ConnectError
+
+log = logging.getLogger("docker_d2d.ssh")
+WINDOW = 16 << 20  # a large window keeps slow, long links full
+PROBE = b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class _HostKeyError(Exception):
+    pass
+
+
+class _StrictPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown hosts with the fingerprint and how to trust it (OpenSSH's default)."""
+
+    def __init__(self, accept_new: bool, known_hosts: Path) -> None:
+        self.accept_new = accept_new
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if self.accept_new:
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.known_hosts, "a") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            log.warning("added %s key %s for %s to %s", key.get_name(), fingerprint(key), hostname, self.known_hosts)
+            return
+        port_opt = ""
+        if hostname.startswith("["):
+            host, _, port = hostname[1:].partition("]:")
+            hostname, port_opt = host, f"-p {port} "
+        raise _HostKeyError(
+            f"unknown host key for {hostname}: {key.get_name()} {fingerprint(key)}. If that is the server's key, "
+            f"trust it with `ssh-keyscan {port_opt}{hostname} >> {self.known_hosts}` (after checking the "
+            "fingerprint), or set `StrictHostKeyChecking accept-new` for this host in ~/.ssh/config"
+        )
+
+
+@dataclass
+class _Stream(httpcore.NetworkStream):
+    channel: paramiko.Channel
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self.channel.settimeout(timeout)
+        try:
+            return bytes(self.channel.recv(max_bytes))
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(str(exc)) from exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise httpcore.ReadError(f"ssh channel: {exc}") from exc
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.channel.settimeout(timeout)
+        try:
+            self.channel.sendall(buffer)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise httpcore.WriteError(f"ssh channel: {exc}") from exc
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        raise httpcore.ConnectError("TLS over ssh is not supported")
+
+    def get_extra_info(self, info: str) -> Any:
+        return None
+
+
+class SSHConnection:
+    """One ssh connection to one host, and the way found to reach each engine socket there."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.lock = threading.Lock()
+        self.methods: dict[str, str] = {}  # socket path -> the way that reaches it
+        self._conn: Any = None
+
+    # --- connecting ------------------------------------------------------------------------
+
+    def _error(self, message: str) -> ConnectError:
+        return ConnectError(message)
+
+    def connect(self) -> None:
+        from fabric import Config, Connection
+
+        ep = self.endpoint
+        config = Config()
+        kwargs: dict[str, Any] = {}
+        if ep.user:
+            kwargs["user"] = ep.user
+        if ep.port:
+            kwargs["port"] = ep.port
+        conn = Connection(ep.host, config=config, connect_timeout=20, **kwargs)
+        self._harden(conn)
+        self._conn = conn
+        try:
+            self._open(conn)
+        except paramiko.PasswordRequiredException as exc:
+            if not sys.stdin.isatty():
+                raise self._error(
+                    f"the ssh key is encrypted ({exc}); add it to ssh-agent or run on a terminal to be asked "
+                    "for its passphrase"
+                ) from exc
+            conn.connect_kwargs["passphrase"] = getpass.getpass(f"Passphrase for the ssh key of {ep.host}: ")
+            self._open(conn)
+
+    def _harden(self, conn: Any) -> None:
+        """Strict host-key checking on this hop and every ProxyJump hop before it."""
+        hop = conn
+        while hop is not None and not isinstance(hop, str):
+            ssh_config = hop.ssh_config
+            known = Path(str(ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")).split()[0]).expanduser()
+            strict = str(ssh_config.get("stricthostkeychecking", "ask")).lower()
+            client = hop.client
+            if known.is_file():
+                client.load_host_keys(str(known))
+            if Path("/etc/ssh/ssh_known_hosts").is_file():
+                client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
+            client.set_missing_host_key_policy(_StrictPolicy(strict in ("accept-new", "no", "off"), known))
+            hop = hop.gateway
+
+    def _open(self, conn: Any) -> None:
+        target = f"{conn.user}@{conn.host}:{conn.port}"
+        try:
+            conn.open()
+        except _HostKeyError as exc:
+            raise self._error(str(exc)) from exc
+        except paramiko.BadHostKeyException as exc:
+            raise self._error(
+                f"the host key of {exc.hostname} has CHANGED: it offered {fingerprint(exc.key)}, known_hosts has "
+                f"{fingerprint(exc.expected_key)}. Someone may be intercepting the connection; if the server was "
+                f"reinstalled, remove the old key with `ssh-keygen -R {exc.hostname}`"
+            ) from exc
+        except paramiko.PasswordRequiredException:
+            raise
+        except paramiko.AuthenticationException as exc:
+            raise self._error(f"permission denied for {target}: {exc} (check the user, key and ssh-agent)") from exc
+        except paramiko.SSHException as exc:
+            inner = exc.__cause__ or exc.__context__
+            if isinstance(inner, _HostKeyError):
+                raise self._error(str(inner)) from exc
+            raise self._error(f"ssh to {target} failed: {exc}") from exc
+        except socket.gaierror as exc:
+            raise self._error(f"cannot resolve {conn.host}: {exc.strerror}") from exc
+        except (OSError, EOFError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise self._error(f"cannot reach {target}: {reason}") from exc
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        return self._conn.client.get_transport()  # type: ignore[no-any-return]
+
+    # --- reaching the engine ---------------------------------------------------------------
+
+    def open_channel(self, path: str) -> paramiko.Channel:
+        with self.lock:
+            if self._conn is None:
+                self.connect()
+            if path not in self.methods:
+                self.methods[path] = self._choose_method(path)
+        return self._open_by(self.methods[path], path)
+
+    @staticmethod
+    def _methods(path: str) -> list[tuple[str, str]]:
+        sock = path or DEFAULT_UNIX_SOCKET
+        dial = "docker system dial-stdio" if not path else f"docker --host=unix://{shlex.quote(path)} system dial-stdio"
+        return [
+            ("streamlocal", sock),
+            ("dial-stdio", dial),
+            ("socat", f"socat - UNIX-CONNECT:{shlex.quote(sock)}"),
+        ]
+
+    def _choose_method(self, path: str) -> str:
+        failures = []
+        for name, _ in self._methods(path):
+            try:
+                channel = self._open_by(name, path)
+                answer = _probe(channel)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                failures.append(f"{name}: {exc}")
+                continue
+            if answer.startswith(b"HTTP/1."):
+                log.info("ssh %s: reaching the engine socket through %s", self.endpoint.host, name)
+                return name
+            failures.append(f"{name}: {answer.decode(errors='replace').strip()[:300] or 'no answer'}")
+        detail = "; ".join(failures)
+        if "ermission denied" in detail:
+            raise self._error(f"the engine socket on {self.endpoint.host}: permission denied for this user ({detail})")
+        raise self._error(
+            f"cannot reach the engine socket {path or DEFAULT_UNIX_SOCKET} on {self.endpoint.host} "
+            f"({detail}). Enable `AllowStreamLocalForwarding yes` in the server's sshd_config, or install the "
+            "docker CLI or socat there"
+        )
+
+    def _open_by(self, name: str, path: str) -> paramiko.Channel:
+        command = dict(self._methods(path))[name]
+        if name == "streamlocal":
+            return open_streamlocal(self.transport, command)
+        channel = self.transport.open_session(window_size=WINDOW)
+        channel.exec_command(command)
+        return channel
+
+    def stream(self, path: str) -> _Stream:
+        return _Stream(self.open_channel(path))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _probe(channel: paramiko.Channel) -> bytes:
+    """GET /_ping on a fresh channel: an HTTP answer means this way reaches the engine;
+    otherwise what the server printed (e.g. 'command not found') explains why not."""
+    channel.settimeout(15)
+    try:
+        channel.sendall(PROBE)
+        data = b""
+        while len(data) < 12:
+            chunk = channel.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        if not data.startswith(b"HTTP/") and channel.recv_stderr_ready():
+            data += channel.recv_stderr(4096)
+        if not data:
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline and not channel.recv_stderr_ready() and not channel.exit_status_ready():
+                time.sleep(0.05)
+            if channel.recv_stderr_ready():
+                data = channel.recv_stderr(4096)
+        return data
+    finally:
+        channel.close()
+
+
+def open_streamlocal(transport: paramiko.Transport, path: str) -> paramiko.Channel:
+    """Open a direct-streamlocal@openssh.com channel to a unix socket on the server.
+
+    paramiko has no API for this channel type (its open_channel only encodes tcpip and x11
+    arguments), so this mirrors Transport.open_channel with the streamlocal payload:
+    string socket path, string reserved, uint32 reserved (OpenSSH PROTOCOL, 2.4)."""
+    from paramiko.channel import Channel
+    from paramiko.common import cMSG_CHANNEL_OPEN
+    from paramiko.message import Message
+
+    t: Any = transport
+    if not t.active:
+        raise paramiko.SSHException("SSH session not active")
+    with t.lock:
+        window = t._sanitize_window_size(WINDOW)
+        packet = t._sanitize_packet_size(None)
+        chanid = t._next_channel()
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_OPEN)
+        m.add_string("direct-streamlocal@openssh.com")
+        m.add_int(chanid)
+        m.add_int(window)
+        m.add_int(packet)
+        m.add_string(path)
+        m.add_string("")
+        m.add_int(0)
+        chan: Any = Channel(chanid)
+        t._channels.put(chanid, chan)
+        t.channel_events[chanid] = event = threading.Event()
+        t.channels_seen[chanid] = True
+        chan._set_transport(t)
+        chan._set_window(window, packet)
+    t._send_user_message(m)
+    deadline = time.time() + 30
+    while not event.wait(0.1):
+        if not t.active:
+            raise t.get_exception() or paramiko.SSHException("ssh session closed")
+        if time.time() > deadline:
+            raise paramiko.SSHException("timed out opening a streamlocal channel")
+    opened = t._channels.get(chanid)
+    if opened is None:
+        raise t.get_exception() or paramiko.SSHException("the server refused the streamlocal channel")
+    return opened  # type: ignore[no-any-return]
+
+
+class _Backend(httpcore.NetworkBackend):
+    def __init__(self, connection: SSHConnection, path: str) -> None:
+        self.connection = connection
+        self.path = path
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        return self._connect()
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        return self._connect()
+
+    def _connect(self) -> httpcore.NetworkStream:
+        try:
+            return self.connection.stream(self.path)
+        except ConnectError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise httpcore.ConnectError(f"ssh: {exc}") from exc
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+_CONNECTIONS: dict[tuple[str | None, str, int], SSHConnection] = {}
+
+
+def connection_for(endpoint: Endpoint) -> SSHConnection:
+    """One ssh connection per host per run, shared by both sides and every call."""
+    key = (endpoint.user, endpoint.host, endpoint.port)
+    if key not in _CONNECTIONS:
+        _CONNECTIONS[key] = SSHConnection(endpoint)
+    return _CONNECTIONS[key]
+
+
+def close_all() -> None:
+    for connection in _CONNECTIONS.values():
+        connection.close()
+    _CONNECTIONS.clear()
+
+
+def ssh_transport(endpoint: Endpoint) -> httpx.BaseTransport:
+    """An httpx transport whose connections are channels of the shared ssh connection.
+    The first request connects; errors surface as httpx.ConnectError with our message."""
+    transport = httpx.HTTPTransport()
+    backend = _Backend(connection_for(endpoint), endpoint.path)
+    transport._pool = httpcore.ConnectionPool(network_backend=backend, retries=0)
+    return transport
