@@ -67,8 +67,12 @@ class Sshd:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sshd exited: {(self.base / 'sshd.log').read_text()}")
             probe = ["nsenter", f"--net=/var/run/netns/{self.netns}"] if self.netns else []
-            if subprocess.run([*probe, "bash", "-c", f"exec 3<>/dev/tcp/{self.address}/{self.port}"],
-                              capture_output=True).returncode == 0:
+            if (
+                subprocess.run(
+                    [*probe, "bash", "-c", f"exec 3<>/dev/tcp/{self.address}/{self.port}"], capture_output=True
+                ).returncode
+                == 0
+            ):
                 return self
             time.sleep(0.1)
         raise RuntimeError("sshd did not listen")
@@ -100,10 +104,9 @@ class SshClientHome:
         return keygen(self.ssh / name, passphrase=passphrase)
 
     def trust(self, *servers: Sshd, names: tuple[str, ...] = ()) -> None:
-        lines = [s.host_key_line() for s in servers] + [
-            s.host_key_line(n) for s in servers for n in names
-        ]
-        (self.ssh / "known_hosts").write_text("".join(lines))
+        lines = [s.host_key_line() for s in servers] + [s.host_key_line(n) for s in servers for n in names]
+        with open(self.ssh / "known_hosts", "a") as f:
+            f.write("".join(lines))
 
     def config(self, text: str) -> None:
         (self.ssh / "config").write_text(text)

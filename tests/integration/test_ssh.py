@@ -1,0 +1,300 @@
+"""The Engine API over ssh against real OpenSSH servers: on loopback, and a second host in a
+network namespace reached through a ProxyJump."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import d2d_path, run_d2d
+from tests.harness.engines import SPECS, Engine
+from tests.harness.images import Builder, image_exists, unique
+from tests.harness.netns import NetNS
+from tests.harness.sshd import SshClientHome, Sshd
+
+from .helpers import random_file
+
+pytestmark = pytest.mark.engines
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> SshClientHome:
+    home = SshClientHome(tmp_path_factory.mktemp("sshhome"))
+    home.key()
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(engine_base: Path, client: SshClientHome) -> Iterator[Sshd]:
+    if subprocess.run(["id", "d2dtest"], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-M", "-s", "/bin/sh", "d2dtest"], check=True)
+    key = client.ssh / "id_ed25519"
+    srv = Sshd(engine_base / "sshd").start({"root": [key], "d2dtest": [key]})
+    client.trust(srv)
+    yield srv
+    srv.stop()
+
+
+def _server(engine_base: Path, client: SshClientHome, name: str, **options: str) -> Sshd:
+    srv = Sshd(engine_base / unique(name), options=options).start({"root": [client.ssh / "id_ed25519"]})
+    client.trust(srv)
+    return srv
+
+
+@pytest.fixture
+def app(engines: dict[str, Engine], builder: Builder) -> str:
+    base = builder.base(unique("base") + ":1")
+    name = unique("sshapp") + ":1"
+    # Text compresses: the wire must carry less than the layers.
+    builder.build(name, base, ["COPY a /a"], {"a": b"docker-d2d over ssh\n" * 40_000})
+    builder.place(engines["docker20"], name)
+    return name
+
+
+def d2d(client: SshClientHome, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_d2d(*args, env=client.env(**env))
+
+
+def result(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert proc.returncode == 0, proc.stderr
+    return next(json.loads(x) for x in proc.stdout.splitlines() if '"result"' in x)
+
+
+def test_key_file_streamlocal_and_zstd(
+    client: SshClientHome, server: Sshd, engines: dict[str, Engine], app: str
+) -> None:
+    dst = engines["docker26"]
+    url = f"ssh://root@127.0.0.1:{server.port}{dst.socket}"
+    proc = d2d(client, "-D", "copy", "--json", "-s", engines["docker20"].host, "-d", url, app)
+    res = result(proc)
+    assert "reaching the engine socket through streamlocal" in proc.stderr
+    assert res["compression"] == "zstd" and 0 < int(res["wire_bytes"]) < int(res["bytes_sent"]) / 5  # type: ignore[call-overload]
+    assert image_exists(dst, app)
+
+
+def test_sshunix_form_to_docker_20_uses_gzip(
+    client: SshClientHome, server: Sshd, engines: dict[str, Engine], builder: Builder, app: str
+) -> None:
+    src, dst = engines["docker20"], engines["podman"]
+    res = result(
+        d2d(client, "copy", "--json", "-s", src.host, "-d", f"sshunix://root@127.0.0.1:{server.port}:{dst.socket}", app)
+    )
+    assert res["compression"] == "zstd" and image_exists(dst, app)
+    # pull from an ssh source into a Docker 20.10 destination over ssh: gzip, since 20.10 cannot load zstd.
+    res = result(
+        d2d(
+            client,
+            "copy",
+            "--json",
+            "-s",
+            f"ssh://root@127.0.0.1:{server.port}{dst.socket}",
+            "-d",
+            f"ssh://root@127.0.0.1:{server.port}{engines['docker26c'].socket}",
+            app,
+        )
+    )
+    assert res["compression"] == "zstd"
+    other = unique("gz") + ":1"
+    builder.build(other, app, ["COPY b /b"], {"b": b"gzip\n" * 10_000})
+    builder.place(engines["docker26"], other)
+    res = result(
+        d2d(
+            client,
+            "copy",
+            "--json",
+            "-s",
+            engines["docker26"].host,
+            "-d",
+            f"ssh://root@127.0.0.1:{server.port}{src.socket}",
+            other,
+        )
+    )
+    assert res["compression"] == "gzip" and image_exists(src, other)
+
+
+def test_config_alias_with_proxyjump_to_a_host_in_a_namespace(
+    engine_base: Path, client: SshClientHome, server: Sshd, engines: dict[str, Engine], app: str
+) -> None:
+    far = NetNS("d2dfar", "10.213.9.1", "10.213.9.2").up()
+    engine = Engine(SPECS["docker26"], engine_base / unique("far"))
+    try:
+        engine.start(netns=far.name)
+        far_sshd = Sshd(engine_base / unique("farsshd"), address="10.213.9.2", port=22, netns=far.name)
+        far_sshd.start({"root": [client.ssh / "id_ed25519"]})
+        nojump = _server(engine_base, client, "nojump", AllowTcpForwarding="no")
+        client.trust(server, far_sshd, nojump)
+        client.config(
+            f"Host jump\n  HostName 127.0.0.1\n  Port {server.port}\n  User root\n"
+            f"Host nojump\n  HostName 127.0.0.1\n  Port {nojump.port}\n  User root\n"
+            f"Host far\n  HostName 10.213.9.2\n  User root\n  ProxyJump jump\n"
+            f"Host far-blocked\n  HostName 10.213.9.2\n  User root\n  ProxyJump nojump\n"
+        )
+        proc = d2d(client, "push", f"ssh://far{engine.socket}", app, DOCKER_HOST=engines["docker20"].host)
+        assert proc.returncode == 0, proc.stderr
+        assert image_exists(engine, app)
+        # The alias really goes through its jump host: one that forbids forwarding blocks it.
+        blocked = d2d(client, "push", f"ssh://far-blocked{engine.socket}", app, DOCKER_HOST=engines["docker20"].host)
+        assert blocked.returncode == 1 and "destination ssh://far-blocked" in blocked.stderr
+        far_sshd.stop()
+        nojump.stop()
+    finally:
+        client.config("")
+        engine.destroy()
+        far.down()
+
+
+def test_agent_without_key_files(
+    client: SshClientHome, server: Sshd, engines: dict[str, Engine], app: str, tmp_path: Path
+) -> None:
+    home = SshClientHome(tmp_path / "agenthome")
+    home.ssh.joinpath("known_hosts").write_text(server.host_key_line())
+    agent_sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(agent_sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if agent_sock.exists():
+                break
+            time.sleep(0.1)
+        subprocess.run(
+            ["ssh-add", str(client.ssh / "id_ed25519")],
+            env={"SSH_AUTH_SOCK": str(agent_sock)},
+            check=True,
+            capture_output=True,
+        )
+        proc = run_d2d(
+            "push",
+            f"ssh://root@127.0.0.1:{server.port}{engines['docker26c'].socket}",
+            app,
+            env=home.env(SSH_AUTH_SOCK=str(agent_sock), DOCKER_HOST=engines["docker20"].host),
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert image_exists(engines["docker26c"], app)
+    finally:
+        agent.terminate()
+
+
+def test_wrong_user_and_wrong_key(
+    client: SshClientHome, server: Sshd, tmp_path: Path, engines: dict[str, Engine]
+) -> None:
+    local = engines["docker20"].host
+    proc = d2d(client, "push", f"ssh://nobody@127.0.0.1:{server.port}", "x:1", DOCKER_HOST=local)
+    assert proc.returncode == 1 and "permission denied for nobody@127.0.0.1" in proc.stderr
+    other = SshClientHome(tmp_path / "otherkey")
+    other.key()
+    other.trust(server)
+    proc = run_d2d("push", f"ssh://root@127.0.0.1:{server.port}", "x:1", env=other.env(DOCKER_HOST=local))
+    assert proc.returncode == 1 and "permission denied for root@127.0.0.1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_and_changed_host_keys(
+    engine_base: Path, client: SshClientHome, server: Sshd, tmp_path: Path, engines: dict[str, Engine], app: str
+) -> None:
+    home = SshClientHome(tmp_path / "fresh")
+    (home.ssh / "id_ed25519").write_bytes((client.ssh / "id_ed25519").read_bytes())
+    (home.ssh / "id_ed25519").chmod(0o600)
+    url = f"ssh://root@127.0.0.1:{server.port}{engines['docker26'].socket}"
+    unknown = run_d2d("push", url, app, env=home.env(DOCKER_HOST=engines["docker20"].host))
+    assert unknown.returncode == 1 and "unknown host key for 127.0.0.1: ssh-ed25519 SHA256:" in unknown.stderr
+    assert f"ssh-keyscan -p {server.port} 127.0.0.1" in unknown.stderr
+    # A key of another server under this server's name: changed.
+    imposter = Sshd(engine_base / unique("imposter")).start({})
+    (home.ssh / "known_hosts").write_text(imposter.host_key_line(f"[127.0.0.1]:{server.port}"))
+    imposter.stop()
+    changed = run_d2d("push", url, app, env=home.env(DOCKER_HOST=engines["docker20"].host))
+    assert changed.returncode == 1 and "has CHANGED" in changed.stderr
+    # Opting in like OpenSSH's accept-new trusts a new host and remembers it.
+    (home.ssh / "known_hosts").unlink()
+    home.config("Host 127.0.0.1\n  StrictHostKeyChecking accept-new\n")
+    accepted = run_d2d("push", url, app, env=home.env(DOCKER_HOST=engines["docker20"].host))
+    assert accepted.returncode == 0, accepted.stderr
+    assert "ssh-ed25519" in (home.ssh / "known_hosts").read_text()
+
+
+def test_fallbacks_when_streamlocal_is_disabled(
+    engine_base: Path, client: SshClientHome, engines: dict[str, Engine], app: str, tmp_path: Path
+) -> None:
+    dst = engines["docker26"]
+    only_socat = tmp_path / "bin"
+    only_socat.mkdir()
+    (only_socat / "socat").symlink_to("/usr/bin/socat")
+    cases = [
+        ({"AllowStreamLocalForwarding": "no"}, "dial-stdio"),
+        ({"AllowStreamLocalForwarding": "no", "SetEnv": f"PATH={only_socat}"}, "socat"),
+        ({"SetEnv": "PATH=/nonexistent"}, "streamlocal"),  # no docker CLI, no socat: needs nothing
+    ]
+    for options, expected in cases:
+        srv = _server(engine_base, client, "fallback", **options)
+        try:
+            proc = d2d(
+                client,
+                "-D",
+                "push",
+                f"ssh://root@127.0.0.1:{srv.port}{dst.socket}",
+                app,
+                DOCKER_HOST=engines["docker20"].host,
+            )
+            assert proc.returncode == 0, proc.stderr
+            assert f"reaching the engine socket through {expected}" in proc.stderr, options
+        finally:
+            srv.stop()
+    srv = _server(engine_base, client, "nothing", AllowStreamLocalForwarding="no", SetEnv="PATH=/nonexistent")
+    try:
+        proc = d2d(
+            client, "push", f"ssh://root@127.0.0.1:{srv.port}{dst.socket}", app, DOCKER_HOST=engines["docker20"].host
+        )
+        assert proc.returncode == 1 and "AllowStreamLocalForwarding yes" in proc.stderr
+    finally:
+        srv.stop()
+
+
+def test_engine_socket_the_user_may_not_open(client: SshClientHome, server: Sshd, engines: dict[str, Engine]) -> None:
+    proc = d2d(
+        client,
+        "push",
+        f"ssh://d2dtest@127.0.0.1:{server.port}{engines['docker26'].socket}",
+        "x:1",
+        DOCKER_HOST=engines["docker20"].host,
+    )
+    assert proc.returncode == 1
+    assert "permission denied" in proc.stderr.lower() and "destination ssh://d2dtest@" in proc.stderr
+
+
+def test_connection_dropped_mid_transfer(
+    client: SshClientHome, server: Sshd, engines: dict[str, Engine], builder: Builder
+) -> None:
+    src, dst = engines["docker20"], engines["docker26"]
+    base = builder.base(unique("base") + ":1")
+    big = unique("drop") + ":1"
+    builder.build(big, base, ["COPY a /a"], {"a": random_file(150_000_000)})
+    builder.place(src, big)
+    url = f"ssh://root@127.0.0.1:{server.port}{dst.socket}"
+    proc = subprocess.Popen(
+        [d2d_path(), "push", "--json", "--compress", "none", url, big],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=client.env(DOCKER_HOST=src.host),
+    )
+    assert proc.stdout is not None and server.proc is not None
+    for line in proc.stdout:
+        if '"sending"' in line:
+            break
+    # Kill the server's per-connection processes: the connection drops, the listener stays.
+    children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert f"destination {url}" in err and "Traceback" not in err
+    assert not image_exists(dst, big)
+    rerun = d2d(client, "push", url, big, DOCKER_HOST=src.host)
+    assert rerun.returncode == 0, rerun.stderr
+    assert image_exists(dst, big)
