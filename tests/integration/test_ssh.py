@@ -298,3 +298,37 @@ def test_connection_dropped_mid_transfer(
     rerun = d2d(client, "push", url, big, DOCKER_HOST=src.host)
     assert rerun.returncode == 0, rerun.stderr
     assert image_exists(dst, big)
+
+
+def test_ssh_context_and_the_name_rule(
+    engine_base: Path, client: SshClientHome, engines: dict[str, Engine], app: str, tmp_path: Path
+) -> None:
+    """A Docker context with an ssh:// host (no socket path: the server's docker decides, here by
+    DOCKER_HOST in its environment); and a word that is both a context and an ssh host is the context."""
+    dst = engines["docker26c"]
+    srv = _server(engine_base, client, "ctxsshd", SetEnv=f"DOCKER_HOST=unix://{dst.socket}")
+    config = tmp_path / "cfg"
+    docker_env = {**client.env(), "DOCKER_CONFIG": str(config)}
+    try:
+        subprocess.run(["docker", "context", "create", "prod", "--docker", f"host=ssh://root@127.0.0.1:{srv.port}"],
+                       env=docker_env, check=True, capture_output=True)
+        subprocess.run(["docker", "context", "create", "both", "--docker", f"host={engines['podman'].host}"],
+                       env=docker_env, check=True, capture_output=True)
+        client.config(f"Host both\n  HostName 127.0.0.1\n  Port {srv.port}\n  User root\n")
+        env = {"DOCKER_CONFIG": str(config), "DOCKER_HOST": engines["docker20"].host}
+        proc = d2d(client, "-D", "push", "prod", app, **env)
+        assert proc.returncode == 0, proc.stderr
+        assert "through dial-stdio" in proc.stderr  # no path: the server's docker dials its engine
+        assert image_exists(dst, app)
+
+        def destination(word: str) -> str:
+            out = d2d(client, "push", "--dry-run", "--json", word, app, **env)
+            assert out.returncode == 0, out.stderr
+            return str([json.loads(x) for x in out.stdout.splitlines()][1]["endpoint"])
+
+        assert destination("both").startswith("both (unix://")  # the context wins
+        assert destination("ssh://both").startswith("ssh://both")  # ssh:// forces ssh
+        assert destination(f"root@127.0.0.1:{srv.port}").startswith("root@127.0.0.1")  # not a context: ssh
+    finally:
+        client.config("")
+        srv.stop()
