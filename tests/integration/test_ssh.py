@@ -310,10 +310,18 @@ def test_ssh_context_and_the_name_rule(
     config = tmp_path / "cfg"
     docker_env = {**client.env(), "DOCKER_CONFIG": str(config)}
     try:
-        subprocess.run(["docker", "context", "create", "prod", "--docker", f"host=ssh://root@127.0.0.1:{srv.port}"],
-                       env=docker_env, check=True, capture_output=True)
-        subprocess.run(["docker", "context", "create", "both", "--docker", f"host={engines['podman'].host}"],
-                       env=docker_env, check=True, capture_output=True)
+        subprocess.run(
+            ["docker", "context", "create", "prod", "--docker", f"host=ssh://root@127.0.0.1:{srv.port}"],
+            env=docker_env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            ["docker", "context", "create", "both", "--docker", f"host={engines['podman'].host}"],
+            env=docker_env,
+            check=True,
+            capture_output=True,
+        )
         client.config(f"Host both\n  HostName 127.0.0.1\n  Port {srv.port}\n  User root\n")
         env = {"DOCKER_CONFIG": str(config), "DOCKER_HOST": engines["docker20"].host}
         proc = d2d(client, "-D", "push", "prod", app, **env)
