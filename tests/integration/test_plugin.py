@@ -108,8 +108,9 @@ def test_local_side_follows_docker_precedence(config: Path, engines: dict[str, E
 def test_unknown_context_gets_dockers_message(config: Path) -> None:
     proc = run_d2d("--context", "nope", "push", "unix:///x", "img", env={"DOCKER_CONFIG": str(config)})
     assert proc.returncode == 2 and 'context "nope": context not found' in proc.stderr
-    word = run_d2d("push", "nope", "img", env={"DOCKER_CONFIG": str(config)})
-    assert word.returncode == 2 and 'context "nope": context not found' in word.stderr
+    env = {"DOCKER_CONFIG": str(config), "DOCKER_CONTEXT": "nope"}
+    from_env = run_d2d("push", "unix:///x", "img", env=env)
+    assert from_env.returncode == 2 and 'context "nope": context not found' in from_env.stderr
 
 
 def test_ctrl_c_through_the_plugin_socket(config: Path, engines: dict[str, Engine], builder: Builder) -> None:

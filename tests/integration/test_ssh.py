@@ -340,3 +340,78 @@ def test_ssh_context_and_the_name_rule(
     finally:
         client.config("")
         srv.stop()
+
+
+def test_one_ssh_connection_per_host_per_run(
+    engine_base: Path, client: SshClientHome, engines: dict[str, Engine], app: str
+) -> None:
+    srv = _server(engine_base, client, "counted", LogLevel="INFO")
+    try:
+        src = f"ssh://root@127.0.0.1:{srv.port}{engines['docker20'].socket}"
+        dst = f"ssh://root@127.0.0.1:{srv.port}{engines['podman'].socket}"
+        proc = d2d(client, "copy", "-s", src, "-d", dst, app)
+        assert proc.returncode == 0, proc.stderr
+        assert image_exists(engines["podman"], app)
+        log = (srv.base / "sshd.log").read_text()
+        assert log.count("Accepted publickey") == 1, log
+    finally:
+        srv.stop()
+
+
+def test_encrypted_key(engine_base: Path, engines: dict[str, Engine], app: str, tmp_path: Path) -> None:
+    home = SshClientHome(tmp_path / "enc")
+    key = home.key(passphrase="s3cret")
+    srv = Sshd(engine_base / unique("encsshd")).start({"root": [key]})
+    home.trust(srv)
+    url = f"ssh://root@127.0.0.1:{srv.port}{engines['docker26'].socket}"
+    try:
+        # No terminal: a clear error, not a hang.
+        proc = subprocess.run(
+            [d2d_path(), "push", url, app],
+            env=home.env(DOCKER_HOST=engines["docker20"].host),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1 and "encrypted" in proc.stderr and "ssh-agent" in proc.stderr, proc.stderr
+        # On a terminal: asked for the passphrase.
+        session = f"d2dpass{os.getpid()}"
+        env = home.env(DOCKER_HOST=engines["docker20"].host)
+        cmd = " ".join([f"{k}={v}" for k, v in env.items() if k in ("HOME", "DOCKER_HOST", "PATH")])
+        subprocess.run(
+            [
+                "tmux",
+                "new-session",
+                "-d",
+                "-s",
+                session,
+                "-x",
+                "200",
+                "-y",
+                "20",
+                f"env {cmd} {d2d_path()} push {url} {app}; echo EXIT=$?; sleep 30",
+            ],
+            check=True,
+        )
+        try:
+            screen = _wait_screen(session, "Passphrase")
+            subprocess.run(["tmux", "send-keys", "-t", session, "s3cret", "Enter"], check=True)
+            screen = _wait_screen(session, "EXIT=")
+            assert "EXIT=0" in screen, screen
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+        assert image_exists(engines["docker26"], app)
+    finally:
+        srv.stop()
+
+
+def _wait_screen(session: str, text: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+        if text in screen:
+            return screen
+        time.sleep(0.3)
+    raise AssertionError(f"{text!r} never appeared:\n{screen}")

@@ -55,12 +55,43 @@ def test_default_with_tls_is_tcp_localhost_2376(tmp_path: Path) -> None:
     assert endpoint.tls is not None and endpoint.tls.verify
 
 
-def test_words_are_contexts_and_unknown_words_fail(tmp_path: Path) -> None:
+def test_words_are_contexts_first_then_ssh_hosts(tmp_path: Path) -> None:
     make_context(tmp_path, "prod", "tcp://10.0.0.1:2376")
     env = {"DOCKER_CONFIG": str(tmp_path)}
     assert resolve("prod", GlobalOptions(), env).host == "10.0.0.1"
+    other = resolve("deploy@other:2222", GlobalOptions(), env)
+    assert (other.scheme, other.user, other.host, other.port, other.path) == (Scheme.SSH, "deploy", "other", 2222, "")
+    forced = resolve("ssh://prod/run/d.sock", GlobalOptions(), env)
+    assert (forced.scheme, forced.host, forced.path) == (Scheme.SSH, "prod", "/run/d.sock")
     with pytest.raises(EndpointError, match='context "nope": context not found'):
-        resolve("nope", GlobalOptions(), env)
+        local_engine(GlobalOptions(context="nope"), env)
+    with pytest.raises(EndpointError, match="expected"):
+        resolve("not a host!", GlobalOptions(), env)
+
+
+@pytest.mark.parametrize(
+    ("text", "user", "host", "port", "path"),
+    [
+        ("ssh://h", None, "h", 0, ""),
+        ("ssh://u@h:2222/var/run/docker.sock", "u", "h", 2222, "/var/run/docker.sock"),
+        ("sshunix://u@h:22:/run/podman/podman.sock", "u", "h", 22, "/run/podman/podman.sock"),
+        ("sshunix://h:", None, "h", 0, ""),
+        ("sshunix://h:/s.sock", None, "h", 0, "/s.sock"),
+    ],
+)
+def test_ssh_addresses(text: str, user: str | None, host: str, port: int, path: str) -> None:
+    from docker_d2d.endpoint import parse_endpoint
+
+    e = parse_endpoint(text)
+    assert (e.scheme, e.user, e.host, e.port, e.path) == (Scheme.SSH, user, host, port, path)
+
+
+def test_ssh_address_rejects_password_and_query() -> None:
+    from docker_d2d.endpoint import parse_endpoint
+
+    for bad in ("ssh://u:pw@h", "ssh://h?x=1", "ssh://h#f"):
+        with pytest.raises(EndpointError):
+            parse_endpoint(bad)
 
 
 def test_completion_candidates(tmp_path: Path) -> None:
