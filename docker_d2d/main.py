@@ -14,6 +14,7 @@ import sys
 import threading
 
 COMMANDS = {"copy", "push", "pull", "version", "completion", "plugin"}
+ROOT_OPTIONS = {"-h", "--help", "--install-completion", "--show-completion"}
 METADATA = {
     "SchemaVersion": "0.1.0",
     "Vendor": "docker-d2d",
@@ -28,7 +29,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
     if argv[:1] == ["d2d"]:
         argv = argv[1:]
     first = next((a for a in argv if not a.startswith("-")), None)
-    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help") and first not in COMMANDS:
+    if argv and argv[0].startswith("-") and argv[0].split("=")[0] not in ROOT_OPTIONS and first not in COMMANDS:
         return ["copy", *argv]
     return argv
 

@@ -165,3 +165,18 @@ def _zsh_tab(config: Path, fdir: Path, setup: str, line: str) -> str:
 
 def _empty_tar() -> bytes:
     return b"\0" * 1024
+
+
+def test_install_completion_for_the_detected_shell(tmp_path: Path) -> None:
+    # shellingham finds bash as the parent process, as in a user's terminal.
+    proc = subprocess.run(
+        ["bash", "-c", f"{d2d_path()} --install-completion"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    installed = tmp_path / ".bash_completions/docker-d2d.sh"
+    assert installed.read_text().strip() == (REPO / "completions/docker-d2d.bash").read_text().strip()
+    assert f"source '{installed}'" in (tmp_path / ".bashrc").read_text()
