@@ -122,3 +122,12 @@ def place_compressed(builder: Builder, target: Engine, ref: str) -> None:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     target.docker("load", input=out.getvalue())
+
+
+def small_app(builder: Builder, target: Engine, prefix: str, data: bytes) -> str:
+    """A fresh base plus one COPY layer holding `data`, placed on `target`; returns its tag."""
+    base = builder.base(unique("base") + ":1")
+    name = unique(prefix) + ":1"
+    builder.build(name, base, ["COPY a /a"], {"a": data})
+    builder.place(target, name)
+    return name

@@ -4,7 +4,6 @@ Debian's static bash script (__completeNoDesc), and the standalone docker-d2d's 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -15,6 +14,7 @@ import pytest
 
 from tests.conftest import d2d_path, run_d2d
 from tests.harness.engines import Engine
+from tests.harness.tty import terminal
 
 pytestmark = pytest.mark.engines
 REPO = Path(__file__).resolve().parents[2]
@@ -126,41 +126,17 @@ def test_a_dead_engine_does_not_freeze_completion(tmp_path: Path) -> None:
 
 
 def _zsh_tab(config: Path, fdir: Path, setup: str, line: str) -> str:
-    session = f"d2dz{os.getpid()}"
     env = _env(config)
-    tmux = shutil.which("tmux") or "tmux"
-    subprocess.run(
-        [
-            tmux,
-            "new-session",
-            "-d",
-            "-s",
-            session,
-            "-x",
-            "150",
-            "-y",
-            "30",
-            "env",
-            *(f"{k}={v}" for k, v in env.items() if k in ("PATH", "DOCKER_CONFIG", "HOME")),
-            "zsh",
-            "-f",
-        ],
-        check=True,
-    )
-    try:
+    pairs = [f"{k}={v}" for k, v in env.items() if k in ("PATH", "DOCKER_CONFIG", "HOME")]
+    with terminal("env", *pairs, "zsh", "-f") as term:
         time.sleep(0.5)
-        keys = f"fpath=({fdir} $fpath); autoload -U compinit; compinit -u; {setup}"
-        subprocess.run([tmux, "send-keys", "-t", session, keys, "Enter"], check=True)
+        term.send(f"fpath=({fdir} $fpath); autoload -U compinit; compinit -u; {setup}", "Enter")
         time.sleep(1)
-        subprocess.run([tmux, "send-keys", "-t", session, line, "Tab"], check=True)
+        term.send(line, "Tab")
         time.sleep(2)
-        subprocess.run([tmux, "send-keys", "-t", session, "Tab"], check=True)
+        term.send("Tab")
         time.sleep(1.5)
-        return subprocess.run(
-            [tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True, check=True
-        ).stdout
-    finally:
-        subprocess.run([tmux, "kill-session", "-t", session], check=False)
+        return term.text()
 
 
 def _empty_tar() -> bytes:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-
 import pytest
 
 from tests.conftest import d2d_path, run_d2d
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, unique
+from tests.harness.tty import terminal
 
 from .helpers import random_file
 
@@ -24,31 +21,8 @@ def test_terminal_shows_bars_and_a_summary(engines: dict[str, Engine], builder: 
     builder.build(app, base, ["COPY a /a"], {"a": random_file(20_000_000)})
     builder.place(src, base, app)
     run_d2d("copy", "-s", src.host, "-d", dst.host, base, check=True)
-    session = f"d2dtty{os.getpid()}"
-    subprocess.run(
-        [
-            "tmux",
-            "new-session",
-            "-d",
-            "-s",
-            session,
-            "-x",
-            "140",
-            "-y",
-            "20",
-            f"{d2d_path()} copy -s {src.host} -d {dst.host} {app}; echo EXIT=$?; sleep 30",
-        ],
-        check=True,
-    )
-    try:
-        deadline, screen = time.monotonic() + 60, ""
-        while time.monotonic() < deadline and "EXIT=" not in screen:
-            time.sleep(0.3)
-            screen = subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
-            ).stdout
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    with terminal(f"{d2d_path()} copy -s {src.host} -d {dst.host} {app}; echo EXIT=$?; sleep 30") as term:
+        screen = term.wait_for("EXIT=")
     assert "EXIT=0" in screen, screen
     assert "Already exists" in screen  # the base layer
     assert "━" in screen and "total" in screen and "MB/s" in screen  # rich bars with rate

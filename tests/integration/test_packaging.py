@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.engines import Engine
-from tests.harness.images import Builder, image_exists, unique
+from tests.harness.images import Builder, image_exists, small_app
 
 from .helpers import random_file
 
@@ -33,10 +33,7 @@ def _docker(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _check_plugin(config: Path, engines: dict[str, Engine], builder: Builder) -> None:
     src, dst = engines["docker20"], engines["docker26"]
     assert "d2d*" in _docker(config, "--help").stdout
-    base = builder.base(unique("base") + ":1")
-    app = unique("pkg") + ":1"
-    builder.build(app, base, ["COPY a /a"], {"a": random_file(10_000)})
-    builder.place(src, app)
+    app = small_app(builder, src, "pkg", random_file(10_000))
     proc = _docker(config, "-H", src.host, "d2d", "push", dst.host, app)
     assert proc.returncode == 0, proc.stderr
     assert image_exists(dst, app)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import run_d2d
 from tests.harness.engines import Engine
-from tests.harness.images import Builder, image_exists, unique
+from tests.harness.images import Builder, image_exists, small_app, unique
 
 from .helpers import random_file
 
@@ -39,11 +39,7 @@ def cli(
 
 @pytest.fixture
 def app(engines: dict[str, Engine], builder: Builder) -> str:
-    base = builder.base(unique("base") + ":1")
-    name = unique("plug") + ":1"
-    builder.build(name, base, ["COPY a /a"], {"a": random_file(30_000)})
-    builder.place(engines["docker20"], name)
-    return name
+    return small_app(builder, engines["docker20"], "plug", random_file(30_000))
 
 
 @pytest.mark.parametrize("version", CLIS)

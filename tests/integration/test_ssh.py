@@ -15,9 +15,10 @@ import pytest
 
 from tests.conftest import d2d_path, run_d2d
 from tests.harness.engines import SPECS, Engine
-from tests.harness.images import Builder, image_exists, unique
+from tests.harness.images import Builder, image_exists, small_app, unique
 from tests.harness.netns import NetNS
 from tests.harness.sshd import SshClientHome, Sshd
+from tests.harness.tty import terminal
 
 from .helpers import random_file
 
@@ -50,12 +51,8 @@ def _server(engine_base: Path, client: SshClientHome, name: str, **options: str)
 
 @pytest.fixture
 def app(engines: dict[str, Engine], builder: Builder) -> str:
-    base = builder.base(unique("base") + ":1")
-    name = unique("sshapp") + ":1"
     # Text compresses: the wire must carry less than the layers.
-    builder.build(name, base, ["COPY a /a"], {"a": b"docker-d2d over ssh\n" * 40_000})
-    builder.place(engines["docker20"], name)
-    return name
+    return small_app(builder, engines["docker20"], "sshapp", b"docker-d2d over ssh\n" * 40_000)
 
 
 def d2d(client: SshClientHome, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -87,7 +84,7 @@ def test_sshunix_form_to_docker_20_uses_gzip(
         d2d(client, "copy", "--json", "-s", src.host, "-d", f"sshunix://root@127.0.0.1:{server.port}:{dst.socket}", app)
     )
     assert res["compression"] == "zstd" and image_exists(dst, app)
-    # pull from an ssh source into a Docker 20.10 destination over ssh: gzip, since 20.10 cannot load zstd.
+    # Both sides over ssh (one connection): zstd into Docker 26.
     res = result(
         d2d(
             client,
@@ -101,6 +98,7 @@ def test_sshunix_form_to_docker_20_uses_gzip(
         )
     )
     assert res["compression"] == "zstd"
+    # Into Docker 20.10 over ssh: gzip, since 20.10 cannot load zstd.
     other = unique("gz") + ":1"
     builder.build(other, app, ["COPY b /b"], {"b": b"gzip\n" * 10_000})
     builder.place(engines["docker26"], other)
@@ -376,42 +374,12 @@ def test_encrypted_key(engine_base: Path, engines: dict[str, Engine], app: str, 
         )
         assert proc.returncode == 1 and "encrypted" in proc.stderr and "ssh-agent" in proc.stderr, proc.stderr
         # On a terminal: asked for the passphrase.
-        session = f"d2dpass{os.getpid()}"
         env = home.env(DOCKER_HOST=engines["docker20"].host)
         cmd = " ".join([f"{k}={v}" for k, v in env.items() if k in ("HOME", "DOCKER_HOST", "PATH")])
-        subprocess.run(
-            [
-                "tmux",
-                "new-session",
-                "-d",
-                "-s",
-                session,
-                "-x",
-                "200",
-                "-y",
-                "20",
-                f"env {cmd} {d2d_path()} push {url} {app}; echo EXIT=$?; sleep 30",
-            ],
-            check=True,
-        )
-        try:
-            screen = _wait_screen(session, "Passphrase")
-            subprocess.run(["tmux", "send-keys", "-t", session, "s3cret", "Enter"], check=True)
-            screen = _wait_screen(session, "EXIT=")
-            assert "EXIT=0" in screen, screen
-        finally:
-            subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+        with terminal(f"env {cmd} {d2d_path()} push {url} {app}; echo EXIT=$?; sleep 30", width=200) as term:
+            term.wait_for("Passphrase")
+            term.send("s3cret", "Enter")
+            assert "EXIT=0" in term.wait_for("EXIT=")
         assert image_exists(engines["docker26"], app)
     finally:
         srv.stop()
-
-
-def _wait_screen(session: str, text: str, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    screen = ""
-    while time.monotonic() < deadline:
-        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-        if text in screen:
-            return screen
-        time.sleep(0.3)
-    raise AssertionError(f"{text!r} never appeared:\n{screen}")

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import run_d2d
 from tests.harness.engines import SPECS, Engine
-from tests.harness.images import Builder, image_exists, unique
+from tests.harness.images import Builder, image_exists, small_app, unique
 from tests.harness.netns import NetNS
 from tests.harness.tls import Certs, make_certs
 
@@ -47,11 +47,7 @@ def tls_engine(engine_base: Path) -> Iterator[tuple[Engine, str, Certs]]:
 
 @pytest.fixture
 def app(engines: dict[str, Engine], builder: Builder) -> str:
-    base = builder.base(unique("base") + ":1")
-    name = unique("tlsapp") + ":1"
-    builder.build(name, base, ["COPY a /a"], {"a": random_file(30_000)})
-    builder.place(engines["docker20"], name)
-    return name
+    return small_app(builder, engines["docker20"], "tlsapp", random_file(30_000))
 
 
 def test_tlsverify_flags(tls_engine: tuple[Engine, str, Certs], engines: dict[str, Engine], app: str) -> None:
