@@ -170,6 +170,9 @@ class Rewriter:
         self._sent_by_digest: dict[str, str] = {}  # blob digest -> output name: each blob goes once
         self._remaining = Counter(spec.unnamed)
         self._distrust = False
+        # True while the chunks being yielded belong to an already compressed blob, so that
+        # wire compression can store them instead of compressing them again.
+        self.emitting_compressed = False
 
     # --- the input side -----------------------------------------------------------------
 
@@ -273,9 +276,11 @@ class Rewriter:
         for chunk in body:
             if first:
                 layer.media_type = media_type or _media_type(bytes(chunk[:4]))
+                self.emitting_compressed = layer.media_type != MT_LAYER
                 first = False
             yield chunk
             self.progress.layer_advanced(key, len(chunk))
+        self.emitting_compressed = False
         yield padding(entry.size)
         self.progress.layer_finished(key)
         self.result.layers_sent += 1

@@ -205,7 +205,7 @@ def _transfer(
         rewriter = Rewriter(chunks, spec, reporter, Path(spool))
         wire = Counted()
         try:
-            dst.load(compressed(rewriter.stream(), result.compression, wire))
+            dst.load(compressed(rewriter.stream(), result.compression, wire, lambda: rewriter.emitting_compressed))
         except D2DError as exc:
             # Raised inside the body generator (the source's stream or its archive) unless named already.
             raise exc.with_side("source", str(src.endpoint)) from exc

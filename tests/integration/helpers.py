@@ -6,6 +6,7 @@ from typing import Any
 
 from tests.conftest import run_d2d
 from tests.harness.engines import Engine
+from tests.harness.images import Builder, unique
 
 
 def copy(src: Engine, dst: Engine, *images: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -16,10 +17,6 @@ def copy(src: Engine, dst: Engine, *images: str, extra: tuple[str, ...] = ()) ->
     result = next(e for e in events if e["event"] == "result")
     result["events"] = events
     return result
-
-
-def dest_ref(dst: Engine, ref: str) -> str:
-    return ref
 
 
 def saved_layers(engine: Engine, ref: str) -> int:
@@ -36,3 +33,14 @@ def saved_layers(engine: Engine, ref: str) -> int:
 
 def random_file(size: int) -> bytes:
     return os.urandom(size)
+
+
+def built_in_the_store(engines: dict[str, Engine], builder: Builder) -> tuple[str, str]:
+    """An image built by the containerd store itself, whose blobs it keeps gzip-compressed."""
+    src = engines["docker26c"]
+    base = builder.base(unique("cbase") + ":1", size=100_000)
+    builder.place(src, base)
+    app = unique("cbuilt") + ":1"
+    ctx = Builder(src)
+    ctx.build(app, base, ["COPY a /a", "COPY b /b"], {"a": random_file(400_000), "b": b"text\n" * 50_000})
+    return base, app

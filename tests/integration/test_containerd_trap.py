@@ -9,7 +9,7 @@ import pytest
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_layers, place_compressed, unique
 
-from .helpers import copy, random_file, saved_layers
+from .helpers import built_in_the_store, copy, random_file, saved_layers
 
 pytestmark = pytest.mark.engines
 
@@ -47,3 +47,27 @@ def test_layers_from_docker_d2d_are_reused(engines: dict[str, Engine], builder: 
     result = copy(src, dst, app)
     assert result["transfers"] == 1 and result["layers_sent"] == 1 and result["layers_skipped"] == 1
     assert saved_layers(dst, app) == 2
+
+
+@pytest.mark.parametrize("destination", ["docker20", "docker26", "podman"])
+def test_compressed_blobs_from_a_containerd_source(
+    engines: dict[str, Engine], builder: Builder, destination: str
+) -> None:
+    src, dst = engines["docker26c"], engines[destination]
+    base, app = built_in_the_store(engines, builder)
+    assert any(name.startswith("blobs/") and data[:2] == b"\x1f\x8b" for name, data in _export(src, app)), (
+        "test setup: the store should hold the built layers gzip-compressed"
+    )
+    copy(src, dst, base)
+    result = copy(src, dst, app)  # the base is left out: its compressed siblings are told apart by content
+    assert result["layers_sent"] == 2 and result["layers_skipped"] == 1
+    assert image_layers(dst, app) == image_layers(src, app)
+    assert saved_layers(dst, app) == 3
+
+
+def _export(engine: Engine, ref: str) -> list[tuple[str, bytes]]:
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(engine.docker("save", ref).stdout)) as tar:
+        return [(m.name, tar.extractfile(m).read()[:4]) for m in tar.getmembers() if m.isfile()]  # type: ignore[union-attr]

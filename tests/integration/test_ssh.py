@@ -20,7 +20,7 @@ from tests.harness.netns import NetNS
 from tests.harness.sshd import SshClientHome, Sshd
 from tests.harness.tty import terminal
 
-from .helpers import random_file
+from .helpers import built_in_the_store, random_file
 
 pytestmark = pytest.mark.engines
 
@@ -383,3 +383,21 @@ def test_encrypted_key(engine_base: Path, engines: dict[str, Engine], app: str, 
         assert image_exists(engines["docker26"], app)
     finally:
         srv.stop()
+
+
+def test_compressed_blobs_over_ssh_with_gzip(
+    client: SshClientHome, server: Sshd, engines: dict[str, Engine], builder: Builder
+) -> None:
+    """gzip blobs from a containerd store into Docker 20.10 over ssh (gzip on the wire): the blobs
+    travel stored in the body's gzip stream, and the image arrives whole."""
+    src, dst = engines["docker26c"], engines["docker20"]
+    _, app = built_in_the_store(engines, builder)
+    res = result(
+        d2d(client, "copy", "--json", "-s", src.host, "-d", f"ssh://root@127.0.0.1:{server.port}{dst.socket}", app)
+    )
+    assert res["compression"] == "gzip"
+    assert image_exists(dst, app)
+    assert (
+        dst.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", app).stdout
+        == src.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", app).stdout
+    )

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import gzip
+import io
+
+import pytest
+import zstandard
+
+from docker_d2d.compress import Compression, Counted, choose, compressed
+from docker_d2d.endpoint import parse_endpoint
+from docker_d2d.engine import negotiate_version
+from docker_d2d.errors import UsageError
+from docker_d2d.model import EngineInfo, EngineKind
+
+TEXT = b"a line of an ordinary config file\n" * 5000
+ZEROS = bytes(200_000)  # compressible, but flagged as an already compressed blob below
+
+
+def run(how: Compression) -> tuple[bytes, int]:
+    regions = [(TEXT, False), (ZEROS, True), (TEXT, False)]
+    state = {"raw": False}
+
+    def body():  # type: ignore[no-untyped-def]
+        for data, raw in regions:
+            state["raw"] = raw
+            for i in range(0, len(data), 65536):
+                yield data[i : i + 65536]
+
+    counter = Counted()
+    out = b"".join(bytes(c) for c in compressed(body(), how, counter, lambda: state["raw"]))
+    assert counter.bytes == len(out)
+    return out, len(out)
+
+
+def test_gzip_stores_already_compressed_regions() -> None:
+    out, size = run(Compression.GZIP)
+    assert gzip.decompress(out) == TEXT + ZEROS + TEXT
+    assert size > len(ZEROS)  # the flagged region was stored, not compressed
+    assert size < len(ZEROS) + len(TEXT)  # the rest was compressed
+
+
+def test_zstd_stores_already_compressed_regions() -> None:
+    out, size = run(Compression.ZSTD)
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(out), read_across_frames=True)
+    assert reader.read() == TEXT + ZEROS + TEXT
+    assert size < len(ZEROS) + len(TEXT)
+
+
+def test_none_passes_through() -> None:
+    counter = Counted()
+    assert b"".join(compressed([b"ab", b"c"], Compression.NONE, counter)) == b"abc" and counter.bytes == 3
+
+
+def test_auto_choice() -> None:
+    d20 = EngineInfo(EngineKind.GRAPHDRIVER, "20.10.24", "1.41")
+    d26 = EngineInfo(EngineKind.GRAPHDRIVER, "26.1.5", "1.45")
+    pod = EngineInfo(EngineKind.PODMAN, "4.3.1", "1.41")
+    ssh, unix = parse_endpoint("ssh://h"), parse_endpoint("unix:///s")
+    assert choose(Compression.AUTO, unix, d26) is Compression.NONE
+    assert choose(Compression.AUTO, parse_endpoint("tcp://127.0.0.1:2375"), d26) is Compression.NONE
+    assert choose(Compression.AUTO, parse_endpoint("tcp://10.1.1.1:2375"), d26) is Compression.ZSTD
+    assert choose(Compression.AUTO, ssh, d20) is Compression.GZIP
+    assert choose(Compression.AUTO, ssh, pod) is Compression.ZSTD
+    with pytest.raises(UsageError, match="cannot load zstd"):
+        choose(Compression.ZSTD, ssh, d20)
+
+
+def test_api_version_negotiation() -> None:
+    assert negotiate_version("1.41") == "1.41"
+    assert negotiate_version("1.51") == "1.45"  # never newer than ours
+    assert negotiate_version("1.45", override="1.40") == "1.40"
+    assert negotiate_version(None) == "1.24"
