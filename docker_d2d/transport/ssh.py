@@ -178,6 +178,11 @@ class SSHConnection:
             inner = exc.__cause__ or exc.__context__
             if isinstance(inner, _HostKeyError):
                 raise self._error(str(inner)) from exc
+            if "No authentication methods" in str(exc):
+                raise self._error(
+                    f"permission denied for {target}: no key to offer (no ssh-agent, no key in ~/.ssh, "
+                    "no IdentityFile for this host in ~/.ssh/config)"
+                ) from exc
             raise self._error(f"ssh to {target} failed: {exc}") from exc
         except socket.gaierror as exc:
             raise self._error(f"cannot resolve {conn.host}: {exc.strerror}") from exc

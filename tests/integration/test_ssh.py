@@ -401,3 +401,33 @@ def test_compressed_blobs_over_ssh_with_gzip(
         dst.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", app).stdout
         == src.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", app).stdout
     )
+
+
+def test_identity_file_and_user_from_ssh_config(
+    server: Sshd, engines: dict[str, Engine], app: str, tmp_path: Path, client: SshClientHome
+) -> None:
+    """No default key, no agent: the alias's IdentityFile, User and Port are what make it work."""
+    home = SshClientHome(tmp_path / "cfghome")
+    (home.ssh / "deploy_key").write_bytes((client.ssh / "id_ed25519").read_bytes())
+    (home.ssh / "deploy_key").chmod(0o600)
+    home.trust(server)
+    home.config(
+        f"Host deploy-target\n  HostName 127.0.0.1\n  Port {server.port}\n  User root\n"
+        f"  IdentityFile {home.ssh / 'deploy_key'}\n"
+    )
+    proc = run_d2d(
+        "push",
+        f"ssh://deploy-target{engines['docker26'].socket}",
+        app,
+        env=home.env(DOCKER_HOST=engines["docker20"].host),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert image_exists(engines["docker26"], app)
+    home.config("")
+    bare = run_d2d(
+        "push",
+        f"ssh://127.0.0.1:{server.port}{engines['docker26'].socket}",
+        app,
+        env=home.env(DOCKER_HOST=engines["docker20"].host),
+    )
+    assert bare.returncode == 1 and "permission denied for root@127.0.0.1" in bare.stderr and "no key" in bare.stderr
