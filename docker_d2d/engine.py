@@ -243,13 +243,6 @@ class Engine:
             raise self._error(exc) from exc
         self._check(resp, f"tag {repository}:{tag}")
 
-    def remove(self, ref: str) -> None:
-        try:
-            resp = self._client.delete(self._url(f"/images/{quote(ref, safe='/:@')}"), params={"noprune": "1"})
-        except httpx.HTTPError as exc:
-            raise self._error(exc) from exc
-        self._check(resp, f"remove {ref}")
-
 
 def _json_stream(text: str) -> Iterator[dict[str, Any]]:
     decoder = json.JSONDecoder()

@@ -6,7 +6,6 @@
     ├── ConnectError              an engine cannot be reached (refused, missing socket, permission)
     ├── EngineError               the engine answered with an error
     │   └── ImageNotFound         a requested image does not exist at the source
-    ├── IncompatibleEngines       this pair of engines cannot exchange this image
     ├── ArchiveError              the source's archive is not what its engine promised
     ├── VerifyError               the destination's image differs from the source's after the load
     └── Cancelled                 the user interrupted (exit 130)
@@ -58,10 +57,6 @@ class EngineError(D2DError):
 
 
 class ImageNotFound(EngineError):
-    pass
-
-
-class IncompatibleEngines(D2DError):
     pass
 
 
