@@ -22,7 +22,8 @@ class BaseReporter:
         self.err = err or sys.stderr
         self._estimates: dict[str, int | None] = {}
         self._total = 0
-        self._index = 0
+        self._positions: dict[str, int] = {}
+        self._seen = 0
         self._sent: dict[str, int] = {}
 
     # Reporter protocol ------------------------------------------------------------------
@@ -33,6 +34,7 @@ class BaseReporter:
         layers = plan.unique_layers()
         self._estimates = {d: lay.size for d, lay in layers.items()}
         self._total = len(layers)
+        self._positions = {d: i for i, d in enumerate(layers, 1)}
 
     def note(self, message: str) -> None:
         print(f"note: {message}", file=self.err)
@@ -56,9 +58,11 @@ class BaseReporter:
     def finished(self, result: CopyResult) -> None:
         print(render_summary(result), file=self.out)
 
-    def _next(self) -> str:
-        self._index += 1
-        return f"{self._index}/{self._total}"
+    def _next(self, key: str) -> str:
+        """`i/n`: the layer's place in the image (layers arrive in the export's order, not the image's).
+        A blob we cannot name yet (a compressed one) is numbered by arrival."""
+        self._seen += 1
+        return f"{self._positions.get(key, self._seen)}/{self._total}"
 
 
 class PlainReporter(BaseReporter):
@@ -68,13 +72,13 @@ class PlainReporter(BaseReporter):
         print(f"{side}: {endpoint} — {info.describe()}", file=self.err)
 
     def layer_skipped(self, key: str, size: int) -> None:
-        print(f"{self._next()} {short(key, 10)}... Already exists", file=self.err, flush=True)
+        print(f"{self._next(key)} {short(key, 10)}... Already exists", file=self.err, flush=True)
 
     def layer_finished(self, key: str) -> None:
         estimate = self._estimates.get(key)
         about = f" / ~ {human_size(estimate)}" if estimate else ""
         sent = human_size(self._sent.get(key, 0))
-        print(f"{self._next()} {short(key, 10)}... {sent}{about}", file=self.err, flush=True)
+        print(f"{self._next(key)} {short(key, 10)}... {sent}{about}", file=self.err, flush=True)
 
 
 class QuietReporter(BaseReporter):
@@ -173,11 +177,11 @@ class RichReporter(BaseReporter):
             self._overall = self.progress.add_task("total", total=plan.bytes_to_send or None)
 
     def layer_skipped(self, key: str, size: int) -> None:
-        self.progress.console.print(f"{self._next()} {short(key, 10)}... Already exists")
+        self.progress.console.print(f"{self._next(key)} {short(key, 10)}... Already exists")
 
     def layer_started(self, key: str, size: int) -> None:
         super().layer_started(key, size)
-        self._tasks[key] = self.progress.add_task(f"{self._next()} {short(key, 10)}", total=size)
+        self._tasks[key] = self.progress.add_task(f"{self._next(key)} {short(key, 10)}", total=size)
 
     def layer_advanced(self, key: str, nbytes: int) -> None:
         super().layer_advanced(key, nbytes)
