@@ -64,7 +64,10 @@ Images = Annotated[
         help="Images: name[:tag], host:port/name:tag, name@sha256:..., or an id.", autocompletion=_complete_images
     ),
 ]
-ENDPOINT_HELP = "unix:///path, tcp://host:port, or a Docker context name"
+ENDPOINT_HELP = (
+    "a Docker context, an ssh host (user@host:port), ssh://user@host:port/socket, "
+    "sshunix://user@host:port:/socket, unix:///path or tcp://host:port"
+)
 
 
 # Docker's global flags, parsed by main before typer sees argv (they may precede `d2d`).

@@ -31,3 +31,15 @@ def test_plugin_metadata_is_valid_and_contacts_nothing() -> None:
     )
     meta = json.loads(out.stdout)
     assert meta["SchemaVersion"] == "0.1.0" and meta["Vendor"] and meta["Version"]
+
+
+def test_every_help_page_renders() -> None:
+    from typer.testing import CliRunner
+
+    from docker_d2d.cli import app
+
+    runner = CliRunner()
+    for args in ([], ["copy"], ["push"], ["pull"], ["plugin"], ["plugin", "install"], ["completion"], ["version"]):
+        out = runner.invoke(app, [*args, "--help"], prog_name="docker d2d")
+        assert out.exit_code == 0, (args, out.output, out.exception)
+        assert "Usage: docker d2d" in out.output
