@@ -25,13 +25,20 @@ def engine_base() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+TWIN = "-twin"  # a second engine of the same kind, for same-kind pairs
+
+
 @pytest.fixture(scope="session")
 def engines(engine_base: Path) -> Iterator[dict[str, Engine]]:
-    """Every engine under test. One that cannot start fails the session: no test skips for it."""
+    """Every engine under test, and a twin of each. One that cannot start fails the session:
+    no test skips for it."""
     started: dict[str, Engine] = {}
     try:
         for name in ENGINE_NAMES:
             started[name] = start_engine(name, engine_base)
+            twin = Engine(SPECS[name], engine_base / f"{name}{TWIN}")
+            twin.start()
+            started[name + TWIN] = twin
         yield started
     finally:
         for engine in started.values():
