@@ -361,28 +361,26 @@ class Rewriter:
         return layer
 
     def _collect_aliases(self) -> None:
-        for name, data in self._small.items():
-            digest = _blob_name(name)
-            if not digest:
-                continue
-            try:
-                doc = json.loads(data)
-            except ValueError:
-                continue
-            # An OCI/Docker manifest; legacy v1 json blobs also have a "config", without a digest.
-            if isinstance(doc, dict) and isinstance(doc.get("config"), dict) and "digest" in doc["config"]:
-                self.result.aliases[digest] = doc["config"]["digest"]
+        docs: dict[str, dict[str, Any]] = {}
         for name, data in self._small.items():
             digest = _blob_name(name)
             try:
                 doc = json.loads(data) if digest else None
             except ValueError:
                 continue
-            if isinstance(doc, dict) and isinstance(doc.get("manifests"), list) and digest:
-                for desc in doc["manifests"]:
-                    if desc.get("digest") in self.result.aliases:
-                        self.result.aliases[digest] = self.result.aliases[desc["digest"]]
-                        break
+            if digest and isinstance(doc, dict):
+                docs[digest] = doc
+        for digest, doc in docs.items():
+            # An OCI/Docker manifest; legacy v1 json blobs also have a "config", without a digest.
+            if isinstance(doc.get("config"), dict) and "digest" in doc["config"]:
+                self.result.aliases[digest] = doc["config"]["digest"]
+        for digest, doc in docs.items():
+            # An index: it stands for its first manifest found here.
+            manifests = doc.get("manifests")
+            for desc in manifests if isinstance(manifests, list) else []:
+                if isinstance(desc, dict) and desc.get("digest") in self.result.aliases:
+                    self.result.aliases[digest] = self.result.aliases[desc["digest"]]
+                    break
 
 
 def _descriptor(layer: LayerEntry) -> dict[str, Any]:

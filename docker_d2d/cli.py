@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -146,27 +146,17 @@ def _copy(
     run_command(action, debug)
 
 
+def _endpoint_option(role: str, *names: str) -> Any:
+    return typer.Option(
+        *names, help=f"{role} engine: {ENDPOINT_HELP} (default: local).", autocompletion=_complete_endpoints
+    )
+
+
 @app.command("copy")
 def copy_command(
     images: Images,
-    source: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(
-            "-s",
-            "--source",
-            help=f"Source engine: {ENDPOINT_HELP} (default: local).",
-            autocompletion=_complete_endpoints,
-        ),
-    ] = None,
-    destination: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(
-            "-d",
-            "--destination",
-            help=f"Destination engine: {ENDPOINT_HELP} (default: local).",
-            autocompletion=_complete_endpoints,
-        ),
-    ] = None,
+    source: Annotated[Optional[str], _endpoint_option("Source", "-s", "--source")] = None,  # noqa: UP045
+    destination: Annotated[Optional[str], _endpoint_option("Destination", "-d", "--destination")] = None,  # noqa: UP045
     dry_run: DryRun = False,
     quiet: Quiet = False,
     as_json: Json = False,

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -26,6 +26,7 @@ from .transport import make_transport
 MAX_API_VERSION = "1.45"
 MIN_API_VERSION = "1.24"
 CHUNK = 1 << 20
+E = TypeVar("E", bound=D2DError)
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -97,14 +98,23 @@ class Engine:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _error(self, exc: Exception) -> Exception:
+    def _at(self, err: E) -> E:
+        """Name this side and endpoint in an error."""
+        err.side, err.endpoint = self.side, str(self.endpoint)
+        return err
+
+    def _error(self, exc: httpx.HTTPError) -> D2DError:
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-            return ConnectError(_connect_cause(exc, self.endpoint), side=self.side, endpoint=str(self.endpoint))
-        if isinstance(exc, httpx.HTTPError) and _tls_cause(str(exc)):
-            return ConnectError(_tls_cause(str(exc)) or "", side=self.side, endpoint=str(self.endpoint))
-        if isinstance(exc, httpx.HTTPError):
-            return EngineError(f"connection to the engine failed: {exc}", side=self.side, endpoint=str(self.endpoint))
-        return exc
+            return self._at(ConnectError(_connect_cause(exc, self.endpoint)))
+        if tls := _tls_cause(str(exc)):
+            return self._at(ConnectError(tls))
+        return self._at(EngineError(f"connection to the engine failed: {exc}"))
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._error(exc) from exc
 
     def _url(self, path: str) -> str:
         return f"/v{self.api_version}{path}"
@@ -118,13 +128,10 @@ class Engine:
         except ValueError:
             message = resp.text.strip() or resp.reason_phrase
         cls = ImageNotFound if resp.status_code == 404 else EngineError
-        raise cls(f"{what}: {message}", status=resp.status_code, side=self.side, endpoint=str(self.endpoint))
+        raise self._at(cls(f"{what}: {message}", status=resp.status_code))
 
     def _get_json(self, path: str, what: str, **params: Any) -> Any:
-        try:
-            resp = self._client.get(self._url(path), params=params or None)
-        except httpx.HTTPError as exc:
-            raise self._error(exc) from exc
+        resp = self._request("GET", self._url(path), params=params or None)
         self._check(resp, what)
         return resp.json()
 
@@ -132,16 +139,9 @@ class Engine:
 
     def connect(self) -> EngineInfo:
         """Ping, negotiate the API version like the docker CLI, and find out what kind of engine this is."""
-        try:
-            resp = self._client.get("/_ping")
-        except httpx.HTTPError as exc:
-            raise self._error(exc) from exc
+        resp = self._request("GET", "/_ping")
         if resp.status_code >= 500 or ("Api-Version" not in resp.headers and resp.status_code != 200):
-            raise EngineError(
-                f"does not answer like a Docker engine (HTTP {resp.status_code})",
-                side=self.side,
-                endpoint=str(self.endpoint),
-            )
+            raise self._at(EngineError(f"does not answer like a Docker engine (HTTP {resp.status_code})"))
         self.api_version = negotiate_version(resp.headers.get("Api-Version"), os.environ.get("DOCKER_API_VERSION"))
         version = self._get_json("/version", "version")
         components = [c.get("Name", "") for c in version.get("Components") or []]
@@ -206,9 +206,7 @@ class Engine:
         try:
             yield from resp.iter_raw(CHUNK)
         except httpx.HTTPError as exc:
-            raise EngineError(
-                f"the export stopped mid-stream: {exc}", side=self.side, endpoint=str(self.endpoint)
-            ) from exc
+            raise self._at(EngineError(f"the export stopped mid-stream: {exc}")) from exc
 
     def load(self, body: Iterable[bytes | memoryview], content_type: str = "application/x-tar") -> list[str]:
         """POST /images/load; read the whole message stream, since the engine reports failures
@@ -224,23 +222,20 @@ class Engine:
                 self._check(resp, "load")
                 text = resp.read().decode(errors="replace")
         except httpx.HTTPError as exc:
-            raise EngineError(f"the load failed: {exc}", side=self.side, endpoint=str(self.endpoint)) from exc
+            raise self._at(EngineError(f"the load failed: {exc}")) from exc
         messages = []
         for msg in _json_stream(text):
             if msg.get("errorDetail") or msg.get("error"):
                 detail = (msg.get("errorDetail") or {}).get("message") or msg.get("error")
-                raise EngineError(f"load failed: {detail}", side=self.side, endpoint=str(self.endpoint))
+                raise self._at(EngineError(f"load failed: {detail}"))
             if msg.get("stream"):
                 messages.append(str(msg["stream"]).strip())
         return messages
 
     def tag(self, image_id: str, repository: str, tag: str) -> None:
-        try:
-            resp = self._client.post(
-                self._url(f"/images/{quote(image_id, safe=':')}/tag"), params={"repo": repository, "tag": tag}
-            )
-        except httpx.HTTPError as exc:
-            raise self._error(exc) from exc
+        resp = self._request(
+            "POST", self._url(f"/images/{quote(image_id, safe=':')}/tag"), params={"repo": repository, "tag": tag}
+        )
         self._check(resp, f"tag {repository}:{tag}")
 
 
