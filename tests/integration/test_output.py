@@ -14,13 +14,19 @@ from .helpers import random_file
 pytestmark = pytest.mark.engines
 
 
-def test_terminal_shows_bars_and_a_summary(engines: dict[str, Engine], builder: Builder) -> None:
-    src, dst = engines["docker20"], engines["docker26"]
+def _update_of_a_copied_base(builder: Builder, src: Engine, dst: Engine, prefix: str, size: int) -> str:
+    """An app on a fresh base, at the source; the base alone already copied to the destination."""
     base = builder.base(unique("base") + ":1")
-    app = unique("tty") + ":1"
-    builder.build(app, base, ["COPY a /a"], {"a": random_file(20_000_000)})
+    app = unique(prefix) + ":1"
+    builder.build(app, base, ["COPY a /a"], {"a": random_file(size)})
     builder.place(src, base, app)
     run_d2d("copy", "-s", src.host, "-d", dst.host, base, check=True)
+    return app
+
+
+def test_terminal_shows_bars_and_a_summary(engines: dict[str, Engine], builder: Builder) -> None:
+    src, dst = engines["docker20"], engines["docker26"]
+    app = _update_of_a_copied_base(builder, src, dst, "tty", 20_000_000)
     with terminal(f"{d2d_path()} copy -s {src.host} -d {dst.host} {app}; echo EXIT=$?; sleep 30") as term:
         screen = term.wait_for("EXIT=")
     assert "EXIT=0" in screen, screen
@@ -31,11 +37,7 @@ def test_terminal_shows_bars_and_a_summary(engines: dict[str, Engine], builder: 
 
 def test_plain_lines_off_a_terminal(engines: dict[str, Engine], builder: Builder) -> None:
     src, dst = engines["docker20"], engines["docker26c"]
-    base = builder.base(unique("base") + ":1")
-    app = unique("plain") + ":1"
-    builder.build(app, base, ["COPY a /a"], {"a": random_file(300_000)})
-    builder.place(src, base, app)
-    run_d2d("copy", "-s", src.host, "-d", dst.host, base, check=True)
+    app = _update_of_a_copied_base(builder, src, dst, "plain", 300_000)
     proc = run_d2d("copy", "-s", src.host, "-d", dst.host, app, check=True)
     lines = proc.stderr.splitlines()
     assert any(line.startswith("1/2 ") and line.endswith("... Already exists") for line in lines), proc.stderr

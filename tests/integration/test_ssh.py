@@ -55,8 +55,17 @@ def app(engines: dict[str, Engine], builder: Builder) -> str:
     return small_app(builder, engines["docker20"], "sshapp", b"docker-d2d over ssh\n" * 40_000)
 
 
+def ssh_url(server: Sshd, engine: Engine) -> str:
+    """Docker's ssh:// form for `engine`'s socket, reached through `server` as root."""
+    return f"ssh://root@127.0.0.1:{server.port}{engine.socket}"
+
+
 def d2d(client: SshClientHome, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return run_d2d(*args, env=client.env(**env))
+
+
+def copy_json(client: SshClientHome, source: str, destination: str, image: str) -> dict[str, object]:
+    return result(d2d(client, "copy", "--json", "-s", source, "-d", destination, image))
 
 
 def result(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
@@ -68,7 +77,7 @@ def test_key_file_streamlocal_and_zstd(
     client: SshClientHome, server: Sshd, engines: dict[str, Engine], app: str
 ) -> None:
     dst = engines["docker26"]
-    url = f"ssh://root@127.0.0.1:{server.port}{dst.socket}"
+    url = ssh_url(server, dst)
     proc = d2d(client, "-D", "copy", "--json", "-s", engines["docker20"].host, "-d", url, app)
     res = result(proc)
     assert "reaching the engine socket through streamlocal" in proc.stderr
@@ -80,40 +89,16 @@ def test_sshunix_form_to_docker_20_uses_gzip(
     client: SshClientHome, server: Sshd, engines: dict[str, Engine], builder: Builder, app: str
 ) -> None:
     src, dst = engines["docker20"], engines["podman"]
-    res = result(
-        d2d(client, "copy", "--json", "-s", src.host, "-d", f"sshunix://root@127.0.0.1:{server.port}:{dst.socket}", app)
-    )
+    res = copy_json(client, src.host, f"sshunix://root@127.0.0.1:{server.port}:{dst.socket}", app)
     assert res["compression"] == "zstd" and image_exists(dst, app)
     # Both sides over ssh (one connection): zstd into Docker 26.
-    res = result(
-        d2d(
-            client,
-            "copy",
-            "--json",
-            "-s",
-            f"ssh://root@127.0.0.1:{server.port}{dst.socket}",
-            "-d",
-            f"ssh://root@127.0.0.1:{server.port}{engines['docker26c'].socket}",
-            app,
-        )
-    )
+    res = copy_json(client, ssh_url(server, dst), ssh_url(server, engines["docker26c"]), app)
     assert res["compression"] == "zstd"
     # Into Docker 20.10 over ssh: gzip, since 20.10 cannot load zstd.
     other = unique("gz") + ":1"
     builder.build(other, app, ["COPY b /b"], {"b": b"gzip\n" * 10_000})
     builder.place(engines["docker26"], other)
-    res = result(
-        d2d(
-            client,
-            "copy",
-            "--json",
-            "-s",
-            engines["docker26"].host,
-            "-d",
-            f"ssh://root@127.0.0.1:{server.port}{src.socket}",
-            other,
-        )
-    )
+    res = copy_json(client, engines["docker26"].host, ssh_url(server, src), other)
     assert res["compression"] == "gzip" and image_exists(src, other)
 
 
@@ -168,7 +153,7 @@ def test_agent_without_key_files(
         )
         proc = run_d2d(
             "push",
-            f"ssh://root@127.0.0.1:{server.port}{engines['docker26c'].socket}",
+            ssh_url(server, engines["docker26c"]),
             app,
             env=home.env(SSH_AUTH_SOCK=str(agent_sock), DOCKER_HOST=engines["docker20"].host),
         )
@@ -198,7 +183,7 @@ def test_unknown_and_changed_host_keys(
     home = SshClientHome(tmp_path / "fresh")
     (home.ssh / "id_ed25519").write_bytes((client.ssh / "id_ed25519").read_bytes())
     (home.ssh / "id_ed25519").chmod(0o600)
-    url = f"ssh://root@127.0.0.1:{server.port}{engines['docker26'].socket}"
+    url = ssh_url(server, engines["docker26"])
     unknown = run_d2d("push", url, app, env=home.env(DOCKER_HOST=engines["docker20"].host))
     assert unknown.returncode == 1 and "unknown host key for 127.0.0.1: ssh-ed25519 SHA256:" in unknown.stderr
     assert f"ssh-keyscan -p {server.port} 127.0.0.1" in unknown.stderr
@@ -235,7 +220,7 @@ def test_fallbacks_when_streamlocal_is_disabled(
                 client,
                 "-D",
                 "push",
-                f"ssh://root@127.0.0.1:{srv.port}{dst.socket}",
+                ssh_url(srv, dst),
                 app,
                 DOCKER_HOST=engines["docker20"].host,
             )
@@ -245,9 +230,7 @@ def test_fallbacks_when_streamlocal_is_disabled(
             srv.stop()
     srv = _server(engine_base, client, "nothing", AllowStreamLocalForwarding="no", SetEnv="PATH=/nonexistent")
     try:
-        proc = d2d(
-            client, "push", f"ssh://root@127.0.0.1:{srv.port}{dst.socket}", app, DOCKER_HOST=engines["docker20"].host
-        )
+        proc = d2d(client, "push", ssh_url(srv, dst), app, DOCKER_HOST=engines["docker20"].host)
         assert proc.returncode == 1 and "AllowStreamLocalForwarding yes" in proc.stderr
     finally:
         srv.stop()
@@ -273,7 +256,7 @@ def test_connection_dropped_mid_transfer(
     big = unique("drop") + ":1"
     builder.build(big, base, ["COPY a /a"], {"a": random_file(150_000_000)})
     builder.place(src, big)
-    url = f"ssh://root@127.0.0.1:{server.port}{dst.socket}"
+    url = ssh_url(server, dst)
     proc = subprocess.Popen(
         [d2d_path(), "push", "--json", "--compress", "none", url, big],
         stdout=subprocess.PIPE,
@@ -345,8 +328,8 @@ def test_one_ssh_connection_per_host_per_run(
 ) -> None:
     srv = _server(engine_base, client, "counted", LogLevel="INFO")
     try:
-        src = f"ssh://root@127.0.0.1:{srv.port}{engines['docker20'].socket}"
-        dst = f"ssh://root@127.0.0.1:{srv.port}{engines['podman'].socket}"
+        src = ssh_url(srv, engines["docker20"])
+        dst = ssh_url(srv, engines["podman"])
         proc = d2d(client, "copy", "-s", src, "-d", dst, app)
         assert proc.returncode == 0, proc.stderr
         assert image_exists(engines["podman"], app)
@@ -361,7 +344,7 @@ def test_encrypted_key(engine_base: Path, engines: dict[str, Engine], app: str, 
     key = home.key(passphrase="s3cret")
     srv = Sshd(engine_base / unique("encsshd")).start({"root": [key]})
     home.trust(srv)
-    url = f"ssh://root@127.0.0.1:{srv.port}{engines['docker26'].socket}"
+    url = ssh_url(srv, engines["docker26"])
     try:
         # No terminal: a clear error, not a hang.
         proc = subprocess.run(
@@ -392,9 +375,7 @@ def test_compressed_blobs_over_ssh_with_gzip(
     travel stored in the body's gzip stream, and the image arrives whole."""
     src, dst = engines["docker26c"], engines["docker20"]
     _, app = built_in_the_store(engines, builder)
-    res = result(
-        d2d(client, "copy", "--json", "-s", src.host, "-d", f"ssh://root@127.0.0.1:{server.port}{dst.socket}", app)
-    )
+    res = copy_json(client, src.host, ssh_url(server, dst), app)
     assert res["compression"] == "gzip"
     assert image_exists(dst, app)
     assert (
