@@ -59,10 +59,20 @@ CompressOpt = Annotated[
     typer.Option("--compress", help="Compress the load on the wire: auto = on ssh and non-loopback tcp only."),
 ]
 Images = Annotated[
-    list[str],
+    Optional[list[str]],  # noqa: UP045
     typer.Argument(
-        help="Images: name[:tag], host:port/name:tag, name@sha256:..., or an id.", autocompletion=_complete_images
+        help="Images: name[:tag], host:port/name:tag, name@sha256:..., or an id; with -f, services of the project.",
+        autocompletion=_complete_images,
+        show_default=False,
     ),
+]
+ComposeFiles = Annotated[
+    Optional[list[Path]],  # noqa: UP045
+    typer.Option("-f", "--file", help="A Compose file (repeatable): copy its services' images.", show_default=False),
+]
+Profiles = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--profile", help="With -f: a Compose profile to enable (repeatable).", show_default=False),
 ]
 ENDPOINT_HELP = (
     "a Docker context, an ssh host (user@host:port), ssh://user@host:port/socket, "
@@ -118,15 +128,27 @@ def run_command(action: Callable[[], int | None], debug: bool) -> None:
 def _copy(
     source: str | None,
     destination: str | None,
-    images: list[str],
+    images: list[str] | None,
     dry_run: bool,
     quiet: bool,
     as_json: bool,
     debug: bool,
     spool_dir: Path | None,
     compress: Compression,
+    compose_files: list[Path] | None,
+    profiles: list[str] | None,
 ) -> None:
     def action() -> None:
+        nonlocal images
+        if compose_files:
+            from .compose import Selection, compose_images
+
+            selection = Selection(tuple(compose_files), tuple(profiles or ()), tuple(images or ()))
+            images = compose_images(selection, os.environ)
+            if not images:
+                raise UsageError("the Compose project selects no service")
+        elif profiles:
+            raise UsageError("--profile needs -f COMPOSE_FILE")
         if not images:
             raise UsageError("name at least one image")
         src, dst = resolve_endpoint(source), resolve_endpoint(destination)
@@ -154,7 +176,7 @@ def _endpoint_option(role: str, *names: str) -> Any:
 
 @app.command("copy")
 def copy_command(
-    images: Images,
+    images: Images = None,
     source: Annotated[Optional[str], _endpoint_option("Source", "-s", "--source")] = None,  # noqa: UP045
     destination: Annotated[Optional[str], _endpoint_option("Destination", "-d", "--destination")] = None,  # noqa: UP045
     dry_run: DryRun = False,
@@ -163,9 +185,11 @@ def copy_command(
     debug: Debug = False,
     spool_dir: SpoolDir = None,
     compress: CompressOpt = Compression.AUTO,
+    compose_files: ComposeFiles = None,
+    profiles: Profiles = None,
 ) -> None:
     """Copy IMAGES from the source engine to the destination engine."""
-    _copy(source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress)
+    _copy(source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles)
 
 
 @app.command("push")
@@ -173,31 +197,35 @@ def push_command(
     destination: Annotated[
         str, typer.Argument(help=f"Destination engine: {ENDPOINT_HELP}.", autocompletion=_complete_endpoints)
     ],
-    images: Images,
+    images: Images = None,
     dry_run: DryRun = False,
     quiet: Quiet = False,
     as_json: Json = False,
     debug: Debug = False,
     spool_dir: SpoolDir = None,
     compress: CompressOpt = Compression.AUTO,
+    compose_files: ComposeFiles = None,
+    profiles: Profiles = None,
 ) -> None:
     """Push IMAGES from the local engine to DESTINATION."""
-    _copy(None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress)
+    _copy(None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles)
 
 
 @app.command("pull")
 def pull_command(
     source: Annotated[str, typer.Argument(help=f"Source engine: {ENDPOINT_HELP}.", autocompletion=_complete_endpoints)],
-    images: Images,
+    images: Images = None,
     dry_run: DryRun = False,
     quiet: Quiet = False,
     as_json: Json = False,
     debug: Debug = False,
     spool_dir: SpoolDir = None,
     compress: CompressOpt = Compression.AUTO,
+    compose_files: ComposeFiles = None,
+    profiles: Profiles = None,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
-    _copy(source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress)
+    _copy(source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles)
 
 
 @app.command("version")

@@ -9,9 +9,11 @@ from tests.harness.engines import Engine
 from tests.harness.images import Builder, unique
 
 
-def copy(src: Engine, dst: Engine, *images: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def copy(
+    src: Engine, dst: Engine, *images: str, extra: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run `docker-d2d copy --json` and return its result event (plus all events under 'events')."""
-    proc = run_d2d("copy", "-s", src.host, "-d", dst.host, "--json", *extra, *images)
+    proc = run_d2d("copy", "-s", src.host, "-d", dst.host, "--json", *extra, *images, env=env)
     assert proc.returncode == 0, f"copy failed ({proc.returncode}): {proc.stderr}{proc.stdout}"
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     result = next(e for e in events if e["event"] == "result")
