@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -18,6 +20,7 @@ import httpx
 
 from .endpoint import Endpoint, Scheme
 from .errors import ConnectError, D2DError, EngineError, ImageNotFound
+from .inspect_cache import InspectCache
 from .model import EngineInfo, EngineKind, ImageInfo
 from .transport import make_transport
 
@@ -26,6 +29,8 @@ from .transport import make_transport
 MAX_API_VERSION = "1.45"
 MIN_API_VERSION = "1.24"
 CHUNK = 1 << 20
+# Concurrent inspects over one connection (each an ssh channel over ssh; OpenSSH allows 10 sessions).
+INSPECT_CONCURRENCY = 8
 E = TypeVar("E", bound=D2DError)
 
 
@@ -86,6 +91,7 @@ class Engine:
         )
         self.api_version = MIN_API_VERSION
         self.info: EngineInfo | None = None
+        self._cache: InspectCache | None = None
 
     def __enter__(self) -> Engine:
         return self
@@ -94,6 +100,8 @@ class Engine:
         self.close()
 
     def close(self) -> None:
+        if self._cache is not None:
+            self._cache.save()
         self._client.close()
 
     # --- plumbing -------------------------------------------------------------------------
@@ -165,8 +173,17 @@ class Engine:
         return self.info
 
     def inspect(self, ref: str) -> ImageInfo:
-        data = self._get_json(f"/images/{quote(ref, safe='/:@')}/json", f"image {ref}")
-        return image_info(data)
+        """Always asks the engine; every answer also goes into the inspect cache."""
+        info = image_info(self._get_json(f"/images/{quote(ref, safe='/:@')}/json", f"image {ref}"))
+        if self.info is not None:
+            self._inspect_cache().put(info)
+        return info
+
+    def _inspect_cache(self) -> InspectCache:
+        assert self.info is not None
+        if self._cache is None:
+            self._cache = InspectCache.for_engine(str(self.endpoint), self.info.kind, os.environ)
+        return self._cache
 
     def find(self, ref: str) -> ImageInfo | None:
         try:
@@ -179,16 +196,33 @@ class Engine:
         data = self._get_json(f"/images/{quote(ref, safe='/:@')}/history", f"history of {ref}")
         return [int(h.get("Size") or 0) for h in reversed(data)]
 
+    def list_images(self) -> dict[str, tuple[str, ...]]:
+        """id -> tags of every image. all=1: graphdriver engines keep intermediate images whose
+        layers count as held too."""
+        listed = self._get_json("/images/json", "image list", all="1")
+        return {_full_id(img["Id"]): tuple(img.get("RepoTags") or ()) for img in listed}
+
     def list_image_ids(self) -> list[str]:
-        # all=1: graphdriver engines keep intermediate images whose layers count as held too.
-        return [img["Id"] for img in self._get_json("/images/json", "image list", all="1")]
+        return list(self.list_images())
 
     def all_images(self) -> list[ImageInfo]:
+        """Every image the engine lists. Inspect answers are cached by id (content addresses) and
+        the rest are asked for concurrently: planning costs about one round trip whatever the
+        number of images."""
+        assert self.info is not None
+        listed = self.list_images()
+        cache = self._inspect_cache()
+        missing = [i for i in listed if cache.get(i) is None]
+        if missing:
+            with ThreadPoolExecutor(max_workers=INSPECT_CONCURRENCY) as pool:
+                list(pool.map(self.find, missing))  # an image removed meanwhile is simply not there
+        cache.keep_only(listed)
+        cache.save()
         images = []
-        for image_id in self.list_image_ids():
-            found = self.find(image_id)  # an image removed meanwhile is simply not there
-            if found:
-                images.append(found)
+        for image_id, tags in listed.items():
+            held = cache.get(image_id)
+            if held:
+                images.append(replace(held, repo_tags=tags))
         return images
 
     @contextmanager
@@ -255,6 +289,10 @@ def _json_stream(text: str) -> Iterator[dict[str, Any]]:
             yield obj
 
 
+def _full_id(image_id: str) -> str:
+    return image_id if image_id.startswith("sha256:") else "sha256:" + image_id
+
+
 def image_info(data: dict[str, Any]) -> ImageInfo:
     diff_ids = tuple((data.get("RootFS") or {}).get("Layers") or ())
     # Engines render the same config differently: graphdriver Docker fills in the build's
@@ -269,7 +307,7 @@ def image_info(data: dict[str, Any]) -> ImageInfo:
         "Layers": diff_ids,
     }
     return ImageInfo(
-        id=data["Id"] if data["Id"].startswith("sha256:") else "sha256:" + data["Id"],
+        id=_full_id(data["Id"]),
         diff_ids=diff_ids,
         repo_tags=tuple(data.get("RepoTags") or ()),
         created=data.get("Created") or "",

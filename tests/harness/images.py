@@ -131,3 +131,40 @@ def small_app(builder: Builder, target: Engine, prefix: str, data: bytes) -> str
     builder.build(name, base, ["COPY a /a"], {"a": data})
     builder.place(target, name)
     return name
+
+
+def many_images(engine: Engine, n: int, prefix: str) -> list[str]:
+    """Load `n` tiny distinct images sharing one layer in a single hand-made archive: a destination
+    holding hundreds of images in seconds."""
+    import hashlib
+    import json
+
+    layer = rootfs_tar({"etc/shared": b"shared\n"})
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    buf = io.BytesIO()
+    manifest = []
+    tags = [f"{prefix}-{i}:1" for i in range(n)]
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        add("layer/layer.tar", layer)
+        for tag in tags:
+            config = json.dumps(
+                {
+                    "architecture": "amd64",
+                    "os": "linux",
+                    "config": {"Labels": {"d2d.many": tag}},
+                    "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                    "history": [{"created_by": "many_images"}],
+                }
+            ).encode()
+            name = hashlib.sha256(config).hexdigest() + ".json"
+            add(name, config)
+            manifest.append({"Config": name, "RepoTags": [tag], "Layers": ["layer/layer.tar"]})
+        add("manifest.json", json.dumps(manifest).encode())
+    engine.docker("load", "-q", input=buf.getvalue())
+    return tags

@@ -10,10 +10,12 @@ from tests.harness.images import Builder, unique
 
 
 def copy(
-    src: Engine, dst: Engine, *images: str, extra: tuple[str, ...] = (), env: dict[str, str] | None = None
+    src: Engine, dst: Engine | str, *images: str, extra: tuple[str, ...] = (), env: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Run `docker-d2d copy --json` and return its result event (plus all events under 'events')."""
-    proc = run_d2d("copy", "-s", src.host, "-d", dst.host, "--json", *extra, *images, env=env)
+    """Run `docker-d2d copy --json` (to an engine or an address) and return its result event (plus all
+    events under 'events')."""
+    dst_host = dst if isinstance(dst, str) else dst.host
+    proc = run_d2d("copy", "-s", src.host, "-d", dst_host, "--json", *extra, *images, env=env)
     assert proc.returncode == 0, f"copy failed ({proc.returncode}): {proc.stderr}{proc.stdout}"
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     result = next(e for e in events if e["event"] == "result")

@@ -1,0 +1,89 @@
+"""A TCP proxy in front of an engine's unix socket that holds every chunk for a fixed time in each
+direction: a far engine (a round trip of 2 x delay) without netem, which this kernel lacks.
+Chunks keep their order and are not rate-limited; only their arrival is delayed. It also counts
+the HTTP requests that pass, by method and path."""
+
+from __future__ import annotations
+
+import collections
+import queue
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+_REQUEST_LINE = re.compile(rb"(GET|POST|HEAD|DELETE|PUT) (/[^ ?]*)")
+
+
+@dataclass
+class DelayProxy:
+    target: str  # unix socket path of the engine
+    delay: float  # one way, seconds
+    port: int = 0
+    requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    _server: socket.socket | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def host(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def start(self) -> DelayProxy:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server:
+            self._server.close()
+
+    def count(self, pattern: str) -> int:
+        """How many requests matched `pattern` (a regex over 'METHOD /path')."""
+        with self._lock:
+            return sum(n for key, n in self.requests.items() if re.search(pattern, key))
+
+    def _accept(self) -> None:
+        assert self._server is not None
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            self._pipe(client, upstream, count=True)
+            self._pipe(upstream, client, count=False)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
+        held: queue.Queue[tuple[float, bytes]] = queue.Queue()
+
+        def read() -> None:
+            try:
+                while chunk := src.recv(1 << 16):
+                    if count:
+                        with self._lock:
+                            for m in _REQUEST_LINE.finditer(chunk):
+                                self.requests[f"{m[1].decode()} {m[2].decode()}"] += 1
+                    held.put((time.monotonic() + self.delay, chunk))
+            except OSError:
+                pass
+            held.put((time.monotonic() + self.delay, b""))
+
+        def write() -> None:
+            while True:
+                due, chunk = held.get()
+                time.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    if not chunk:
+                        dst.shutdown(socket.SHUT_WR)
+                        return
+                    dst.sendall(chunk)
+                except OSError:
+                    return
+
+        threading.Thread(target=read, daemon=True).start()
+        threading.Thread(target=write, daemon=True).start()
