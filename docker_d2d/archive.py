@@ -72,6 +72,7 @@ class StreamSpec:
     skip: frozenset[str]  # diff ids to leave out
     named: Mapping[str, str]  # source entry name -> diff id, where the name tells
     unnamed: tuple[str, ...] = ()  # diff ids (one per entry) whose entry names cannot be predicted
+    wanted: frozenset[str] | None = None  # source image ids to write, when the export holds others too
 
 
 @dataclass
@@ -305,12 +306,17 @@ class Rewriter:
         self._collect_aliases()
         out_manifest: list[dict[str, Any]] = []
         index: list[dict[str, Any]] = []
+        wanted = None
+        if self.spec.wanted is not None:
+            wanted = {self.result.aliases.get(i, i) for i in self.spec.wanted}
         for item in manifest:
             config_name = item["Config"]
             config = self._small.get(config_name)
             if config is None:
                 raise ArchiveError(f"the export lacks the config {config_name}")
             config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+            if wanted is not None and config_digest not in wanted:
+                continue  # another destination's image, in an export they share
             diff_ids = tuple(json.loads(config)["rootfs"]["diff_ids"])
             if len(diff_ids) != len(item["Layers"]):
                 raise ArchiveError(f"{config_name}: {len(item['Layers'])} layer files for {len(diff_ids)} layers")

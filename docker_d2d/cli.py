@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, TextIO, cast
 
 import typer
 
@@ -127,7 +127,7 @@ def run_command(action: Callable[[], int | None], debug: bool) -> None:
 
 def _copy(
     source: str | None,
-    destination: str | None,
+    destination: str | list[str] | None,
     images: list[str] | None,
     dry_run: bool,
     quiet: bool,
@@ -138,7 +138,9 @@ def _copy(
     compose_files: list[Path] | None,
     profiles: list[str] | None,
 ) -> None:
-    def action() -> None:
+    options = CopyOptions(dry_run=dry_run, spool_dir=spool_dir, compress=compress)
+
+    def action() -> int | None:
         nonlocal images
         if compose_files:
             from .compose import Selection, compose_images
@@ -151,12 +153,14 @@ def _copy(
             raise UsageError("--profile needs -f COMPOSE_FILE")
         if not images:
             raise UsageError("name at least one image")
-        src, dst = resolve_endpoint(source), resolve_endpoint(destination)
+        src = resolve_endpoint(source)
+        dests = _destinations(destination)
+        if len(dests) > 1:
+            return _copy_to_many(src, dests, images, quiet, as_json, options)
+        dst = dests[0]
         reporter = _reporter(quiet, as_json)
         try:
-            result = copy_images(
-                src, dst, images, reporter, CopyOptions(dry_run=dry_run, spool_dir=spool_dir, compress=compress)
-            )
+            result = copy_images(src, dst, images, reporter, options)
         finally:
             if isinstance(reporter, RichReporter):
                 reporter.close()
@@ -164,13 +168,63 @@ def _copy(
             reporter.dry_run(result.plan)
         else:
             reporter.finished(result)
+        return None
 
     run_command(action, debug)
 
 
-def _endpoint_option(role: str, *names: str) -> Any:
+def _destinations(given: str | list[str] | None) -> list[Endpoint]:
+    """`push a,b,c` and `copy -d a -d b`: each named once, in order; none means the local engine."""
+    words = [given] if isinstance(given, str) else (given or [])
+    names = list(dict.fromkeys(w.strip() for word in words for w in word.split(",") if w.strip()))
+    if words and not names:
+        raise UsageError("name a destination")
+    return [resolve_endpoint(name) for name in names] if names else [resolve_endpoint(None)]
+
+
+def _copy_to_many(
+    src: Endpoint, dests: list[Endpoint], images: list[str], quiet: bool, as_json: bool, options: CopyOptions
+) -> int:
+    """One export, every destination concurrently; exit 0 only when every destination succeeded."""
+    from .console import Prefixed
+    from .fanout import copy_to_many
+
+    reporters: dict[str, BaseReporter] = {}
+
+    def reporter_for(endpoint: Endpoint) -> BaseReporter:
+        if as_json:
+            rep: BaseReporter = JsonReporter(destination=str(endpoint))
+        elif quiet:
+            rep = QuietReporter()
+        else:  # several live bars would fight over the terminal: one prefixed line per event instead
+            prefix = f"[{endpoint}] "
+            out, err = (cast(TextIO, Prefixed(stream, prefix)) for stream in (sys.stdout, sys.stderr))
+            rep = PlainReporter(out=out, err=err)
+        return reporters.setdefault(str(endpoint), rep)
+
+    top = JsonReporter() if as_json else QuietReporter() if quiet else PlainReporter()
+    fleet = copy_to_many(src, dests, images, top, reporter_for, options)
+    for host in fleet.hosts:
+        rep = reporters[str(host.endpoint)]
+        if host.ok and host.result is not None:
+            if options.dry_run:
+                rep.dry_run(host.result.plan)
+            elif as_json:
+                rep.finished(host.result)
+        elif isinstance(rep, JsonReporter):
+            rep.failed(str(host.error))
+    top.fleet_finished(fleet)
+    for host in fleet.failed:
+        typer.echo(f"docker-d2d: {host.error}", err=True)
+    if fleet.failed:
+        typer.echo(f"docker-d2d: {len(fleet.failed)} of {len(fleet.hosts)} destinations failed", err=True)
+        return 1
+    return 0
+
+
+def _endpoint_option(role: str, *names: str, note: str = "") -> Any:
     return typer.Option(
-        *names, help=f"{role} engine: {ENDPOINT_HELP} (default: local).", autocompletion=_complete_endpoints
+        *names, help=f"{role} engine{note}: {ENDPOINT_HELP} (default: local).", autocompletion=_complete_endpoints
     )
 
 
@@ -178,7 +232,10 @@ def _endpoint_option(role: str, *names: str) -> Any:
 def copy_command(
     images: Images = None,
     source: Annotated[Optional[str], _endpoint_option("Source", "-s", "--source")] = None,  # noqa: UP045
-    destination: Annotated[Optional[str], _endpoint_option("Destination", "-d", "--destination")] = None,  # noqa: UP045
+    destination: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        _endpoint_option("Destination", "-d", "--destination", note=" (repeatable, or A,B,...: one export to all)"),
+    ] = None,
     dry_run: DryRun = False,
     quiet: Quiet = False,
     as_json: Json = False,
@@ -195,7 +252,11 @@ def copy_command(
 @app.command("push")
 def push_command(
     destination: Annotated[
-        str, typer.Argument(help=f"Destination engine: {ENDPOINT_HELP}.", autocompletion=_complete_endpoints)
+        str,
+        typer.Argument(
+            help=f"Destination engine: {ENDPOINT_HELP}; several as DEST,DEST,... (one export to all).",
+            autocompletion=_complete_endpoints,
+        ),
     ],
     images: Images = None,
     dry_run: DryRun = False,

@@ -5,15 +5,20 @@ Diagnostics and progress go to stderr; the result summary goes to stdout.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
 from .copy import CopyResult
 from .endpoint import Endpoint
+from .fanout import FleetResult
 from .model import EngineInfo, human_size, short
 from .plan import Decision, TransferPlan
+
+OUTPUT_LOCK = threading.Lock()
 
 
 class BaseReporter:
@@ -58,6 +63,10 @@ class BaseReporter:
     def finished(self, result: CopyResult) -> None:
         print(render_summary(result), file=self.out)
 
+    def fleet_finished(self, fleet: FleetResult) -> None:
+        if not fleet.dry_run:
+            print(render_fleet(fleet), file=self.out)
+
     def _next(self, key: str) -> str:
         """`i/n`: the layer's place in the image (layers arrive in the export's order, not the image's).
         A blob we cannot name yet (a compressed one) is numbered by arrival."""
@@ -91,12 +100,23 @@ class QuietReporter(BaseReporter):
     def finished(self, result: CopyResult) -> None:
         pass
 
+    def fleet_finished(self, fleet: FleetResult) -> None:
+        pass
+
 
 class JsonReporter(BaseReporter):
-    """One JSON object per line on stdout, for scripts and CI."""
+    """One JSON object per line on stdout, for scripts and CI. `fields` go into every event (the
+    destination, when there are several)."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, **fields: Any) -> None:
+        super().__init__(out, err)
+        self.fields = fields
 
     def _emit(self, event: str, **fields: Any) -> None:
-        print(json.dumps({"event": event, **fields}), file=self.out, flush=True)
+        line = json.dumps({"event": event, **self.fields, **fields}) + "\n"
+        with OUTPUT_LOCK:  # several destinations report from their own threads: whole lines only
+            self.out.write(line)
+            self.out.flush()
 
     def connected(self, side: str, endpoint: Endpoint, info: EngineInfo) -> None:
         self._emit(
@@ -137,6 +157,12 @@ class JsonReporter(BaseReporter):
 
     def finished(self, result: CopyResult) -> None:
         self._emit("result", **result_dict(result))
+
+    def failed(self, error: str) -> None:
+        self._emit("result", error=error)
+
+    def fleet_finished(self, fleet: FleetResult) -> None:
+        self._emit("fleet", **fleet_dict(fleet))
 
 
 class RichReporter(BaseReporter):
@@ -264,3 +290,54 @@ def render_summary(result: CopyResult) -> str:
         size += f" ({human_size(result.wire_bytes)} on the wire, {result.compression.value})"
     extra = " (twice: see note)" if len(result.transfers) > 1 else ""
     return f"{'; '.join(parts)}\n{layers}; {size}{extra} in {result.elapsed:.1f}s"
+
+
+class Prefixed(io.TextIOBase):
+    """A text stream that starts every line with a prefix: one destination's lines among several,
+    written whole (threads share the terminal)."""
+
+    def __init__(self, stream: TextIO, prefix: str) -> None:
+        self.stream = stream
+        self.prefix = prefix
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        if lines:
+            with OUTPUT_LOCK:
+                self.stream.write("".join(f"{self.prefix}{line}\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        with OUTPUT_LOCK:
+            self.stream.flush()
+
+
+def render_fleet(fleet: FleetResult) -> str:
+    """The table at the end of a run to several destinations."""
+    rows = [("destination", "result", "layers", "sent", "on the wire", "time")]
+    for host in fleet.hosts:
+        if host.ok and host.result is not None:
+            d = result_dict(host.result)
+            wire = human_size(d["wire_bytes"]) if host.result.transfers else "-"
+            layers = f"{d['layers_sent']} sent, {d['layers_skipped']} there"
+            rows.append((str(host.endpoint), "ok", layers, human_size(d["bytes_sent"]), wire, f"{d['elapsed']:.1f}s"))
+        else:
+            rows.append((str(host.endpoint), "FAILED", str(host.error.message if host.error else "?"), "", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    failed = len(fleet.failed)
+    lines.append(
+        f"{len(fleet.hosts)} destinations: {len(fleet.hosts) - failed} ok, {failed} failed; "
+        f"read {human_size(fleet.export_bytes)} from the source once, in {fleet.elapsed:.1f}s"
+    )
+    return "\n".join(lines)
+
+
+def fleet_dict(fleet: FleetResult) -> dict[str, Any]:
+    return {
+        "destinations": len(fleet.hosts),
+        "failed": len(fleet.failed),
+        "export_bytes": fleet.export_bytes,
+        "elapsed": round(fleet.elapsed, 3),
+    }

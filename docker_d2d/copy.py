@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -83,28 +84,60 @@ def _copy(
         reporter.connected("source", source, src_info)
         dst_info = dst.connect()
         reporter.connected("destination", destination, dst_info)
-        requested = [_resolve(src, ref) for ref in parsed]
-        plan = plan_transfer(requested, src_info.kind, holdings(dst_info.kind, dst.all_images()))
-        reporter.planned(plan)
-        result = CopyResult(plan, src_info, dst_info, compression=choose(options.compress, destination, dst_info))
-        if options.dry_run:
-            result.elapsed = time.monotonic() - started
-            return result
-        dest_ids = {p.source.id: p.present_as for p in plan.images if p.present_as}
-        if plan.exported:
-            dest_ids.update(_transfer_and_verify(src, dst, plan, reporter, options, result))
-        for image in plan.images:
-            dest_id = dest_ids[image.source.id]
-            if image.ref.tagged:
-                dst.tag(dest_id, image.ref.repository, image.ref.tag)
-                result.tagged.append(image.ref.tagged)
-            else:
-                result.untagged.append(f"{image.ref.raw} -> {short(dest_id)}")
+        requested = [resolve(src, ref) for ref in parsed]
+        result = plan_for(src_info, dst, requested, reporter, options)
+        if not options.dry_run:
+            deliver(src, dst, result, reporter, options)
     result.elapsed = time.monotonic() - started
     return result
 
 
-def _resolve(src: Engine, ref: ImageRef) -> tuple[ImageRef, ImageInfo, tuple[int | None, ...]]:
+Requested = tuple[ImageRef, ImageInfo, tuple[int | None, ...]]
+
+
+class Source(Protocol):
+    """Where exports come from: the source engine itself, or one export shared by several destinations."""
+
+    endpoint: Endpoint
+    info: EngineInfo | None
+
+    def save(self, names: Sequence[str]) -> AbstractContextManager[Iterator[bytes]]: ...
+
+
+def plan_for(
+    src_info: EngineInfo, dst: Engine, requested: Sequence[Requested], reporter: Reporter, options: CopyOptions
+) -> CopyResult:
+    """The plan against a connected destination."""
+    assert dst.info
+    plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, dst.all_images()))
+    reporter.planned(plan)
+    return CopyResult(plan, src_info, dst.info, compression=choose(options.compress, dst.endpoint, dst.info))
+
+
+def deliver(
+    src: Source,
+    dst: Engine,
+    result: CopyResult,
+    reporter: Reporter,
+    options: CopyOptions,
+    exported: Sequence[ImageInfo] = (),
+) -> None:
+    """Send what the plan says, verify, then tag. `exported`: every image in the source's export when it
+    holds more than this destination needs (one export shared by several destinations)."""
+    plan = result.plan
+    dest_ids = {p.source.id: p.present_as for p in plan.images if p.present_as}
+    if plan.exported:
+        dest_ids.update(_transfer_and_verify(src, dst, plan, reporter, options, result, exported))
+    for image in plan.images:
+        dest_id = dest_ids[image.source.id]
+        if image.ref.tagged:
+            dst.tag(dest_id, image.ref.repository, image.ref.tag)
+            result.tagged.append(image.ref.tagged)
+        else:
+            result.untagged.append(f"{image.ref.raw} -> {short(dest_id)}")
+
+
+def resolve(src: Engine, ref: ImageRef) -> Requested:
     try:
         image = src.inspect(ref.raw)
     except ImageNotFound as exc:
@@ -115,19 +148,20 @@ def _resolve(src: Engine, ref: ImageRef) -> tuple[ImageRef, ImageInfo, tuple[int
 
 
 def _transfer_and_verify(
-    src: Engine,
+    src: Source,
     dst: Engine,
     plan: TransferPlan,
     reporter: Reporter,
     options: CopyOptions,
     result: CopyResult,
+    exported: Sequence[ImageInfo] = (),
 ) -> dict[str, str]:
     assert src.info and dst.info
     dest_ids: dict[str, str] = {}
     for batch in _batches(plan, dst.info.kind):
         # Layers loaded by an earlier batch are at the destination now.
         skip = batch.skip | frozenset(d for p in plan.exported if p.source.id in dest_ids for d in p.source.diff_ids)
-        spec = stream_spec(batch, src.info, dst.info.kind, skip=skip)
+        spec = stream_spec(batch, src.info, dst.info.kind, skip=skip, exported=exported)
         dest_ids.update(_load_batch(src, dst, batch, spec, reporter, options, result))
     return dest_ids
 
@@ -143,7 +177,7 @@ def _batches(plan: TransferPlan, dest: EngineKind) -> list[TransferPlan]:
 
 
 def _load_batch(
-    src: Engine,
+    src: Source,
     dst: Engine,
     batch: TransferPlan,
     spec: StreamSpec,
@@ -164,7 +198,8 @@ def _load_batch(
             "the destination's content store lacks some left-out layers under their uncompressed digest; "
             "sending the image whole"
         )
-        full = StreamSpec(spec.output, frozenset(), spec.named, spec.unnamed)
+        needed = frozenset(d for p in batch.exported for d in p.source.diff_ids)
+        full = replace(spec, skip=spec.skip - needed)
         rewritten = _transfer(src, dst, batch, full, reporter, options, result)
         result.transfers.append(rewritten)
         dest_ids = _verify(dst, batch, src.info.kind, rewritten)
@@ -188,7 +223,7 @@ def _incomplete(dst: Engine, ids: Iterable[str]) -> list[str]:
 
 
 def _transfer(
-    src: Engine,
+    src: Source,
     dst: Engine,
     plan: TransferPlan,
     spec: StreamSpec,

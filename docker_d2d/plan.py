@@ -184,21 +184,38 @@ def output_format(dest: EngineKind) -> OutputFormat:
 
 
 def stream_spec(
-    plan: TransferPlan, source: EngineInfo, dest: EngineKind, skip: frozenset[str] | None = None
+    plan: TransferPlan,
+    source: EngineInfo,
+    dest: EngineKind,
+    skip: frozenset[str] | None = None,
+    exported: Sequence[ImageInfo] = (),
 ) -> StreamSpec:
+    """What the rewrite needs to know. `exported`: every image in the export, when it holds images this
+    plan does not want (an export shared by several destinations): those are left out whole."""
     images = [p.source for p in plan.exported]
+    wanted_ids = {i.id for i in images}
+    others = [i for i in exported if i.id not in wanted_ids]
+    everything = images + others
     named: dict[str, str] = {}
     unnamed: list[str] = []
     if source_is_legacy(source):
-        for image in images:
+        for image in everything:
             for v1, diff in zip(legacy_v1_ids(image.diff_ids), image.diff_ids):
                 named[f"{v1}/layer.tar"] = diff
             unnamed.extend(image.diff_ids[-1:])
     elif source.kind is EngineKind.PODMAN:
-        named = {f"{d[7:]}.tar": d for image in images for d in image.diff_ids}
+        named = {f"{d[7:]}.tar": d for image in everything for d in image.diff_ids}
     else:
-        named = {f"blobs/sha256/{d[7:]}": d for image in images for d in image.diff_ids}
+        named = {f"blobs/sha256/{d[7:]}": d for image in everything for d in image.diff_ids}
         if source.kind is EngineKind.CONTAINERD:
             # The content store may hold any layer compressed, under a digest we cannot predict.
-            unnamed = sorted({d for image in images for d in image.diff_ids})
-    return StreamSpec(output_format(dest), plan.skip if skip is None else skip, named, tuple(unnamed))
+            unnamed = sorted({d for image in everything for d in image.diff_ids})
+    needed = {d for image in images for d in image.diff_ids}
+    unwanted = frozenset(d for image in others for d in image.diff_ids if d not in needed)
+    return StreamSpec(
+        output_format(dest),
+        (plan.skip if skip is None else skip) | unwanted,
+        named,
+        tuple(unnamed),
+        wanted=frozenset(wanted_ids) if others else None,
+    )

@@ -1,0 +1,160 @@
+"""Several destinations in one run: the source is read once, each destination gets its own thin
+stream, concurrently, and one failing destination does not stop the others.
+
+Each destination is planned against what it holds; the source exports the union of what any of
+them lacks once, into a shared spool (shared_export.py) that every destination reads at its own
+pace; each one's rewrite keeps only its own images and leaves out what it holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
+
+from .copy import CopyOptions, CopyResult, Reporter, deliver, plan_for, resolve
+from .endpoint import Endpoint
+from .engine import Engine
+from .errors import D2DError
+from .model import EngineInfo, ImageInfo, parse_ref
+from .shared_export import SharedExport
+
+
+@dataclass
+class HostResult:
+    endpoint: Endpoint
+    result: CopyResult | None = None
+    error: D2DError | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.result is not None
+
+
+@dataclass
+class FleetResult:
+    source: EngineInfo
+    hosts: list[HostResult]
+    export_bytes: int = 0  # read from the source, once for all destinations
+    dry_run: bool = False
+    elapsed: float = 0.0
+
+    @property
+    def failed(self) -> list[HostResult]:
+        return [h for h in self.hosts if not h.ok]
+
+
+@dataclass
+class _SharedSource:
+    endpoint: Endpoint
+    info: EngineInfo | None
+    export: SharedExport
+
+    def save(self, names: Sequence[str]) -> AbstractContextManager[Iterator[bytes]]:
+        return self.export.reader()
+
+
+def copy_to_many(
+    source: Endpoint,
+    destinations: Sequence[Endpoint],
+    refs: Sequence[str],
+    reporter: Reporter,
+    reporter_for: Callable[[Endpoint], Reporter],
+    options: CopyOptions,
+) -> FleetResult:
+    """`reporter` tells about the source; `reporter_for(destination)` about each destination."""
+    started = time.monotonic()
+    parsed = [parse_ref(r) for r in refs]
+    try:
+        with Engine(source, "source") as src, ExitStack() as stack:
+            src_info = src.connect()
+            reporter.connected("source", source, src_info)
+            requested = [resolve(src, ref) for ref in parsed]
+            hosts = [HostResult(d) for d in destinations]
+            engines = [stack.enter_context(Engine(d, "destination")) for d in destinations]
+            reporters = [reporter_for(d) for d in destinations]
+
+            def plan(i: int) -> None:
+                dst, host = engines[i], hosts[i]
+                reporters[i].connected("destination", host.endpoint, dst.connect())
+                host.result = plan_for(src_info, dst, requested, reporters[i], options)
+
+            _each(hosts, plan)
+            fleet = FleetResult(src_info, hosts, dry_run=options.dry_run)
+            union = list(dict.fromkeys(p.source.id for r in _results(hosts) for p in r.plan.exported))
+            if union and not options.dry_run:
+                exported = _unique(info for _, info, _ in requested if info.id in union)
+                with SharedExport(src, union, options.spool_dir) as export:
+                    shared = _SharedSource(source, src_info, export)
+
+                    def send(i: int) -> None:
+                        host = hosts[i]
+                        assert host.result is not None
+                        deliver(shared, engines[i], host.result, reporters[i], options, exported)
+
+                    _each(hosts, send, only_ok=True, cancel=export.cancel)
+                    fleet.export_bytes = export.size
+            elif not options.dry_run:
+
+                def tag_only(i: int) -> None:
+                    result = hosts[i].result
+                    assert result is not None
+                    deliver(src, engines[i], result, reporters[i], options)
+
+                _each(hosts, tag_only, only_ok=True)
+            for host in hosts:
+                if host.result is not None:
+                    host.result.elapsed = time.monotonic() - host.started
+        fleet.elapsed = time.monotonic() - started
+        return fleet
+    finally:
+        from .transport.ssh import close_all
+
+        close_all()
+
+
+def _results(hosts: Sequence[HostResult]) -> list[CopyResult]:
+    return [h.result for h in hosts if h.ok and h.result is not None]
+
+
+def _each(
+    hosts: list[HostResult],
+    work: Callable[[int], None],
+    only_ok: bool = False,
+    cancel: Callable[[], None] | None = None,
+) -> None:
+    """Run `work` for every host concurrently; a host's error is its own. Ctrl-C calls `cancel`
+    so that the hosts' threads stop instead of finishing their transfers."""
+
+    def guarded(i: int) -> None:
+        try:
+            work(i)
+        except D2DError as exc:
+            hosts[i].error = exc.with_side("destination", str(hosts[i].endpoint))
+        except Exception as exc:  # one host's surprise must not sink the others
+            where = str(hosts[i].endpoint)
+            hosts[i].error = D2DError(f"{type(exc).__name__}: {exc}", side="destination", endpoint=where)
+
+    todo = [i for i, h in enumerate(hosts) if not only_ok or h.ok]
+    if not todo:
+        return
+    pool = ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="d2d-host")
+    try:
+        for future in [pool.submit(guarded, i) for i in todo]:
+            future.result()
+    except BaseException:
+        if cancel is not None:
+            cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _unique(images: Iterator[ImageInfo] | Sequence[ImageInfo]) -> list[ImageInfo]:
+    seen: dict[str, ImageInfo] = {}
+    for image in images:
+        seen.setdefault(image.id, image)
+    return list(seen.values())

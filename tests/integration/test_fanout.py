@@ -1,0 +1,188 @@
+"""One export to several destinations: each gets only what it lacks, the source is read once, and a
+failing destination does not stop the others."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import d2d_path, run_d2d
+from tests.harness.engines import SPECS, Engine
+from tests.harness.images import Builder, image_exists, image_layers, unique
+from tests.harness.netns import NetNS
+from tests.harness.sshd import SshClientHome, Sshd
+
+from .helpers import random_file
+
+pytestmark = pytest.mark.engines
+
+
+def events(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def results_by_host(evs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {e["destination"]: e for e in evs if e["event"] == "result"}
+
+
+def read_once(export_bytes: int, engine: Engine, ref: str) -> bool:
+    """The bytes read from the source are one export's (`docker save` by tag differs by a few
+    kB of metadata from our export by id), not one per destination."""
+    return abs(export_bytes - len(engine.docker("save", ref).stdout)) < 16_384
+
+
+def test_one_export_to_three_kinds_and_a_dead_one(engines: dict[str, Engine], builder: Builder) -> None:
+    src = engines["docker20"]
+    base = builder.base(unique("base") + ":1", size=300_000)
+    app = unique("fan") + ":1"
+    builder.build(app, base, ["COPY a /a", "COPY b /b"], {"a": random_file(2_000_000), "b": random_file(1_000_000)})
+    builder.place(src, app)
+    holds_base = engines["docker26"]
+    builder.place(holds_base, base)
+    dests = [engines["docker26"], engines["docker26c"], engines["podman"]]
+    dead = "unix:///nonexistent/engine.sock"
+
+    proc = run_d2d("copy", "--json", "-s", src.host, "-d", ",".join(d.host for d in dests), "-d", dead, app)
+
+    assert proc.returncode == 1, proc.stderr
+    assert "1 of 4 destinations failed" in proc.stderr
+    assert f"destination {dead}" in proc.stderr
+    evs = events(proc.stdout)
+    results = results_by_host(evs)
+    assert set(results) == {*(d.host for d in dests), dead}
+    assert "error" in results[dead]
+    layers = image_layers(src, app)
+    for dst in dests:
+        assert image_exists(dst, app), dst.spec.name
+        assert image_layers(dst, app) == layers
+        assert results[dst.host]["tagged"] == [app]
+    # Each destination got what it lacked: the one holding the base got two layers, the others three.
+    assert results[holds_base.host]["layers_sent"] == 2
+    assert results[engines["podman"].host]["layers_sent"] == 3
+    assert results[engines["docker26"].host]["bytes_sent"] < results[engines["podman"].host]["bytes_sent"]
+    # The source was read once, not once per destination.
+    fleet = next(e for e in evs if e["event"] == "fleet")
+    assert fleet["failed"] == 1 and fleet["destinations"] == 4
+    assert read_once(fleet["export_bytes"], src, app)
+
+
+def test_destinations_needing_different_images_get_only_their_own(engines: dict[str, Engine], builder: Builder) -> None:
+    src = engines["docker26"]
+    base = builder.base(unique("base") + ":1")
+    one, two = unique("one") + ":1", unique("two") + ":1"
+    builder.build(one, base, ["COPY a /a"], {"a": random_file(200_000)})
+    builder.build(two, base, ["COPY b /b"], {"b": random_file(300_000)})
+    builder.place(src, one, two)
+    has_one, has_nothing = engines["docker20-twin"], engines["podman-twin"]
+    builder.place(has_one, one)
+    before = set(has_one.docker("images", "-q", "--no-trunc").stdout.decode().split())
+
+    proc = run_d2d("copy", "--json", "-s", src.host, "-d", f"{has_one.host},{has_nothing.host}", one, two)
+
+    assert proc.returncode == 0, proc.stderr
+    results = results_by_host(events(proc.stdout))
+    assert results[has_one.host]["layers_sent"] == 1  # only two's own layer
+    assert results[has_nothing.host]["layers_sent"] == 3
+    after = set(has_one.docker("images", "-q", "--no-trunc").stdout.decode().split())
+    assert len(after - before) == 1  # two, and no stray copy of anything else
+    for ref in (one, two):
+        assert image_layers(has_nothing, ref) == image_layers(src, ref)
+
+
+def test_push_to_several_through_the_plugin_form_prints_a_table(engines: dict[str, Engine], builder: Builder) -> None:
+    src = engines["docker20"]
+    app = builder.base(unique("tbl") + ":1", size=100_000)
+    builder.place(src, app)
+    a, b = engines["docker20-twin"], engines["docker26-twin"]
+    proc = run_d2d("push", f"{a.host},{b.host}", app, env={"DOCKER_HOST": src.host})
+    assert proc.returncode == 0, proc.stderr
+    assert "2 destinations: 2 ok, 0 failed" in proc.stdout
+    assert f"[{a.host}]" in proc.stderr and f"[{b.host}]" in proc.stderr
+    for dst in (a, b):
+        assert image_exists(dst, app)
+
+
+# --- far hosts: three namespaces, each with sshd and an engine of another kind, separately shaped --
+
+
+@pytest.fixture(scope="module")
+def far_hosts() -> Iterator[tuple[SshClientHome, list[tuple[str, Engine]]]]:
+    work = Path(tempfile.mkdtemp(prefix="d2dfo-", dir="/var/tmp"))  # podman's runroot must stay short
+    client = SshClientHome(work / "home")
+    client.key()
+    suffix = os.getpid() % 10000
+    hosts: list[tuple[NetNS, Engine, Sshd]] = []
+    try:
+        for i, (kind, rate) in enumerate([("docker20", "100mbit"), ("docker26c", "50mbit"), ("podman", "20mbit")]):
+            ns = NetNS(f"fo{suffix}{i}", f"10.232.{i + 10}.1", f"10.232.{i + 10}.2", rate=rate).up()
+            engine = Engine(SPECS[kind], work / f"engine{i}")
+            sshd = Sshd(work / f"sshd{i}", address=ns.addr, port=22, netns=ns.name)
+            hosts.append((ns, engine, sshd))
+            engine.start(netns=ns.name)
+            sshd.start({"root": [client.ssh / "id_ed25519"]})
+            client.trust(sshd)
+        yield client, [(f"ssh://root@{ns.addr}{engine.socket}", engine) for ns, engine, _ in hosts]
+    finally:
+        for ns, engine, sshd in hosts:
+            sshd.stop()
+            engine.destroy()
+            ns.down()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_far_hosts_one_failing_mid_transfer(
+    engines: dict[str, Engine], builder: Builder, far_hosts: tuple[SshClientHome, list[tuple[str, Engine]]]
+) -> None:
+    client, hosts = far_hosts
+    src = engines["docker26"]
+    app = unique("far") + ":1"
+    base = builder.base(unique("base") + ":1", size=100_000)
+    builder.build(app, base, ["COPY a /a"], {"a": random_file(12_000_000)})  # incompressible: ~5 s at 20 Mbit
+    builder.place(src, app)
+    (fast_url, _), (mid_url, _), (slow_url, slow) = hosts
+    cmd = [d2d_path(), "copy", "--json", "-s", src.host, "-d", f"{fast_url},{mid_url},{slow_url}", app]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=client.env())
+
+    def kill_slow_engine_mid_transfer() -> None:
+        time.sleep(2.5)
+        assert slow.proc is not None
+        os.killpg(slow.proc.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_slow_engine_mid_transfer)
+    killer.start()
+    out, err = proc.communicate(timeout=180)
+    killer.join()
+
+    assert proc.returncode == 1, err
+    assert "1 of 3 destinations failed" in err
+    results = results_by_host(events(out))
+    assert "error" in results[slow_url]
+    assert "Traceback" not in err
+    for url, engine in hosts[:2]:
+        assert results[url]["tagged"] == [app], results[url]
+        assert image_layers(engine, app) == image_layers(src, app)
+    fleet = next(e for e in events(out) if e["event"] == "fleet")
+    assert read_once(fleet["export_bytes"], src, app)
+
+
+def test_spool_is_removed(tmp_path: Path, engines: dict[str, Engine], builder: Builder) -> None:
+    src = engines["docker20"]
+    app = builder.base(unique("spool") + ":1", size=200_000)
+    builder.place(src, app)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    a, b = engines["docker26-twin"], engines["docker20-twin"]
+    proc = run_d2d("copy", "-q", "--spool-dir", str(spool), "-s", src.host, "-d", a.host, "-d", b.host, app)
+    assert proc.returncode == 0, proc.stderr
+    assert list(spool.iterdir()) == []
