@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional, TextIO, cast
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO, cast
 
 import typer
 
@@ -20,6 +20,9 @@ from .copy import CopyOptions, copy_images
 from .endpoint import Endpoint, Scheme
 from .errors import Cancelled, D2DError, UsageError
 from .options import GlobalOptions
+
+if TYPE_CHECKING:
+    from .registry import Via
 
 app = typer.Typer(
     name="docker-d2d",
@@ -69,6 +72,16 @@ Images = Annotated[
 ComposeFiles = Annotated[
     Optional[list[Path]],  # noqa: UP045
     typer.Option("-f", "--file", help="A Compose file (repeatable): copy its services' images.", show_default=False),
+]
+ViaOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--via",
+        metavar="REGISTRY[/REPO]",
+        help="Push the missing blobs once to this registry and have each destination pull them (for many "
+        "hosts; credentials from your Docker config; http only for loopback or http://...).",
+        show_default=False,
+    ),
 ]
 Profiles = Annotated[
     Optional[list[str]],  # noqa: UP045
@@ -137,6 +150,7 @@ def _copy(
     compress: Compression,
     compose_files: list[Path] | None,
     profiles: list[str] | None,
+    via: str | None = None,
 ) -> None:
     options = CopyOptions(dry_run=dry_run, spool_dir=spool_dir, compress=compress)
 
@@ -155,8 +169,8 @@ def _copy(
             raise UsageError("name at least one image")
         src = resolve_endpoint(source)
         dests = _destinations(destination)
-        if len(dests) > 1:
-            return _copy_to_many(src, dests, images, quiet, as_json, options)
+        if len(dests) > 1 or via:
+            return _copy_to_many(src, dests, images, quiet, as_json, options, _via(via))
         dst = dests[0]
         reporter = _reporter(quiet, as_json)
         try:
@@ -182,8 +196,24 @@ def _destinations(given: str | list[str] | None) -> list[Endpoint]:
     return [resolve_endpoint(name) for name in names] if names else [resolve_endpoint(None)]
 
 
+def _via(text: str | None) -> Via | None:
+    if not text:
+        return None
+    from .contexts import config_dir
+    from .registry import Via, parse_registry, registry_credentials
+
+    ref = parse_registry(text)
+    return Via(ref, registry_credentials(ref.host, config_dir(GLOBALS, os.environ), os.environ))
+
+
 def _copy_to_many(
-    src: Endpoint, dests: list[Endpoint], images: list[str], quiet: bool, as_json: bool, options: CopyOptions
+    src: Endpoint,
+    dests: list[Endpoint],
+    images: list[str],
+    quiet: bool,
+    as_json: bool,
+    options: CopyOptions,
+    via: Via | None = None,
 ) -> int:
     """One export, every destination concurrently; exit 0 only when every destination succeeded."""
     from .console import Prefixed
@@ -203,7 +233,7 @@ def _copy_to_many(
         return reporters.setdefault(str(endpoint), rep)
 
     top = JsonReporter() if as_json else QuietReporter() if quiet else PlainReporter()
-    fleet = copy_to_many(src, dests, images, top, reporter_for, options)
+    fleet = copy_to_many(src, dests, images, top, reporter_for, options, via)
     for host in fleet.hosts:
         rep = reporters[str(host.endpoint)]
         if host.ok and host.result is not None:
@@ -244,9 +274,12 @@ def copy_command(
     compress: CompressOpt = Compression.AUTO,
     compose_files: ComposeFiles = None,
     profiles: Profiles = None,
+    via: ViaOpt = None,
 ) -> None:
     """Copy IMAGES from the source engine to the destination engine."""
-    _copy(source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles)
+    _copy(
+        source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via
+    )
 
 
 @app.command("push")
@@ -267,9 +300,10 @@ def push_command(
     compress: CompressOpt = Compression.AUTO,
     compose_files: ComposeFiles = None,
     profiles: Profiles = None,
+    via: ViaOpt = None,
 ) -> None:
     """Push IMAGES from the local engine to DESTINATION."""
-    _copy(None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles)
+    _copy(None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via)
 
 
 @app.command("pull")
@@ -284,9 +318,10 @@ def pull_command(
     compress: CompressOpt = Compression.AUTO,
     compose_files: ComposeFiles = None,
     profiles: Profiles = None,
+    via: ViaOpt = None,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
-    _copy(source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles)
+    _copy(source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via)
 
 
 @app.command("version")

@@ -128,7 +128,12 @@ def deliver(
     dest_ids = {p.source.id: p.present_as for p in plan.images if p.present_as}
     if plan.exported:
         dest_ids.update(_transfer_and_verify(src, dst, plan, reporter, options, result, exported))
-    for image in plan.images:
+    apply_tags(dst, result, dest_ids)
+
+
+def apply_tags(dst: Engine, result: CopyResult, dest_ids: dict[str, str]) -> None:
+    """The last step, once every image is verified: exactly the tags asked for."""
+    for image in result.plan.images:
         dest_id = dest_ids[image.source.id]
         if image.ref.tagged:
             dst.tag(dest_id, image.ref.repository, image.ref.tag)

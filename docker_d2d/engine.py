@@ -266,6 +266,28 @@ class Engine:
                 messages.append(str(msg["stream"]).strip())
         return messages
 
+    def pull(self, image: str, tag: str, auth: str | None = None) -> None:
+        """POST /images/create: the engine pulls from a registry. Like a load, failures may come inside
+        an HTTP 200 answer."""
+        headers = {"X-Registry-Auth": auth} if auth else {}
+        try:
+            with self._client.stream(
+                "POST", self._url("/images/create"), params={"fromImage": image, "tag": tag}, headers=headers
+            ) as resp:
+                self._check(resp, f"pull {image}:{tag}")
+                text = resp.read().decode(errors="replace")
+        except httpx.HTTPError as exc:
+            raise self._at(EngineError(f"the pull of {image}:{tag} failed: {exc}")) from exc
+        for msg in _json_stream(text):
+            if msg.get("errorDetail") or msg.get("error"):
+                detail = (msg.get("errorDetail") or {}).get("message") or msg.get("error")
+                raise self._at(EngineError(f"pull of {image}:{tag} failed: {detail}"))
+
+    def untag(self, ref: str) -> None:
+        """Remove a name; the image stays while another name holds it."""
+        resp = self._request("DELETE", self._url(f"/images/{quote(ref, safe='/:@')}"), params={"noprune": "1"})
+        self._check(resp, f"remove the name {ref}")
+
     def tag(self, image_id: str, repository: str, tag: str) -> None:
         resp = self._request(
             "POST", self._url(f"/images/{quote(image_id, safe=':')}/tag"), params={"repo": repository, "tag": tag}

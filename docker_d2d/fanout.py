@@ -19,7 +19,9 @@ from .endpoint import Endpoint
 from .engine import Engine
 from .errors import D2DError
 from .model import EngineInfo, ImageInfo, parse_ref
+from .registry import Registry, Via
 from .shared_export import SharedExport
+from .via import PushResult, pull_from_registry, push_to_registry
 
 
 @dataclass
@@ -38,8 +40,9 @@ class HostResult:
 class FleetResult:
     source: EngineInfo
     hosts: list[HostResult]
-    export_bytes: int = 0  # read from the source, once for all destinations
+    export_bytes: int = 0  # read from the source, once for all destinations (with a registry: pushed to it)
     dry_run: bool = False
+    registry: PushResult | None = None
     elapsed: float = 0.0
 
     @property
@@ -64,8 +67,10 @@ def copy_to_many(
     reporter: Reporter,
     reporter_for: Callable[[Endpoint], Reporter],
     options: CopyOptions,
+    via: Via | None = None,
 ) -> FleetResult:
-    """`reporter` tells about the source; `reporter_for(destination)` about each destination."""
+    """`reporter` tells about the source; `reporter_for(destination)` about each destination.
+    With `via`, the source's blobs go to that registry once and every destination pulls them."""
     started = time.monotonic()
     parsed = [parse_ref(r) for r in refs]
     try:
@@ -85,7 +90,20 @@ def copy_to_many(
             _each(hosts, plan)
             fleet = FleetResult(src_info, hosts, dry_run=options.dry_run)
             union = list(dict.fromkeys(p.source.id for r in _results(hosts) for p in r.plan.exported))
-            if union and not options.dry_run:
+            if union and not options.dry_run and via is not None:
+                with Registry(via.ref, via.credentials) as registry:
+                    wanted = [r for r in requested if r[1].id in union]
+                    pushed = push_to_registry(src, wanted, registry, reporter, options.spool_dir)
+                fleet.export_bytes = pushed.bytes_sent
+                fleet.registry = pushed
+
+                def pull(i: int) -> None:
+                    result = hosts[i].result
+                    assert result is not None
+                    pull_from_registry(engines[i], result, pushed, via.engine_auth())
+
+                _each(hosts, pull, only_ok=True)
+            elif union and not options.dry_run:
                 exported = _unique(info for _, info, _ in requested if info.id in union)
                 with SharedExport(src, union, options.spool_dir) as export:
                     shared = _SharedSource(source, src_info, export)
