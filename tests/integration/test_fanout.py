@@ -12,12 +12,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import d2d_path, run_d2d
+from tests.harness.distribution import DistributionRegistry
 from tests.harness.engines import SPECS, Engine
 from tests.harness.images import Builder, image_exists, image_layers, unique
 from tests.harness.netns import NetNS
@@ -34,6 +36,10 @@ def events(stdout: str) -> list[dict[str, Any]]:
 
 def results_by_host(evs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {e["destination"]: e for e in evs if e["event"] == "result"}
+
+
+def image_id(engine: Engine, ref: str) -> str:
+    return engine.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.decode().strip()
 
 
 def read_once(export_bytes: int, engine: Engine, ref: str) -> bool:
@@ -116,35 +122,79 @@ def test_push_to_several_through_the_plugin_form_prints_a_table(engines: dict[st
 # --- far hosts: three namespaces, each with sshd and an engine of another kind, separately shaped --
 
 
+@dataclass
+class FarHosts:
+    client: SshClientHome
+    hosts: list[tuple[str, Engine]]  # ssh URL, engine
+    namespaces: list[NetNS]
+    registry: DistributionRegistry  # reachable from every namespace at `registry_host`
+    registry_host: str
+
+
 @pytest.fixture(scope="module")
-def far_hosts() -> Iterator[tuple[SshClientHome, list[tuple[str, Engine]]]]:
+def far_hosts() -> Iterator[FarHosts]:
     work = Path(tempfile.mkdtemp(prefix="d2dfo-", dir="/var/tmp"))  # podman's runroot must stay short
     client = SshClientHome(work / "home")
     client.key()
     suffix = os.getpid() % 10000
+    registry = DistributionRegistry(work / "registry", listen="0.0.0.0").start()
+    registry_host = f"10.232.10.1:{registry.port}"  # the first namespace's host side; routed from the others
+    (work / "registries.conf").write_text(f'[[registry]]\nlocation = "{registry_host}"\ninsecure = true\n')
     hosts: list[tuple[NetNS, Engine, Sshd]] = []
+    saved = os.environ.get("CONTAINERS_REGISTRIES_CONF")
+    os.environ["CONTAINERS_REGISTRIES_CONF"] = str(work / "registries.conf")  # read by podman at start
     try:
         for i, (kind, rate) in enumerate([("docker20", "100mbit"), ("docker26c", "50mbit"), ("podman", "20mbit")]):
             ns = NetNS(f"fo{suffix}{i}", f"10.232.{i + 10}.1", f"10.232.{i + 10}.2", rate=rate).up()
+            subprocess.run(["ip", "-n", ns.name, "route", "add", "default", "via", ns.host_addr], check=True)
             engine = Engine(SPECS[kind], work / f"engine{i}")
             sshd = Sshd(work / f"sshd{i}", address=ns.addr, port=22, netns=ns.name)
             hosts.append((ns, engine, sshd))
-            engine.start(netns=ns.name)
+            extra = ("--insecure-registry=10.232.0.0/16",) if SPECS[kind].kind == "docker" else ()
+            engine.start(netns=ns.name, extra_args=extra)
             sshd.start({"root": [client.ssh / "id_ed25519"]})
             client.trust(sshd)
-        yield client, [(f"ssh://root@{ns.addr}{engine.socket}", engine) for ns, engine, _ in hosts]
+        yield FarHosts(
+            client,
+            [(f"ssh://root@{ns.addr}{engine.socket}", engine) for ns, engine, _ in hosts],
+            [ns for ns, _, _ in hosts],
+            registry,
+            registry_host,
+        )
     finally:
+        if saved is None:
+            os.environ.pop("CONTAINERS_REGISTRIES_CONF", None)
+        else:
+            os.environ["CONTAINERS_REGISTRIES_CONF"] = saved
         for ns, engine, sshd in hosts:
             sshd.stop()
             engine.destroy()
             ns.down()
+        registry.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def test_far_hosts_one_failing_mid_transfer(
-    engines: dict[str, Engine], builder: Builder, far_hosts: tuple[SshClientHome, list[tuple[str, Engine]]]
-) -> None:
-    client, hosts = far_hosts
+def test_far_hosts_via_a_registry(engines: dict[str, Engine], builder: Builder, far_hosts: FarHosts) -> None:
+    src = engines["docker26"]
+    app = unique("farvia") + ":1"
+    base = builder.base(unique("base") + ":1", size=100_000)
+    builder.build(app, base, ["COPY a /a"], {"a": random_file(3_000_000)})
+    builder.place(src, app)
+    urls = ",".join(url for url, _ in far_hosts.hosts)
+    via = f"http://{far_hosts.registry_host}"
+    proc = run_d2d("copy", "--json", "--via", via, "-s", src.host, "-d", urls, app, env=far_hosts.client.env())
+    assert proc.returncode == 0, proc.stderr
+    results = results_by_host(events(proc.stdout))
+    for url, engine in far_hosts.hosts:
+        assert results[url]["tagged"] == [app], results[url]
+        assert image_layers(engine, app) == image_layers(src, app)
+        assert not image_exists(engine, f"{far_hosts.registry_host}/docker-d2d:d2d-{image_id(src, app)[7:]}")
+    # Pushed once: the registry holds the image's blobs once, whatever the number of hosts.
+    assert 3_000_000 < far_hosts.registry.blob_bytes() < 3_300_000
+
+
+def test_far_hosts_one_failing_mid_transfer(engines: dict[str, Engine], builder: Builder, far_hosts: FarHosts) -> None:
+    client, hosts = far_hosts.client, far_hosts.hosts
     src = engines["docker26"]
     app = unique("far") + ":1"
     base = builder.base(unique("base") + ":1", size=100_000)
