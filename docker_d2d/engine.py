@@ -266,9 +266,9 @@ class Engine:
                 messages.append(str(msg["stream"]).strip())
         return messages
 
-    def pull(self, image: str, tag: str, auth: str | None = None) -> None:
+    def pull(self, image: str, tag: str, auth: str | None = None) -> list[dict[str, Any]]:
         """POST /images/create: the engine pulls from a registry. Like a load, failures may come inside
-        an HTTP 200 answer."""
+        an HTTP 200 answer. Returns the engine's progress messages."""
         headers = {"X-Registry-Auth": auth} if auth else {}
         try:
             with self._client.stream(
@@ -278,10 +278,12 @@ class Engine:
                 text = resp.read().decode(errors="replace")
         except httpx.HTTPError as exc:
             raise self._at(EngineError(f"the pull of {image}:{tag} failed: {exc}")) from exc
-        for msg in _json_stream(text):
+        messages = list(_json_stream(text))
+        for msg in messages:
             if msg.get("errorDetail") or msg.get("error"):
                 detail = (msg.get("errorDetail") or {}).get("message") or msg.get("error")
                 raise self._at(EngineError(f"pull of {image}:{tag} failed: {detail}"))
+        return messages
 
     def untag(self, ref: str) -> None:
         """Remove a name; the image stays while another name holds it."""

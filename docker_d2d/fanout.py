@@ -100,7 +100,7 @@ def copy_to_many(
                 def pull(i: int) -> None:
                     result = hosts[i].result
                     assert result is not None
-                    pull_from_registry(engines[i], result, pushed, via.engine_auth())
+                    pull_from_registry(engines[i], result, pushed, via.engine_auth(), reporters[i])
 
                 _each(hosts, pull, only_ok=True)
             elif union and not options.dry_run:

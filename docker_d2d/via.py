@@ -98,7 +98,9 @@ def _is_manifest(data: bytes) -> bool:
     return isinstance(doc, dict) and doc.get("mediaType") == MT_MANIFEST
 
 
-def pull_from_registry(dst: Engine, result: CopyResult, pushed: PushResult, auth: str | None) -> None:
+def pull_from_registry(
+    dst: Engine, result: CopyResult, pushed: PushResult, auth: str | None, reporter: Reporter
+) -> None:
     """Pull, verify against the source, tag as asked, drop the registry's name."""
     assert dst.info is not None
     dest_ids = {p.source.id: p.present_as for p in result.plan.images if p.present_as}
@@ -107,8 +109,12 @@ def pull_from_registry(dst: Engine, result: CopyResult, pushed: PushResult, auth
         if image.source.id in dest_ids:
             continue
         where = pushed.images[image.source.id]
-        dst.pull(where.ref, where.tag, auth)
         name = f"{where.ref}:{where.tag}"
+        statuses = [str(m.get("status", "")) for m in dst.pull(where.ref, where.tag, auth) if m.get("id")]
+        # Docker says "Pull complete" and "Already exists" per layer; Podman says neither.
+        fetched, there = statuses.count("Pull complete"), statuses.count("Already exists")
+        counts = f" ({fetched} layer(s) downloaded, {there} already there)" if fetched or there else ""
+        reporter.note(f"pulled {image.ref.raw} from {name}{counts}")
         pulled.append(name)
         loaded = dst.inspect(name)
         expected = where.manifest_digest if dst.info.kind is EngineKind.CONTAINERD else where.config_digest

@@ -55,6 +55,8 @@ def test_via_registry_to_three_engines_then_an_update(
     assert first.returncode == 0, first.stderr
     stored = registry.blob_bytes()
     fleet = next(e for e in events(first.stdout) if e["event"] == "fleet")
+    notes = [e for e in events(first.stdout) if e["event"] == "note" and "pulled" in e["message"]]
+    assert {n["destination"] for n in notes} == {d.host for d in dests}  # per-host progress
     assert fleet["failed"] == 0 and fleet["export_bytes"] > 2_000_000  # two layers' tars went to the registry
 
     second = run_d2d("copy", "--json", "--via", registry.host, "-s", src.host, "-d", hosts, v2)
