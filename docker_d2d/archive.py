@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
+import re
+import tarfile
 import tempfile
 import zlib
 from collections import Counter
@@ -22,13 +25,22 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol, cast
 
 from .errors import ArchiveError
+from .model import short
 from .tarstream import CHUNK, END_OF_ARCHIVE, ChunkReader, Entry, file_entry, file_header, padding, read_entries
 
 # Blobs up to this size are read into memory and sniffed: configs, manifests and v1 json.
 SMALL_BLOB = 4 << 20
+# Bounds on what is read into memory on an entry header's word (manifests, configs, v1 json):
+# one entry, and all of them together. Real ones are kilobytes (a 100-layer config is ~100 kB).
+MAX_METADATA = 16 << 20
+MAX_METADATA_TOTAL = 64 << 20
+# Links inside an export (Docker < 25 writes a repeated layer as a symlink to the first) are
+# followed this many hops at most.
+MAX_LINK_HOPS = 8
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -73,6 +85,11 @@ class StreamSpec:
     named: Mapping[str, str]  # source entry name -> diff id, where the name tells
     unnamed: tuple[str, ...] = ()  # diff ids (one per entry) whose entry names cannot be predicted
     wanted: frozenset[str] | None = None  # source image ids to write, when the export holds others too
+    # What the source promised, checked as the bytes pass (empty: not checked). Image ids are
+    # config digests, or in the containerd store the manifest or index digest naming the config.
+    image_ids: frozenset[str] = frozenset()
+    limits: Mapping[str, int] = field(default_factory=dict)  # diff id -> most bytes its entry may hold
+    max_layer: int | None = None  # most bytes a layer entry not known by name may hold
 
 
 @dataclass
@@ -114,28 +131,106 @@ def _media_type(head: bytes) -> str:
 
 
 class _DiffHasher:
-    """sha256 of the bytes as they come and of their decompressed form (the diff id)."""
+    """sha256 of the bytes as they come (the blob digest) and of their uncompressed form (the diff
+    id; one hash when the blob is not compressed). Compressed blobs are inflated in bounded steps,
+    so one that inflates hugely costs time, not memory; `limit` stops it early."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self.raw = hashlib.sha256()
-        self.diff = hashlib.sha256()
         self.media_type: str | None = None
         self.uncompressed = 0
-        self._decomp: Any = None
+        self._limit = limit
+        self._diff: Any = None  # a second hash, for compressed blobs only
+        self._head = b""  # the first bytes, until there are enough to tell the compression
+        self._gzip: Any = None
+        self._zstd: Any = None
 
     def update(self, data: bytes | memoryview) -> None:
-        if self.media_type is None:
-            self.media_type = _media_type(bytes(data[:4]))
-            if self.media_type.endswith("+gzip"):
-                self._decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            elif self.media_type.endswith("+zstd"):
-                import zstandard
-
-                self._decomp = zstandard.ZstdDecompressor().decompressobj()
         self.raw.update(data)
-        plain = self._decomp.decompress(data) if self._decomp else data
-        self.diff.update(plain)
-        self.uncompressed += len(plain)
+        if self.media_type is None:
+            if self._head or len(data) < 4:
+                # A body that starts in a tiny chunk: gather 4 bytes before telling the compression.
+                self._head += bytes(data)
+                if len(self._head) < 4:
+                    return
+                data, self._head = self._head, b""
+            self._start(bytes(data[:4]))
+        self._plain_or_inflate(data)
+
+    def _start(self, head: bytes) -> None:
+        self.media_type = _media_type(head)
+        if self.media_type.endswith("+gzip"):
+            self._gzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif self.media_type.endswith("+zstd"):
+            import zstandard
+
+            sink = cast(IO[bytes], _Sink(self._plain))
+            self._zstd = zstandard.ZstdDecompressor().stream_writer(sink, write_size=CHUNK)
+        if self._gzip is not None or self._zstd is not None:
+            self._diff = hashlib.sha256()
+
+    def _plain_or_inflate(self, data: bytes | memoryview) -> None:
+        try:
+            if self._gzip is not None:
+                self._inflate_gzip(data)
+            elif self._zstd is not None:
+                self._zstd.write(data)
+            else:
+                self._count(len(data))
+        except ArchiveError:
+            raise
+        except Exception as exc:  # zlib.error, zstandard.ZstdError
+            raise ArchiveError(f"a layer's {self.media_type} stream is corrupt: {exc}") from exc
+
+    def _inflate_gzip(self, data: bytes | memoryview) -> None:
+        buf: bytes | memoryview = data
+        while buf:
+            self._plain(self._gzip.decompress(buf, CHUNK))
+            buf = self._gzip.unconsumed_tail
+            if self._gzip.eof and self._gzip.unused_data:
+                # Another gzip member follows (gzip allows concatenated members).
+                buf = self._gzip.unused_data + bytes(buf)
+                self._gzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def _plain(self, data: bytes) -> None:
+        self._diff.update(data)
+        self._count(len(data))
+
+    def _count(self, n: int) -> None:
+        self.uncompressed += n
+        if self._limit is not None and self.uncompressed > self._limit:
+            raise ArchiveError(
+                f"a layer holds more than {self._limit} bytes uncompressed, far more than the source's inspect "
+                "promised; refusing it"
+            )
+
+    def finish(self) -> None:
+        if self.media_type is None:  # fewer than 4 bytes in all
+            self._start(self._head)
+            self._plain_or_inflate(self._head)
+        if self._gzip is not None:
+            self._plain(self._gzip.flush())
+        elif self._zstd is not None:
+            self._zstd.flush()
+
+    def raw_digest(self) -> str:
+        return "sha256:" + self.raw.hexdigest()
+
+    def diff_digest(self) -> str:
+        return "sha256:" + (self._diff or self.raw).hexdigest()
+
+
+class _Sink:
+    """Where zstandard's stream writer puts inflated bytes."""
+
+    def __init__(self, write: Any) -> None:
+        self.write = write
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _blob_name(name: str) -> str | None:
@@ -149,6 +244,27 @@ def _blob_name(name: str) -> str | None:
 def _is_layer_name(name: str) -> bool:
     # Legacy '<v1id>/layer.tar' and Podman's '<diffid>.tar'.
     return name.endswith("/layer.tar") or (name.endswith(".tar") and "/" not in name)
+
+
+def _claimed_digests(name: str) -> tuple[str | None, str | None]:
+    """What an entry's name says its content hashes to: (blob digest, diff id). OCI blobs are
+    named by the digest of their bytes, Podman's layer files by their diff id, a legacy config
+    '<hex>.json' by its digest."""
+    blob = _blob_name(name)
+    if blob and blob.startswith("sha256:"):
+        return blob, None
+    stem, dot, ext = name.partition(".")
+    if dot and "/" not in name and _HEX64.match(stem):
+        return ("sha256:" + stem, None) if ext == "json" else (None, "sha256:" + stem) if ext == "tar" else (None, None)
+    return None, None
+
+
+def _link_target(entry: Entry) -> str:
+    # Symlinks are relative to their own directory, hardlinks name a path from the archive's root.
+    target = entry.linkname
+    if entry.type == tarfile.SYMTYPE:
+        target = posixpath.join(posixpath.dirname(entry.name), target)
+    return posixpath.normpath(target).removeprefix("./")
 
 
 class Rewriter:
@@ -167,7 +283,9 @@ class Rewriter:
         self.spool_dir = spool_dir
         self.result = RewriteResult()
         self._small: dict[str, bytes] = {}
+        self._small_total = 0
         self._layers: dict[str, LayerEntry] = {}
+        self._links: dict[str, str] = {}  # link entry name -> the path it points to
         self._sent_by_digest: dict[str, str] = {}  # blob digest -> output name: each blob goes once
         self._remaining = Counter(spec.unnamed)
         self._distrust = False
@@ -179,6 +297,8 @@ class Rewriter:
 
     def stream(self) -> Iterator[Buffer]:
         for entry in read_entries(self._reader):
+            if entry.is_link:
+                self._links[entry.name] = _link_target(entry)
             if not entry.is_file:
                 continue
             yield from self._entry(entry)
@@ -189,11 +309,12 @@ class Rewriter:
         name = entry.name
         diff = self.spec.named.get(name)
         if diff is not None:
+            self._check_size(entry, self.spec.limits.get(diff))
             yield from self._layer(entry, diff, _blob_name(name) or diff, self._reader.iter_exact(entry.size))
             return
         blob: str | None = _blob_name(name)
         if (blob and entry.size <= SMALL_BLOB) or (not blob and not _is_layer_name(name)):
-            data = self._reader.read_exact(entry.size)
+            data = self._read_small(entry)
             if not blob or data[:1] == b"{":
                 self._small[name] = data
                 if name.endswith("/json"):
@@ -201,7 +322,32 @@ class Rewriter:
                 return
             yield from self._unknown_layer(entry, blob, iter([memoryview(data)]), in_memory=True)
             return
+        self._check_size(entry, self.spec.max_layer)
         yield from self._unknown_layer(entry, blob, self._reader.iter_exact(entry.size), in_memory=False)
+
+    def _read_small(self, entry: Entry) -> bytes:
+        """A metadata entry, read whole: bounded, and checked against its name when that is a digest."""
+        self._small_total += entry.size
+        if entry.size > MAX_METADATA or self._small_total > MAX_METADATA_TOTAL:
+            raise ArchiveError(
+                f"the export's entry {entry.name[:100]!r} is {entry.size} bytes; metadata beyond "
+                f"{MAX_METADATA >> 20} MiB an entry or {MAX_METADATA_TOTAL >> 20} MiB in all is refused"
+            )
+        data = self._reader.read_exact(entry.size)
+        claimed, _ = _claimed_digests(entry.name)
+        if claimed and "sha256:" + hashlib.sha256(data).hexdigest() != claimed:
+            raise ArchiveError(f"the export's {entry.name} does not match its digest (altered on the way?)")
+        return data
+
+    def _check_size(self, entry: Entry, limit: int | None) -> None:
+        """Refuse, at its header, a layer far larger than the source's inspect promised (see
+        plan.layer_limit for the margin): a broken or hostile source must not stream without end
+        into the destination."""
+        if limit is not None and entry.size > limit:
+            raise ArchiveError(
+                f"the export's layer {entry.name[:100]!r} is {entry.size} bytes, far more than the source's "
+                f"inspect promised (at most {limit}); refusing it"
+            )
 
     def _check_legacy_prediction(self, name: str, data: bytes) -> None:
         """Legacy exports write '<v1id>/json' just before '<v1id>/layer.tar'. Lower layers carry the
@@ -210,10 +356,11 @@ class Rewriter:
         if self._distrust or f"{name[: -len('json')]}layer.tar" in self.spec.named:
             return
         try:
-            created = json.loads(data).get("created", "")
+            doc = json.loads(data)
         except ValueError:
             return
-        if created.startswith("1970-01-01T00:00:00"):
+        created = doc.get("created") if isinstance(doc, dict) else None
+        if isinstance(created, str) and created.startswith("1970-01-01T00:00:00"):
             self._distrust = True
             seen = {lay.diff_id for lay in self._layers.values()}
             self._remaining.update(d for d in self.spec.named.values() if d not in seen)
@@ -232,16 +379,17 @@ class Rewriter:
         return (yield from self._spooled_layer(entry, body))
 
     def _spooled_layer(self, entry: Entry, body: Iterator[memoryview]) -> LayerWriter:
-        hasher = _DiffHasher()
+        hasher = _DiffHasher(self.spec.max_layer)
         with tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-spool-") as spool:
             for chunk in body:
                 hasher.update(chunk)
                 spool.write(chunk)
+            hasher.finish()
             self.result.spooled_bytes += entry.size
-            diff = "sha256:" + hasher.diff.hexdigest()
+            _check_claims(entry.name, hasher)
             spool.seek(0)
             layer = yield from self._layer(
-                entry, diff, "sha256:" + hasher.raw.hexdigest(), _read_file(spool), media_type=hasher.media_type
+                entry, hasher.diff_digest(), hasher.raw_digest(), _read_file(spool), hashed=hasher
             )
             layer.uncompressed_size = hasher.uncompressed
             return layer
@@ -252,12 +400,16 @@ class Rewriter:
         diff: str | None,
         blob: str | None,
         body: Iterator[memoryview],
-        media_type: str | None = None,
+        hashed: _DiffHasher | None = None,
     ) -> LayerWriter:
+        """Send a layer or leave it out. A sent layer is hashed as its bytes pass (unless it was,
+        on its way into the spool): its content decides its diff id, which `_resolve` checks
+        against the config, and a name that is a digest must match before the next entry."""
         layer = LayerEntry(entry.name, entry.size, diff, blob)
         self._layers[entry.name] = layer
-        if diff is not None and self._remaining[diff] > 0:
-            self._remaining[diff] -= 1
+        if diff is not None:
+            # Each layer's content comes once in an export; later occurrences are links.
+            self._remaining[diff] = 0
         key = diff or blob or entry.name
         if (diff is not None and diff in self.spec.skip) or (blob is not None and blob in self._sent_by_digest):
             for _ in body:
@@ -273,15 +425,24 @@ class Rewriter:
             self._sent_by_digest[blob] = layer.out_name
         self.progress.layer_started(key, entry.size)
         yield file_header(layer.out_name, entry.size)
+        hasher = hashed or _DiffHasher(self.spec.limits.get(diff or "", self.spec.max_layer))
         first = True
         for chunk in body:
             if first:
-                layer.media_type = media_type or _media_type(bytes(chunk[:4]))
-                self.emitting_compressed = layer.media_type != MT_LAYER
+                self.emitting_compressed = _media_type(bytes(chunk[:4])) != MT_LAYER
                 first = False
+            if hashed is None:
+                hasher.update(chunk)
             yield chunk
             self.progress.layer_advanced(key, len(chunk))
         self.emitting_compressed = False
+        if hashed is None:
+            hasher.finish()
+            _check_claims(entry.name, hasher)
+        layer.diff_id = hasher.diff_digest()
+        layer.media_type = hasher.media_type or MT_LAYER
+        layer.uncompressed_size = hasher.uncompressed
+        self._remaining[layer.diff_id] = 0
         yield padding(entry.size)
         self.progress.layer_finished(key)
         self.result.layers_sent += 1
@@ -297,12 +458,7 @@ class Rewriter:
     # --- the end: manifests ---------------------------------------------------------------
 
     def _finish(self) -> Iterator[Buffer]:
-        if "manifest.json" not in self._small:
-            raise ArchiveError("the export has no manifest.json")
-        try:
-            manifest = json.loads(self._small["manifest.json"])
-        except ValueError as exc:
-            raise ArchiveError(f"the export's manifest.json is not JSON: {exc}") from exc
+        manifest = self._manifest()
         self._collect_aliases()
         out_manifest: list[dict[str, Any]] = []
         index: list[dict[str, Any]] = []
@@ -311,13 +467,14 @@ class Rewriter:
             wanted = {self.result.aliases.get(i, i) for i in self.spec.wanted}
         for item in manifest:
             config_name = item["Config"]
-            config = self._small.get(config_name)
+            config = self._small.get(self._follow(config_name))
             if config is None:
                 raise ArchiveError(f"the export lacks the config {config_name}")
             config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
             if wanted is not None and config_digest not in wanted:
                 continue  # another destination's image, in an export they share
-            diff_ids = tuple(json.loads(config)["rootfs"]["diff_ids"])
+            self._check_config(config_name, config_digest)
+            diff_ids = _config_diff_ids(config_name, config)
             if len(diff_ids) != len(item["Layers"]):
                 raise ArchiveError(f"{config_name}: {len(item['Layers'])} layer files for {len(diff_ids)} layers")
             layers = [self._resolve(path, diff) for path, diff in zip(item["Layers"], diff_ids)]
@@ -348,20 +505,68 @@ class Rewriter:
                 index.append({"mediaType": MT_MANIFEST, "digest": digest, "size": len(oci_manifest)})
                 written = WrittenImage(config_digest, diff_ids, digest)
             self.result.images.append(written)
+        self._check_all_there()
         if self.spec.output is OutputFormat.LEGACY:
             yield from file_entry("manifest.json", json.dumps(out_manifest).encode())
         else:
             yield from file_entry("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
             yield from file_entry("index.json", json.dumps({"schemaVersion": 2, "manifests": index}).encode())
 
+    # --- checks at the end, before anything that completes the archive is written ------------
+
+    def _manifest(self) -> list[dict[str, Any]]:
+        if "manifest.json" not in self._small:
+            raise ArchiveError("the export has no manifest.json")
+        try:
+            manifest = json.loads(self._small["manifest.json"])
+        except ValueError as exc:
+            raise ArchiveError(f"the export's manifest.json is not JSON: {exc}") from exc
+        if not isinstance(manifest, list) or not all(
+            isinstance(item, dict)
+            and isinstance(item.get("Config"), str)
+            and isinstance(item.get("Layers"), list)
+            and all(isinstance(p, str) for p in item["Layers"])
+            for item in manifest
+        ):
+            raise ArchiveError("the export's manifest.json is malformed (not a list of Config and Layers)")
+        return manifest
+
+    def _follow(self, path: str) -> str:
+        """The path a (chain of) link entries points to; Docker < 25 and Podman write layers
+        that occur again as symlinks."""
+        for _ in range(MAX_LINK_HOPS):
+            if path not in self._links or path in self._layers or path in self._small:
+                return path
+            path = self._links[path]
+        raise ArchiveError(f"the export's links around {path[:100]!r} go in a loop")
+
+    def _check_config(self, name: str, digest: str) -> None:
+        """The config must be what the source promised: its image id, or in the containerd store
+        the config the manifest of that id names (manifests were checked against their digests)."""
+        promised = {self.result.aliases.get(i, i) for i in self.spec.image_ids}
+        if promised and digest not in promised:
+            raise ArchiveError(
+                f"the export's config {name[:100]} hashes to {short(digest)}, not to the config of any image "
+                "asked for (altered on the way?)"
+            )
+
+    def _check_all_there(self) -> None:
+        written = {w.config_digest for w in self.result.images}
+        for image_id in sorted(self.spec.image_ids):
+            if self.result.aliases.get(image_id, image_id) not in written:
+                raise ArchiveError(f"the export does not carry the image {short(image_id)} that was asked for")
+
     def _resolve(self, path: str, diff: str) -> LayerEntry:
-        layer = self._layers.get(path)
+        layer = self._layers.get(self._follow(path))
         if layer is None:
             raise ArchiveError(f"the export lacks the layer file {path}")
         if layer.diff_id is None:
             layer.diff_id = diff
         elif layer.diff_id != diff:
-            raise ArchiveError(f"layer file {path} holds {layer.diff_id}, the config says {diff}")
+            raise ArchiveError(
+                f"the export's layer file {path} holds {short(layer.diff_id)}, its config says {short(diff)} "
+                "(altered on the way?)"
+            )
         if layer.out_name is None and layer.blob_digest in self._sent_by_digest:
             layer.out_name = self._sent_by_digest[layer.blob_digest]
         return layer
@@ -378,15 +583,29 @@ class Rewriter:
                 docs[digest] = doc
         for digest, doc in docs.items():
             # An OCI/Docker manifest; legacy v1 json blobs also have a "config", without a digest.
-            if isinstance(doc.get("config"), dict) and "digest" in doc["config"]:
+            if isinstance(doc.get("config"), dict) and isinstance(doc["config"].get("digest"), str):
                 self.result.aliases[digest] = doc["config"]["digest"]
         for digest, doc in docs.items():
             # An index: it stands for its first manifest found here.
             manifests = doc.get("manifests")
             for desc in manifests if isinstance(manifests, list) else []:
-                if isinstance(desc, dict) and desc.get("digest") in self.result.aliases:
+                if (
+                    isinstance(desc, dict)
+                    and isinstance(desc.get("digest"), str)
+                    and desc["digest"] in self.result.aliases
+                ):
                     self.result.aliases[digest] = self.result.aliases[desc["digest"]]
                     break
+
+
+def _config_diff_ids(name: str, config: bytes) -> tuple[str, ...]:
+    try:
+        diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArchiveError(f"the export's config {name[:100]} is malformed (no rootfs.diff_ids)") from exc
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+        raise ArchiveError(f"the export's config {name[:100]} is malformed (rootfs.diff_ids is not a list of digests)")
+    return tuple(diff_ids)
 
 
 def _descriptor(layer: LayerEntry) -> dict[str, Any]:
@@ -395,6 +614,12 @@ def _descriptor(layer: LayerEntry) -> dict[str, Any]:
         size = layer.uncompressed_size if layer.uncompressed_size is not None else layer.size
         return {"mediaType": MT_LAYER, "digest": layer.diff_id, "size": size}
     return {"mediaType": layer.media_type, "digest": layer.blob_digest or layer.diff_id, "size": layer.size}
+
+
+def _check_claims(name: str, hasher: _DiffHasher) -> None:
+    blob, diff = _claimed_digests(name)
+    if (blob and hasher.raw_digest() != blob) or (diff and hasher.diff_digest() != diff):
+        raise ArchiveError(f"the export's layer {name} does not match its digest (altered on the way?)")
 
 
 def _read_file(f: BinaryIO) -> Iterator[memoryview]:

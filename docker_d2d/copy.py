@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from .archive import Progress, Rewriter, RewriteResult, StreamSpec, WrittenImage
+from .archive import Progress, Rewriter, RewriteResult, StreamSpec
 from .compress import Compression, Counted, choose, compressed
 from .endpoint import Endpoint
 from .engine import Engine
@@ -256,14 +256,19 @@ def _transfer(
 
 def _verify(dst: Engine, plan: TransferPlan, source_kind: EngineKind, rewritten: RewriteResult) -> dict[str, str]:
     """Check that the destination holds each image with the source's config and layers;
-    return source id -> destination id."""
+    return source id -> destination id. The config must be the one the source promised (its id,
+    or the config its manifest names in the containerd store): matching layers alone do not do,
+    a config altered on the way would land as another image."""
     written = {w.config_digest: w for w in rewritten.images}
     dest_ids: dict[str, str] = {}
     for image in plan.exported:
         config = image.source.id if source_kind is not EngineKind.CONTAINERD else rewritten.aliases.get(image.source.id)
         w = written.get(config or "")
         if w is None:
-            w = _only_match(rewritten, image)
+            promised = short(config or image.source.id)
+            raise VerifyError(
+                f"{image.ref}: the export lacks the config the source promised ({promised})", side="source"
+            )
         if w.diff_ids != image.source.diff_ids:
             raise VerifyError(f"{image.ref}: the export's layers differ from the source's inspect", side="source")
         dest_id = w.manifest_digest if dst.info and dst.info.kind is EngineKind.CONTAINERD else w.config_digest
@@ -284,10 +289,3 @@ def _verify(dst: Engine, plan: TransferPlan, source_kind: EngineKind, rewritten:
             )
         dest_ids[image.source.id] = loaded.id
     return dest_ids
-
-
-def _only_match(rewritten: RewriteResult, image: ImagePlan) -> WrittenImage:
-    matches = [w for w in rewritten.images if w.diff_ids == image.source.diff_ids]
-    if len(matches) != 1:
-        raise VerifyError(f"{image.ref}: cannot find the image in the source's export", side="source")
-    return matches[0]

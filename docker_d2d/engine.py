@@ -194,7 +194,8 @@ class Engine:
     def history_sizes(self, ref: str) -> list[int]:
         """Sizes of the history entries, oldest first (0 for steps without a layer)."""
         data = self._get_json(f"/images/{quote(ref, safe='/:@')}/history", f"history of {ref}")
-        return [int(h.get("Size") or 0) for h in reversed(data)]
+        # An image whose config has no history: Podman answers null (issue 11).
+        return [_size(h.get("Size")) if isinstance(h, dict) else 0 for h in reversed(data or [])]
 
     def list_images(self) -> dict[str, tuple[str, ...]]:
         """id -> tags of every image. all=1: graphdriver engines keep intermediate images whose
@@ -295,6 +296,10 @@ class Engine:
             "POST", self._url(f"/images/{quote(image_id, safe=':')}/tag"), params={"repo": repository, "tag": tag}
         )
         self._check(resp, f"tag {repository}:{tag}")
+
+
+def _size(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def _json_stream(text: str) -> Iterator[dict[str, Any]]:

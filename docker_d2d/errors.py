@@ -34,7 +34,7 @@ class D2DError(Exception):
 
     def __str__(self) -> str:
         if self.side:
-            return f"{self.side} {self.endpoint}: {self.message}"
+            return f"{self.side} {self.endpoint}: {self.message}" if self.endpoint else f"{self.side}: {self.message}"
         return self.message
 
 

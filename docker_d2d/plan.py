@@ -183,6 +183,36 @@ def output_format(dest: EngineKind) -> OutputFormat:
     return OutputFormat.LEGACY if dest is EngineKind.GRAPHDRIVER else OutputFormat.OCI
 
 
+# The margin between what inspect promised for a layer and the most its entry may hold.
+# History sizes estimate the unpacked files (overlay2 sums file sizes, the containerd store
+# rounds to 4 kB blocks, Podman gives the tar size); the tar adds a 512-byte header and up to
+# 511 bytes of padding per file and more for long names, so a layer of many small files takes
+# two to three times its estimate (a 1-byte file is 2 kB of tar). Four times the estimate
+# plus 64 MiB lets every real layer through and still stops one that streams without end.
+LAYER_FACTOR = 4
+LAYER_SLACK = 64 << 20
+
+
+def layer_limit(estimate: int) -> int:
+    return LAYER_FACTOR * estimate + LAYER_SLACK
+
+
+def _limits(plan: TransferPlan) -> tuple[dict[str, int], int | None]:
+    """Each diff id's bound, from its own history estimate, else from its whole image's size;
+    and the bound for a layer entry not known by name (the largest). No bound where inspect
+    told no size at all."""
+    limits: dict[str, int] = {}
+    unbounded = False
+    for image in plan.exported:
+        for layer in image.layers:
+            estimate = layer.size if layer.size is not None else image.source.size or None
+            if estimate is None:
+                unbounded = True
+                continue
+            limits[layer.diff_id] = max(limits.get(layer.diff_id, 0), layer_limit(estimate))
+    return limits, None if unbounded or not limits else max(limits.values())
+
+
 def stream_spec(
     plan: TransferPlan,
     source: EngineInfo,
@@ -212,10 +242,14 @@ def stream_spec(
             unnamed = sorted({d for image in everything for d in image.diff_ids})
     needed = {d for image in images for d in image.diff_ids}
     unwanted = frozenset(d for image in others for d in image.diff_ids if d not in needed)
+    limits, max_layer = _limits(plan)
     return StreamSpec(
         output_format(dest),
         (plan.skip if skip is None else skip) | unwanted,
         named,
         tuple(unnamed),
         wanted=frozenset(wanted_ids) if others else None,
+        image_ids=frozenset(wanted_ids),
+        limits=limits,
+        max_layer=max_layer,
     )

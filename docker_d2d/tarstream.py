@@ -16,6 +16,19 @@ from .errors import ArchiveError
 BLOCK = 512
 CHUNK = 1 << 20
 
+# Extended headers (PAX records, GNU long names) larger than this are refused rather than read
+# whole on their header's word; Go's archive/tar, which wrote the exports, caps them the same
+# (maxSpecialFileSize).
+MAX_EXTENDED_HEADER = 1 << 20
+
+# Entry types without a body in the stream: links, directories, devices, fifos. Regular files
+# carry one; sparse files and types tarfile does not know would too, and are refused (no engine
+# writes them into an export).
+_NO_BODY = frozenset(
+    [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.DIRTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE]
+)
+_FILE = frozenset([tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE])
+
 
 class ChunkReader:
     """Reads exact byte counts from an iterator of chunks."""
@@ -68,7 +81,11 @@ class Entry:
 
     @property
     def is_file(self) -> bool:
-        return self.type in (tarfile.REGTYPE, tarfile.AREGTYPE)
+        return self.type in _FILE
+
+    @property
+    def is_link(self) -> bool:
+        return self.type in (tarfile.SYMTYPE, tarfile.LNKTYPE)
 
 
 def _padding(size: int) -> int:
@@ -76,20 +93,36 @@ def _padding(size: int) -> int:
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
+    """Parse '<length> <key>=<value>\n' records; anything else is our ArchiveError."""
     records: dict[str, str] = {}
     pos = 0
     while pos < len(data):
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-        records[key.decode()] = value.decode("utf-8", "surrogateescape")
-        pos += length
+        space = data.find(b" ", pos)
+        digits = data[pos:space]
+        if space < 0 or not digits.isdigit():
+            raise ArchiveError("the archive has a malformed PAX header (bad record length)")
+        end = pos + int(digits)
+        if end <= space + 1 or end > len(data) or data[end - 1 : end] != b"\n":
+            raise ArchiveError("the archive has a malformed PAX header (record length out of bounds)")
+        key, eq, value = data[space + 1 : end - 1].partition(b"=")
+        if not eq or not key:
+            raise ArchiveError("the archive has a malformed PAX header (record without key=value)")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos = end
     return records
+
+
+def _pax_size(value: str) -> int:
+    if not value.isdigit() or len(value) > 20:
+        raise ArchiveError(f"the archive has a malformed PAX size {value[:40]!r}")
+    return int(value)
 
 
 def read_entries(reader: ChunkReader) -> Iterator[Entry]:
     """Yield each entry; the caller must consume exactly `entry.size` body bytes
-    (via reader.iter_exact or reader.skip) before asking for the next one."""
+    (via reader.iter_exact or reader.skip) before asking for the next one.
+
+    Raises only ArchiveError for whatever the stream holds."""
     pax: dict[str, str] = {}
     long_name = long_link = None
     while True:
@@ -98,9 +131,16 @@ def read_entries(reader: ChunkReader) -> Iterator[Entry]:
             return
         try:
             info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as exc:
+        except (tarfile.HeaderError, ValueError, UnicodeError, OverflowError) as exc:
             raise ArchiveError(f"the archive has an invalid tar header: {exc}") from exc
+        if info.size < 0:
+            raise ArchiveError(f"the archive has a tar header with a negative size ({info.name[:100]!r})")
         if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            if info.size > MAX_EXTENDED_HEADER:
+                raise ArchiveError(
+                    f"the archive has a {info.size}-byte extended tar header; more than "
+                    f"{MAX_EXTENDED_HEADER} bytes is refused"
+                )
             data = reader.read_exact(info.size)
             reader.skip(_padding(info.size))
             if info.type == tarfile.XHDTYPE:
@@ -111,9 +151,11 @@ def read_entries(reader: ChunkReader) -> Iterator[Entry]:
                 long_link = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
             continue
         name = long_name or pax.get("path") or info.name
-        size = int(pax["size"]) if "size" in pax else info.size
-        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
-            size = 0 if info.type != tarfile.CONTTYPE else size
+        size = _pax_size(pax["size"]) if "size" in pax else info.size
+        if info.type in _NO_BODY:
+            size = 0
+        elif info.type not in _FILE:
+            raise ArchiveError(f"the archive has an entry of unsupported tar type {info.type!r} ({name[:100]!r})")
         entry = Entry(name.removeprefix("./"), size, info.type, long_link or pax.get("linkpath") or info.linkname)
         pax, long_name, long_link = {}, None, None
         yield entry

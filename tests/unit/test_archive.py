@@ -135,7 +135,7 @@ def test_truncated_export_is_an_error(tmp_path: Path) -> None:
 def test_layer_that_contradicts_the_config_is_an_error(tmp_path: Path) -> None:
     data, named = legacy_export()
     wrong = {k: DIFFS[2] for k in named}
-    with pytest.raises(ArchiveError, match="the config says"):
+    with pytest.raises(ArchiveError, match="its config says"):
         run(data, StreamSpec(OutputFormat.LEGACY, frozenset(), wrong), tmp_path)
 
 
