@@ -84,7 +84,8 @@ class NetNS:
         if self.rate:
             for ns, dev in [(None, self.host_if), (self.name, self.ns_if)]:
                 prefix = ["tc"] if ns is None else ["ip", "netns", "exec", ns, "tc"]
-                tbf = ["qdisc", "add", "dev", dev, "root", "tbf", "rate", self.rate, "burst", "256kb", "latency", "100ms"]
+                tbf = ["qdisc", "add", "dev", dev, "root", "tbf", "rate", self.rate]
+                tbf += ["burst", "256kb", "latency", "100ms"]
                 subprocess.run([*prefix, *tbf], check=True, capture_output=True)
         return self
 
