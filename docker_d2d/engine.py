@@ -128,17 +128,17 @@ class Engine:
         err.side, err.endpoint = self.side, str(self.endpoint)
         return err
 
-    def _error(self, exc: httpx.HTTPError, what: str = "") -> D2DError:
-        """Map a transport failure to our error. `what` says what this side was doing, for a stall."""
+    def _error(self, exc: httpx.HTTPError, what: str = "", call: bool = True) -> D2DError:
+        """Map a transport failure to our error. `what` names what this side was asked for: an API
+        call's name (`call`), or the stream ("the export", "the load")."""
         inner = exc.__cause__.__cause__ if exc.__cause__ else None
         if isinstance(inner, D2DError):  # worded below us (the ssh layer)
             return inner.with_side(self.side, str(self.endpoint))
         if stall := stall_cause(exc):
-            doing = (
-                f"sending {what} (the engine stopped taking bytes)"
-                if isinstance(stall, WriteStalled)
-                else f"waiting for {what}"
-            )
+            if isinstance(stall, WriteStalled):
+                doing = f"sending {what}"
+            else:
+                doing = f"waiting for the answer to {what}" if call else f"waiting for {what}"
             return self._at(StalledError(f"stalled {doing}: {stall} (--stall-timeout changes the limit)"))
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             return self._at(ConnectError(_connect_cause(exc, self.endpoint, self.timeouts)))
@@ -147,9 +147,8 @@ class Engine:
         if isinstance(exc, httpx.TimeoutException):
             return self._at(
                 ConnectError(
-                    f"the engine at {_where(self.endpoint)} accepted the connection but did not answer "
-                    f"{what or 'us'} within {self.timeouts.connect:g} s (is it hung? --connect-timeout changes "
-                    "the wait)"
+                    f"the engine accepted the connection but did not answer {what or 'us'} within "
+                    f"{self.timeouts.connect:g} s (is it hung? --connect-timeout changes the wait)"
                 )
             )
         return self._at(EngineError(f"connection to the engine failed: {exc}"))
@@ -158,7 +157,7 @@ class Engine:
         try:
             return self._client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
-            raise self._error(exc, f"the answer to {what or url}") from exc
+            raise self._error(exc, what or url) from exc
 
     def _url(self, path: str) -> str:
         return f"/v{self.api_version}{path}"
@@ -248,14 +247,14 @@ class Engine:
                 self._check(resp, "export")
                 yield self._iter_save(resp)
         except httpx.HTTPError as exc:
-            raise self._error(exc, "the export") from exc
+            raise self._error(exc, "the export", call=False) from exc
 
     def _iter_save(self, resp: httpx.Response) -> Iterator[bytes]:
         try:
             yield from resp.iter_raw(CHUNK)
         except httpx.HTTPError as exc:
             if stall_cause(exc):
-                raise self._error(exc, "the export's next bytes") from exc
+                raise self._error(exc, "the export's next bytes", call=False) from exc
             raise self._at(EngineError(f"the export stopped mid-stream: {exc}")) from exc
 
     def load(self, body: Iterable[bytes | memoryview], content_type: str = "application/x-tar") -> list[str]:
@@ -273,7 +272,7 @@ class Engine:
                 text = resp.read().decode(errors="replace")
         except httpx.HTTPError as exc:
             if stall_cause(exc):
-                raise self._error(exc, "the load") from exc
+                raise self._error(exc, "the load", call=False) from exc
             raise self._at(EngineError(f"the load failed: {exc}")) from exc
         messages = []
         for msg in _json_stream(text):

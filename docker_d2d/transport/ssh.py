@@ -24,7 +24,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import paramiko
 
 from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint, bracket, hostport
 from ..errors import ConnectError, EndpointError
-from .watch import Patience, Timeouts
+from .watch import Patience, Timeouts, WriteStalled
 
 log = logging.getLogger("docker_d2d.ssh")
 WINDOW = 16 << 20  # a large window keeps slow, long links full
@@ -82,6 +83,7 @@ class _StrictPolicy(paramiko.MissingHostKeyPolicy):
 class _Stream(httpcore.NetworkStream):
     channel: paramiko.Channel
     patience: Patience
+    connection: SSHConnection
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         def op(seconds: float | None) -> bytes:
@@ -99,12 +101,15 @@ class _Stream(httpcore.NetworkStream):
         def op(seconds: float | None) -> int:
             self.channel.settimeout(seconds)
             # paramiko sends at most one packet per call; slicing more would only copy.
-            return self.channel.send(data[offset : offset + 65536])
+            with self.connection.guard(self.patience.timeouts.stall):
+                return self.channel.send(data[offset : offset + 65536])
 
         try:
             while offset < len(data):
                 offset += self.patience.wait(op, timeout, write=True)
         except (OSError, EOFError, paramiko.SSHException) as exc:
+            if self.connection.dead:
+                raise WriteStalled(self.connection.dead) from exc
             raise httpcore.WriteError(f"ssh channel: {exc}") from exc
 
     def close(self) -> None:
@@ -126,6 +131,7 @@ class SSHConnection:
         self.lock = threading.Lock()
         self.methods: dict[str, str] = {}  # socket path -> the way that reaches it
         self._conn: Any = None
+        self.dead = ""  # why the watchdog closed the connection
 
     # --- connecting ------------------------------------------------------------------------
 
@@ -309,7 +315,36 @@ class SSHConnection:
         return channel
 
     def stream(self, path: str, patience: Patience, timeout: float | None = None) -> _Stream:
-        return _Stream(self.open_channel(path, timeout), patience)
+        if timeout is None:
+            return _Stream(self.open_channel(path), patience, self)
+        with self.guard(timeout + 1):
+            return _Stream(self.open_channel(path, timeout), patience, self)
+
+    @contextmanager
+    def guard(self, seconds: float) -> Iterator[None]:
+        """Close the connection should the block take longer than `seconds`.
+
+        paramiko writes packets to the TCP socket in a loop that only ends when the socket
+        takes the bytes or the transport closes (Packetizer.write_all), whatever the channel's
+        timeout: on a dead link, with a window still open, a send blocks forever and holds the
+        transport's write lock, so no ping could even be asked. A TCP socket that takes no byte
+        for this long means the link or the server is gone."""
+        timer = threading.Timer(seconds, self._kill, (seconds,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _kill(self, seconds: float) -> None:
+        self.dead = (
+            f"the ssh connection to {bracket(self.endpoint.host)} moved no byte for {seconds:g} s "
+            "(is the link or the server down?)"
+        )
+        transport = self._conn.client.get_transport() if self._conn is not None else None
+        if transport is not None:
+            transport.close()
 
     def close(self) -> None:
         if self._conn is not None:
