@@ -148,4 +148,4 @@ def resolve(text: str | None, opts: GlobalOptions, env: Mapping[str, str]) -> En
         return store.endpoint(text)
     # Not a context: a host as ssh knows it. A context of the same name wins; ssh://name forces ssh.
     # Should ssh not know it either, the message lists the contexts the user may have meant.
-    return replace(parse_ssh_host(text), contexts=("default", *store.names()))
+    return replace(parse_ssh_host(text), contexts=("default", *sorted(store.names())))

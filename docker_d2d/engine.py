@@ -20,7 +20,7 @@ from .endpoint import Endpoint, Scheme, hostport
 from .errors import ConnectError, D2DError, EngineError, ImageNotFound, StalledError, printable
 from .model import EngineInfo, EngineKind, ImageInfo
 from .transport import Timeouts, make_transport
-from .transport.watch import WriteStalled, stall_cause
+from .transport.watch import Worded, WriteStalled, stall_cause
 
 # The newest API version we were tested against; older engines get their own
 # version, as the docker CLI negotiates it.
@@ -131,9 +131,8 @@ class Engine:
     def _error(self, exc: httpx.HTTPError, what: str = "", call: bool = True) -> D2DError:
         """Map a transport failure to our error. `what` names what this side was asked for: an API
         call's name (`call`), or the stream ("the export", "the load")."""
-        inner = exc.__cause__.__cause__ if exc.__cause__ else None
-        if isinstance(inner, D2DError):  # worded below us (the ssh layer)
-            return inner.with_side(self.side, str(self.endpoint))
+        if isinstance(exc.__cause__, Worded) and isinstance(exc.__cause__.error, D2DError):
+            return exc.__cause__.error.with_side(self.side, str(self.endpoint))  # worded by the ssh layer
         if stall := stall_cause(exc):
             if isinstance(stall, WriteStalled):
                 doing = f"sending {what}"

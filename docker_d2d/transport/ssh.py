@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpcore
@@ -36,7 +36,7 @@ import paramiko
 
 from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint, bracket, hostport
 from ..errors import ConnectError, EndpointError
-from .watch import Patience, Timeouts, WriteStalled
+from .watch import Patience, Timeouts, Worded, WriteStalled
 
 log = logging.getLogger("docker_d2d.ssh")
 WINDOW = 16 << 20  # a large window keeps slow, long links full
@@ -295,11 +295,10 @@ class SSHConnection:
         try:
             channel = self.transport.open_session(timeout=self.timeouts.connect)
             try:
-                # ls tells "No such file" from "Permission denied" (a directory the user may not enter).
-                channel.exec_command(f"LC_ALL=C ls -d -- {shlex.quote(sock)}")
+                channel.exec_command(_missing_script(sock))
                 if not channel.status_event.wait(self.timeouts.connect):
                     return False
-                return channel.recv_exit_status() != 0 and b"No such file" in channel.recv_stderr(4096)
+                return channel.recv_exit_status() == 1
             finally:
                 channel.close()
         except (paramiko.SSHException, OSError, EOFError):
@@ -350,6 +349,19 @@ class SSHConnection:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _missing_script(sock: str) -> str:
+    """A shell command (builtins only: it works with any PATH) that exits 1 when `sock` does not
+    exist, and 3 when a directory on the way may not be entered (so we cannot tell): from the
+    deepest directory this user can enter, the next component towards `sock` is missing."""
+    q = shlex.quote
+    steps = [f"[ -e {q(sock)} ] && exit 0"]
+    child = sock
+    for parent in map(str, PurePosixPath(sock).parents):
+        steps.append(f"if cd -- {q(parent)} 2>/dev/null; then [ -e {q(child)} ] && exit 3; exit 1; fi")
+        child = parent
+    return "; ".join([*steps, "exit 3"])
 
 
 def _probe(channel: paramiko.Channel, timeout: float) -> bytes:
@@ -447,7 +459,7 @@ class _Backend(httpcore.NetworkBackend):
         try:
             return self.connection.stream(self.path, self.patience, timeout)
         except (ConnectError, EndpointError) as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
+            raise Worded(exc) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise httpcore.ConnectError(f"ssh: {exc}") from exc
 

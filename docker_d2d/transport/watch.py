@@ -60,6 +60,15 @@ class WriteStalled(httpcore.WriteTimeout):
     pass
 
 
+class Worded(httpcore.ConnectError):
+    """A connect failure a lower layer (ssh) already worded as our error. It is carried as an
+    attribute: httpcore's pool re-raises with `from None`, which drops a `__cause__`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 Alive = Callable[[float], bool]
 
 
