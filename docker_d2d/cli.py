@@ -18,8 +18,9 @@ from .console import BaseReporter, JsonReporter, PlainReporter, QuietReporter, R
 from .contexts import resolve
 from .copy import CopyOptions, copy_images
 from .endpoint import Endpoint, Scheme
-from .errors import Cancelled, D2DError, UsageError
+from .errors import Cancelled, D2DError, UsageError, printable
 from .options import GlobalOptions
+from .transport.watch import CONNECT_TIMEOUT, STALL_TIMEOUT, Timeouts
 
 if TYPE_CHECKING:
     from .registry import Via
@@ -57,6 +58,26 @@ def _complete_images(ctx: typer.Context, incomplete: str) -> list[tuple[str, str
     return [(v, d) for v, d in image_candidates(source) if v.startswith(incomplete)]
 
 
+ConnectTimeout = Annotated[
+    float,
+    typer.Option(
+        "--connect-timeout",
+        metavar="SECONDS",
+        min=0.1,
+        envvar="D2D_CONNECT_TIMEOUT",
+        help="Give up on an engine (TCP, TLS, ssh handshake, first answer) after this long.",
+    ),
+]
+StallTimeout = Annotated[
+    float,
+    typer.Option(
+        "--stall-timeout",
+        metavar="SECONDS",
+        min=0.2,
+        envvar="D2D_STALL_TIMEOUT",
+        help="Fail when no byte moved for this long and the engine does not answer a ping either.",
+    ),
+]
 CompressOpt = Annotated[
     Compression,
     typer.Option("--compress", help="Compress the load on the wire: auto = on ssh and non-loopback tcp only."),
@@ -118,20 +139,38 @@ def _reporter(quiet: bool, as_json: bool) -> BaseReporter:
     return PlainReporter()
 
 
-def run_command(action: Callable[[], int | None], debug: bool) -> None:
-    """The one place where our errors become a message and an exit status."""
-    if debug or GLOBALS.debug:
-        import logging
+def _logging(debug: bool) -> None:
+    """Libraries' log lines (paramiko's "Secsh channel open FAILED", banner errors and their
+    tracebacks) reach the terminal only with --debug; our own warnings always do."""
+    import logging
 
+    if debug:
         logging.basicConfig(level=logging.INFO, format="debug: %(message)s")
         logging.getLogger("paramiko").setLevel(logging.WARNING)
+        return
+    logging.getLogger().addHandler(logging.NullHandler())  # no "last resort" printing to stderr
+    ours = logging.StreamHandler()
+    ours.setFormatter(logging.Formatter("docker-d2d: %(levelname)s: %(message)s"))
+    logging.getLogger("docker_d2d").addHandler(ours)
+
+
+def run_command(action: Callable[[], int | None], debug: bool) -> None:
+    """The one place where our errors become a message and an exit status."""
+    debug = debug or GLOBALS.debug
+    _logging(debug)
     try:
         code = action() or 0
     except D2DError as exc:
-        if debug or GLOBALS.debug:
+        if debug:
             traceback.print_exc()
-        typer.echo(f"docker-d2d: {exc}", err=True)
+        typer.echo(f"docker-d2d: {printable(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:  # our own files (the spool dir filling up mid-run): never a traceback
+        if debug:
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"docker-d2d: {printable(exc.strerror or str(exc))}{where}", err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(f"docker-d2d: {Cancelled()}", err=True)
         raise typer.Exit(Cancelled.exit_code) from None
@@ -151,8 +190,9 @@ def _copy(
     compose_files: list[Path] | None,
     profiles: list[str] | None,
     via: str | None = None,
+    timeouts: Timeouts | None = None,
 ) -> None:
-    options = CopyOptions(dry_run=dry_run, spool_dir=spool_dir, compress=compress)
+    options = CopyOptions(dry_run=dry_run, spool_dir=spool_dir, compress=compress, timeouts=timeouts or Timeouts())
 
     def action() -> int | None:
         nonlocal images
@@ -167,6 +207,10 @@ def _copy(
             raise UsageError("--profile needs -f COMPOSE_FILE")
         if not images:
             raise UsageError("name at least one image")
+        if spool_dir is not None:
+            from .spool import check_spool_dir
+
+            check_spool_dir(spool_dir)
         src = resolve_endpoint(source)
         dests = _destinations(destination)
         if len(dests) > 1 or via:
@@ -275,10 +319,13 @@ def copy_command(
     compose_files: ComposeFiles = None,
     profiles: Profiles = None,
     via: ViaOpt = None,
+    connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
+    stall_timeout: StallTimeout = STALL_TIMEOUT,
 ) -> None:
     """Copy IMAGES from the source engine to the destination engine."""
     _copy(
-        source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via
+        source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
+        Timeouts(connect_timeout, stall_timeout),
     )
 
 
@@ -301,9 +348,14 @@ def push_command(
     compose_files: ComposeFiles = None,
     profiles: Profiles = None,
     via: ViaOpt = None,
+    connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
+    stall_timeout: StallTimeout = STALL_TIMEOUT,
 ) -> None:
     """Push IMAGES from the local engine to DESTINATION."""
-    _copy(None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via)
+    _copy(
+        None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
+        Timeouts(connect_timeout, stall_timeout),
+    )
 
 
 @app.command("pull")
@@ -319,9 +371,14 @@ def pull_command(
     compose_files: ComposeFiles = None,
     profiles: Profiles = None,
     via: ViaOpt = None,
+    connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
+    stall_timeout: StallTimeout = STALL_TIMEOUT,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
-    _copy(source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via)
+    _copy(
+        source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
+        Timeouts(connect_timeout, stall_timeout),
+    )
 
 
 @app.command("version")

@@ -5,10 +5,15 @@ engine, with a short timeout: a slow or dead engine never freezes the shell."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SUBCOMMANDS = {
     "copy": "Copy images from a source engine to a destination engine",
@@ -70,20 +75,49 @@ def endpoint_candidates() -> list[tuple[str, str]]:
 
 def image_candidates(source: str | None) -> list[tuple[str, str]]:
     """Tags at the source engine; nothing when it does not answer within IMAGE_TIMEOUT."""
-    try:
-        import httpx
-
-        from .contexts import resolve
-        from .options import GlobalOptions
-        from .transport import make_transport
-
-        transport, base = make_transport(resolve(source, GlobalOptions(), os.environ))
-        with httpx.Client(transport=transport, base_url=base, timeout=IMAGE_TIMEOUT) as client:
-            images = client.get("/images/json").json()
-    except Exception:  # completion must never fail loudly
-        return []
-    tags = sorted({t for img in images for t in img.get("RepoTags") or [] if t != "<none>:<none>"})
+    # The promise is for the whole answer: Python's start and imports count against it.
+    images = _bounded(lambda: _list_images(source), max(0.2, IMAGE_TIMEOUT - 0.1 - _since_start()))
+    tags = sorted({t for img in images or [] for t in img.get("RepoTags") or [] if t != "<none>:<none>"})
     return [(t, "image") for t in tags]
+
+
+def _list_images(source: str | None) -> list[dict[str, Any]]:
+    import httpx
+
+    from .contexts import resolve
+    from .options import GlobalOptions
+    from .transport import Timeouts, make_transport
+
+    limit = Timeouts(connect=IMAGE_TIMEOUT, stall=IMAGE_TIMEOUT)
+    transport, base = make_transport(resolve(source, GlobalOptions(), os.environ), limit)
+    with httpx.Client(transport=transport, base_url=base, timeout=IMAGE_TIMEOUT) as client:
+        return list(client.get("/images/json").json())
+
+
+def _since_start() -> float:
+    """Seconds since this process started (Linux /proc; 0 where unknown)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _bounded(contact: Callable[[], T], seconds: float) -> T | None:
+    """`contact()` within `seconds` as a whole (an ssh host may take its connect, banner and
+    channel timeouts one after the other), else None; never raises. The thread left behind is a
+    daemon and dies with the process."""
+    box: list[T] = []
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # completion must never fail loudly
+            box.append(contact())
+
+    thread = threading.Thread(target=run, name="d2d-complete", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return box[0] if box else None
 
 
 def candidates(words: list[str], current: str) -> tuple[list[tuple[str, str]], int]:

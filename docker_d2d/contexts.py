@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .endpoint import DEFAULT_UNIX_SOCKET, Endpoint, TLSConfig, parse_endpoint, parse_ssh_host
@@ -147,4 +147,5 @@ def resolve(text: str | None, opts: GlobalOptions, env: Mapping[str, str]) -> En
     if store.exists(text):
         return store.endpoint(text)
     # Not a context: a host as ssh knows it. A context of the same name wins; ssh://name forces ssh.
-    return parse_ssh_host(text)
+    # Should ssh not know it either, the message lists the contexts the user may have meant.
+    return replace(parse_ssh_host(text), contexts=("default", *sorted(store.names())))

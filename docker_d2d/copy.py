@@ -21,6 +21,7 @@ from .errors import D2DError, ImageNotFound, VerifyError
 from .model import EngineInfo, EngineKind, ImageInfo, ImageRef, as_id_ref, could_be_id, parse_ref, short
 from .plan import ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
 from .prefetch import prefetch
+from .transport import Timeouts
 
 
 class Reporter(Progress, Protocol):
@@ -34,6 +35,7 @@ class CopyOptions:
     dry_run: bool = False
     spool_dir: Path | None = None
     compress: Compression = Compression.AUTO
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
 
 @dataclass
@@ -79,7 +81,7 @@ def _copy(
     options: CopyOptions,
     started: float,
 ) -> CopyResult:
-    with Engine(source, "source") as src, Engine(destination, "destination") as dst:
+    with Engine(source, "source", options.timeouts) as src, Engine(destination, "destination", options.timeouts) as dst:
         src_info = src.connect()
         reporter.connected("source", source, src_info)
         dst_info = dst.connect()

@@ -37,6 +37,9 @@ class Endpoint:
     port: int = 0
     user: str | None = None
     tls: TLSConfig | None = None
+    # Set when the user typed a bare word that is no context: the contexts there are, for the
+    # message when the word is no ssh host either.
+    contexts: tuple[str, ...] | None = None
 
     @property
     def is_local(self) -> bool:
@@ -44,6 +47,24 @@ class Endpoint:
 
     def __str__(self) -> str:
         return self.text
+
+
+def bracket(host: str) -> str:
+    """An IPv6 address in brackets, as in URLs and ssh's known_hosts; other hosts as they are."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def hostport(host: str, port: int | str) -> str:
+    return f"{bracket(host)}:{port}"
+
+
+def _port(text: str | None, display: str) -> int:
+    if not text:
+        return 0
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise EndpointError(f"invalid address {display!r}: port {port} is not between 1 and 65535")
+    return port
 
 
 def _is_loopback(host: str) -> bool:
@@ -61,7 +82,7 @@ def parse_ssh_host(text: str, display: str | None = None, path: str = "") -> End
     m = _SSH_HOST.match(text)
     if not m:
         raise EndpointError(f"invalid address {display or text!r}: expected [user@]host[:port]")
-    port = int(m["port"]) if m["port"] else 0
+    port = _port(m["port"], display or text)
     return Endpoint(Scheme.SSH, display or text, path=path, host=m["host"].strip("[]"), port=port, user=m["user"])
 
 
@@ -97,7 +118,7 @@ def parse_endpoint(text: str, tls: TLSConfig | None = None) -> Endpoint:
             raise EndpointError(f"invalid address {text!r}: expected tcp://HOST:PORT")
         if text.startswith("https://") and tls is None:
             tls = TLSConfig(verify=True)
-        port = int(m["port"] or (2376 if tls else 2375))
+        port = _port(m["port"], text) or (2376 if tls else 2375)
         return Endpoint(Scheme.TCP, text, host=m["host"].strip("[]"), port=port, tls=tls)
     scheme = urlsplit(text).scheme if "://" in text else ""
     if scheme:

@@ -18,11 +18,12 @@ from urllib.parse import quote
 
 import httpx
 
-from .endpoint import Endpoint, Scheme
-from .errors import ConnectError, D2DError, EngineError, ImageNotFound
+from .endpoint import Endpoint, Scheme, hostport
+from .errors import ConnectError, D2DError, EngineError, ImageNotFound, StalledError, printable
 from .inspect_cache import InspectCache
 from .model import EngineInfo, EngineKind, ImageInfo
-from .transport import make_transport
+from .transport import Timeouts, make_transport
+from .transport.watch import Worded, WriteStalled, stall_cause
 
 # The newest API version we were tested against; older engines get their own
 # version, as the docker CLI negotiates it.
@@ -56,9 +57,17 @@ def _tls_cause(text: str) -> str | None:
     return None
 
 
-def _connect_cause(exc: BaseException, endpoint: Endpoint) -> str:
+def _where(endpoint: Endpoint) -> str:
+    if endpoint.scheme is Scheme.SSH:
+        return f"{endpoint.path or 'the engine socket'} on {hostport(endpoint.host, endpoint.port or 22)}"
+    return endpoint.path or hostport(endpoint.host, endpoint.port)
+
+
+def _connect_cause(exc: BaseException, endpoint: Endpoint, timeouts: Timeouts) -> str:
     text = str(exc)
-    where = endpoint.path or f"{endpoint.host}:{endpoint.port}"
+    where = _where(endpoint)
+    if isinstance(exc, httpx.ConnectTimeout) and endpoint.scheme is not Scheme.SSH:
+        return f"no answer from {where} within {timeouts.connect:g} s (--connect-timeout changes the wait)"
     if endpoint.scheme is Scheme.SSH:
         return text  # the ssh layer words its own causes
     tls = _tls_cause(text)
@@ -78,17 +87,24 @@ def _connect_cause(exc: BaseException, endpoint: Endpoint) -> str:
 class Engine:
     """A connected engine. Use as a context manager; `side` names it in messages."""
 
-    def __init__(self, endpoint: Endpoint, side: str) -> None:
+    def __init__(self, endpoint: Endpoint, side: str, timeouts: Timeouts | None = None) -> None:
         self.endpoint = endpoint
         self.side = side
+        self.timeouts = timeouts = timeouts or Timeouts()
         try:
-            transport, base = make_transport(endpoint)
+            transport, base = make_transport(endpoint, timeouts, alive=self._alive)
+            ping_transport, _ = make_transport(endpoint, timeouts)
         except D2DError as exc:
             raise exc.with_side(side, str(endpoint)) from exc
-        # No read timeout: exports and loads of large images legitimately stay silent for long.
+        # No read or write timeout here: exports and loads of large images legitimately stay
+        # silent for long, so the streams' watchdog decides (transport/watch.py).
         self._client = httpx.Client(
-            transport=transport, base_url=base, timeout=httpx.Timeout(30.0, read=None, write=None)
+            transport=transport,
+            base_url=base,
+            timeout=httpx.Timeout(timeouts.connect, read=None, write=None, pool=None),
         )
+        # The watchdog's pings go on connections of their own, each wait bounded.
+        self._pings = httpx.Client(transport=ping_transport, base_url=base, timeout=timeouts.probe)
         self.api_version = MIN_API_VERSION
         self.info: EngineInfo | None = None
         self._cache: InspectCache | None = None
@@ -103,6 +119,15 @@ class Engine:
         if self._cache is not None:
             self._cache.save()
         self._client.close()
+        self._pings.close()
+
+    def _alive(self, seconds: float) -> bool:
+        """Whether the engine answers a ping within `seconds`, on another connection."""
+        try:
+            self._pings.get("/_ping", timeout=seconds)
+        except httpx.HTTPError:
+            return False
+        return True
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -111,18 +136,35 @@ class Engine:
         err.side, err.endpoint = self.side, str(self.endpoint)
         return err
 
-    def _error(self, exc: httpx.HTTPError) -> D2DError:
+    def _error(self, exc: httpx.HTTPError, what: str = "", call: bool = True) -> D2DError:
+        """Map a transport failure to our error. `what` names what this side was asked for: an API
+        call's name (`call`), or the stream ("the export", "the load")."""
+        if isinstance(exc.__cause__, Worded) and isinstance(exc.__cause__.error, D2DError):
+            return exc.__cause__.error.with_side(self.side, str(self.endpoint))  # worded by the ssh layer
+        if stall := stall_cause(exc):
+            if isinstance(stall, WriteStalled):
+                doing = f"sending {what}"
+            else:
+                doing = f"waiting for the answer to {what}" if call else f"waiting for {what}"
+            return self._at(StalledError(f"stalled {doing}: {stall} (--stall-timeout changes the limit)"))
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-            return self._at(ConnectError(_connect_cause(exc, self.endpoint)))
+            return self._at(ConnectError(_connect_cause(exc, self.endpoint, self.timeouts)))
         if tls := _tls_cause(str(exc)):
             return self._at(ConnectError(tls))
+        if isinstance(exc, httpx.TimeoutException):
+            return self._at(
+                ConnectError(
+                    f"the engine accepted the connection but did not answer {what or 'us'} within "
+                    f"{self.timeouts.connect:g} s (is it hung? --connect-timeout changes the wait)"
+                )
+            )
         return self._at(EngineError(f"connection to the engine failed: {exc}"))
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, url: str, what: str = "", **kwargs: Any) -> httpx.Response:
         try:
             return self._client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, what or url) from exc
 
     def _url(self, path: str) -> str:
         return f"/v{self.api_version}{path}"
@@ -138,8 +180,9 @@ class Engine:
         cls = ImageNotFound if resp.status_code == 404 else EngineError
         raise self._at(cls(f"{what}: {message}", status=resp.status_code))
 
-    def _get_json(self, path: str, what: str, **params: Any) -> Any:
-        resp = self._request("GET", self._url(path), params=params or None)
+    def _get_json(self, path: str, what: str, timeout: float | None = None, **params: Any) -> Any:
+        extra: dict[str, Any] = {"timeout": timeout} if timeout else {}
+        resp = self._request("GET", self._url(path), what, params=params or None, **extra)
         self._check(resp, what)
         return resp.json()
 
@@ -147,16 +190,19 @@ class Engine:
 
     def connect(self) -> EngineInfo:
         """Ping, negotiate the API version like the docker CLI, and find out what kind of engine this is."""
-        resp = self._request("GET", "/_ping")
+        # The first contact is bounded by the connect timeout as a whole: an engine that
+        # accepts connections and never answers (wedged, stopped) is no reason to wait.
+        first = self.timeouts.connect
+        resp = self._request("GET", "/_ping", "the ping", timeout=first)
         if resp.status_code >= 500 or ("Api-Version" not in resp.headers and resp.status_code != 200):
             raise self._at(EngineError(f"does not answer like a Docker engine (HTTP {resp.status_code})"))
         self.api_version = negotiate_version(resp.headers.get("Api-Version"), os.environ.get("DOCKER_API_VERSION"))
-        version = self._get_json("/version", "version")
+        version = self._get_json("/version", "version", timeout=first)
         components = [c.get("Name", "") for c in version.get("Components") or []]
         if any("Podman" in name for name in components):
             kind = EngineKind.PODMAN
         else:
-            info = self._get_json("/info", "info")
+            info = self._get_json("/info", "info", timeout=first)
             status = dict(tuple(x) for x in info.get("DriverStatus") or [] if len(x) == 2)
             kind = (
                 EngineKind.CONTAINERD
@@ -165,7 +211,7 @@ class Engine:
             )
         self.info = EngineInfo(
             kind=kind,
-            version=version.get("Version", "?"),
+            version=printable(str(version.get("Version", "?"))),  # shown on the terminal
             api_version=self.api_version,
             os=version.get("Os", "linux"),
             arch=version.get("Arch", "amd64"),
@@ -235,12 +281,14 @@ class Engine:
                 self._check(resp, "export")
                 yield self._iter_save(resp)
         except httpx.HTTPError as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, "the export", call=False) from exc
 
     def _iter_save(self, resp: httpx.Response) -> Iterator[bytes]:
         try:
             yield from resp.iter_raw(CHUNK)
         except httpx.HTTPError as exc:
+            if stall_cause(exc):
+                raise self._error(exc, "the export's next bytes", call=False) from exc
             raise self._at(EngineError(f"the export stopped mid-stream: {exc}")) from exc
 
     def load(self, body: Iterable[bytes | memoryview], content_type: str = "application/x-tar") -> list[str]:
@@ -257,6 +305,8 @@ class Engine:
                 self._check(resp, "load")
                 text = resp.read().decode(errors="replace")
         except httpx.HTTPError as exc:
+            if stall_cause(exc):
+                raise self._error(exc, "the load", call=False) from exc
             raise self._at(EngineError(f"the load failed: {exc}")) from exc
         messages = []
         for msg in _json_stream(text):
@@ -293,7 +343,10 @@ class Engine:
 
     def tag(self, image_id: str, repository: str, tag: str) -> None:
         resp = self._request(
-            "POST", self._url(f"/images/{quote(image_id, safe=':')}/tag"), params={"repo": repository, "tag": tag}
+            "POST",
+            self._url(f"/images/{quote(image_id, safe=':')}/tag"),
+            f"tag {repository}:{tag}",
+            params={"repo": repository, "tag": tag},
         )
         self._check(resp, f"tag {repository}:{tag}")
 

@@ -3,7 +3,9 @@
     D2DError                      one clear line for the user; exit status 1
     ├── UsageError                bad arguments or references (exit 2)
     ├── EndpointError             an endpoint cannot be parsed or resolved
-    ├── ConnectError              an engine cannot be reached (refused, missing socket, permission)
+    ├── ConnectError              an engine cannot be reached (refused, missing socket, permission,
+    │                             no answer within the connect timeout)
+    ├── StalledError              nothing moved for the stall timeout and the engine answered no ping
     ├── EngineError               the engine answered with an error
     │   └── ImageNotFound         a requested image does not exist at the source
     ├── ArchiveError              the source's archive is not what its engine promised
@@ -11,7 +13,7 @@
     └── Cancelled                 the user interrupted (exit 130)
 
 The CLI turns them into messages in one place (cli.run_command); nothing below
-it prints or exits.
+it prints or exits. Text an engine wrote reaches the terminal only through `printable`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class ConnectError(D2DError):
     pass
 
 
+class StalledError(D2DError):
+    pass
+
+
 class EngineError(D2DError):
     def __init__(self, message: str, *, status: int = 0, **kw: str | None) -> None:
         super().__init__(message, **kw)
@@ -73,3 +79,9 @@ class Cancelled(D2DError):
 
     def __init__(self, message: str = "interrupted; nothing was tagged at the destination") -> None:
         super().__init__(message)
+
+
+def printable(text: str) -> str:
+    """`text` with terminal control characters (ESC sequences, CR, BEL, bidi overrides)
+    escaped as \\x1b etc.: engines' messages and names must not drive the user's terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

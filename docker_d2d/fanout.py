@@ -74,12 +74,12 @@ def copy_to_many(
     started = time.monotonic()
     parsed = [parse_ref(r) for r in refs]
     try:
-        with Engine(source, "source") as src, ExitStack() as stack:
+        with Engine(source, "source", options.timeouts) as src, ExitStack() as stack:
             src_info = src.connect()
             reporter.connected("source", source, src_info)
             requested = [resolve(src, ref) for ref in parsed]
             hosts = [HostResult(d) for d in destinations]
-            engines = [stack.enter_context(Engine(d, "destination")) for d in destinations]
+            engines = [stack.enter_context(Engine(d, "destination", options.timeouts)) for d in destinations]
             reporters = [reporter_for(d) for d in destinations]
 
             def plan(i: int) -> None:

@@ -6,22 +6,30 @@ import ssl
 
 import httpx
 
-from ..endpoint import Endpoint, Scheme
+from ..endpoint import Endpoint, Scheme, hostport
 from ..errors import EndpointError
+from .watch import Alive, Patience, SocketBackend, Timeouts, with_backend
+
+__all__ = ["Timeouts", "make_transport"]
 
 
-def make_transport(endpoint: Endpoint) -> tuple[httpx.BaseTransport, str]:
+def make_transport(
+    endpoint: Endpoint, timeouts: Timeouts | None = None, alive: Alive | None = None
+) -> tuple[httpx.BaseTransport, str]:
+    """A transport whose every wait is bounded (see watch.py); `alive` pings the engine when a
+    stream goes quiet, and without it every wait is bounded by the timeout httpx passes."""
+    patience = Patience(timeouts or Timeouts(), alive)
     if endpoint.scheme is Scheme.UNIX:
-        return httpx.HTTPTransport(uds=endpoint.path), "http://docker"
+        return with_backend(SocketBackend(patience), uds=endpoint.path), "http://docker"
     if endpoint.scheme is Scheme.TCP:
-        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+        where = hostport(endpoint.host, endpoint.port)
         if endpoint.tls is None:
-            return httpx.HTTPTransport(), f"http://{host}:{endpoint.port}"
-        return httpx.HTTPTransport(verify=_ssl_context(endpoint)), f"https://{host}:{endpoint.port}"
+            return with_backend(SocketBackend(patience)), f"http://{where}"
+        return with_backend(SocketBackend(patience), ssl_context=_ssl_context(endpoint)), f"https://{where}"
     if endpoint.scheme is Scheme.SSH:
         from .ssh import ssh_transport
 
-        return ssh_transport(endpoint), "http://docker"
+        return ssh_transport(endpoint, patience), "http://docker"
     raise EndpointError(f"{endpoint}: {endpoint.scheme.value} endpoints are not supported")
 
 

@@ -18,26 +18,30 @@ import base64
 import getpass
 import hashlib
 import logging
+import math
 import shlex
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpcore
 import httpx
 import paramiko
 
-from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint
-from ..errors import ConnectError
+from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint, bracket, hostport
+from ..errors import ConnectError, EndpointError
+from .watch import Patience, Timeouts, Worded, WriteStalled
 
 log = logging.getLogger("docker_d2d.ssh")
 WINDOW = 16 << 20  # a large window keeps slow, long links full
 PROBE = b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+KEEPALIVE = 15  # seconds, unless ssh_config sets ServerAliveInterval
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -78,21 +82,34 @@ class _StrictPolicy(paramiko.MissingHostKeyPolicy):
 @dataclass
 class _Stream(httpcore.NetworkStream):
     channel: paramiko.Channel
+    patience: Patience
+    connection: SSHConnection
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        self.channel.settimeout(timeout)
-        try:
+        def op(seconds: float | None) -> bytes:
+            self.channel.settimeout(seconds)
             return bytes(self.channel.recv(max_bytes))
-        except TimeoutError as exc:
-            raise httpcore.ReadTimeout(str(exc)) from exc
+
+        try:
+            return self.patience.wait(op, timeout, write=False)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise httpcore.ReadError(f"ssh channel: {exc}") from exc
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self.channel.settimeout(timeout)
+        data, offset = bytes(buffer), 0
+
+        def op(seconds: float | None) -> int:
+            self.channel.settimeout(seconds)
+            # paramiko sends at most one packet per call; slicing more would only copy.
+            with self.connection.guard(self.patience.timeouts.stall):
+                return self.channel.send(data[offset : offset + 65536])
+
         try:
-            self.channel.sendall(buffer)
+            while offset < len(data):
+                offset += self.patience.wait(op, timeout, write=True)
         except (OSError, EOFError, paramiko.SSHException) as exc:
+            if self.connection.dead:
+                raise WriteStalled(self.connection.dead) from exc
             raise httpcore.WriteError(f"ssh channel: {exc}") from exc
 
     def close(self) -> None:
@@ -108,11 +125,13 @@ class _Stream(httpcore.NetworkStream):
 class SSHConnection:
     """One ssh connection to one host, and the way found to reach each engine socket there."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, timeouts: Timeouts) -> None:
         self.endpoint = endpoint
+        self.timeouts = timeouts
         self.lock = threading.Lock()
         self.methods: dict[str, str] = {}  # socket path -> the way that reaches it
         self._conn: Any = None
+        self.dead = ""  # why the watchdog closed the connection
 
     # --- connecting ------------------------------------------------------------------------
 
@@ -123,13 +142,22 @@ class SSHConnection:
         from fabric import Config, Connection
 
         ep = self.endpoint
-        config = Config()
+        limit = self.timeouts.connect
+        # Every hop (ProxyJump gateways are built from a clone of this config) waits at most
+        # `limit` for TCP, the server's banner, authentication and each channel to open.
+        config = Config(
+            overrides={
+                "timeouts": {"connect": math.ceil(limit) + 1},  # fabric takes whole seconds
+                "connect_kwargs": {"banner_timeout": limit, "auth_timeout": limit, "channel_timeout": limit},
+            }
+        )
         kwargs: dict[str, Any] = {}
         if ep.user:
             kwargs["user"] = ep.user
         if ep.port:
             kwargs["port"] = ep.port
-        conn = Connection(ep.host, config=config, connect_timeout=20, **kwargs)
+        # One second more for fabric's own wait, so that paramiko's banner timeout speaks first.
+        conn = Connection(ep.host, config=config, connect_timeout=math.ceil(limit) + 1, **kwargs)
         self._harden(conn)
         self._conn = conn
         try:
@@ -142,6 +170,9 @@ class SSHConnection:
                 ) from exc
             conn.connect_kwargs["passphrase"] = getpass.getpass(f"Passphrase for the ssh key of {ep.host}: ")
             self._open(conn)
+        # Keepalives keep idle NAT and firewall state alive during long silent phases.
+        interval = int(str(conn.ssh_config.get("serveraliveinterval", KEEPALIVE)) or KEEPALIVE)
+        self.transport.set_keepalive(interval)
 
     def _harden(self, conn: Any) -> None:
         """Strict host-key checking on this hop and every ProxyJump hop before it."""
@@ -159,7 +190,8 @@ class SSHConnection:
             hop = hop.gateway
 
     def _open(self, conn: Any) -> None:
-        target = f"{conn.user}@{conn.host}:{conn.port}"
+        target = f"{conn.user}@{hostport(conn.host, conn.port)}"
+        limit = f"{self.timeouts.connect:g} s"
         try:
             conn.open()
         except _HostKeyError as exc:
@@ -178,6 +210,11 @@ class SSHConnection:
             inner = exc.__cause__ or exc.__context__
             if isinstance(inner, _HostKeyError):
                 raise self._error(str(inner)) from exc
+            if "protocol banner" in str(exc) or "No existing session" in str(exc):
+                raise self._error(
+                    f"{target} accepted the connection but sent no ssh banner within {limit} "
+                    "(is an ssh server listening there? --connect-timeout changes the wait)"
+                ) from exc
             if "No authentication methods" in str(exc):
                 raise self._error(
                     f"permission denied for {target}: no key to offer (no ssh-agent, no key in ~/.ssh, "
@@ -185,7 +222,16 @@ class SSHConnection:
                 ) from exc
             raise self._error(f"ssh to {target} failed: {exc}") from exc
         except socket.gaierror as exc:
-            raise self._error(f"cannot resolve {conn.host}: {exc.strerror}") from exc
+            if self.endpoint.contexts is not None and conn is self._conn:
+                raise EndpointError(
+                    f"no context or ssh host named {self.endpoint.text!r} (contexts: "
+                    f"{', '.join(self.endpoint.contexts)}; ssh: cannot resolve {conn.host}: {exc.strerror})"
+                ) from exc
+            raise self._error(f"cannot resolve {bracket(conn.host)}: {exc.strerror}") from exc
+        except TimeoutError as exc:
+            raise self._error(
+                f"cannot reach {target}: no answer within {limit} (--connect-timeout changes the wait)"
+            ) from exc
         except (OSError, EOFError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise self._error(f"cannot reach {target}: {reason}") from exc
@@ -196,13 +242,13 @@ class SSHConnection:
 
     # --- reaching the engine ---------------------------------------------------------------
 
-    def open_channel(self, path: str) -> paramiko.Channel:
+    def open_channel(self, path: str, timeout: float | None = None) -> paramiko.Channel:
         with self.lock:
             if self._conn is None:
                 self.connect()
             if path not in self.methods:
                 self.methods[path] = self._choose_method(path)
-        return self._open_by(self.methods[path], path)
+        return self._open_by(self.methods[path], path, timeout)
 
     @staticmethod
     def _methods(path: str) -> list[tuple[str, str]]:
@@ -218,8 +264,8 @@ class SSHConnection:
         failures = []
         for name, _ in self._methods(path):
             try:
-                channel = self._open_by(name, path)
-                answer = _probe(channel)
+                channel = self._open_by(name, path, self.timeouts.connect)
+                answer = _probe(channel, self.timeouts.connect)
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 failures.append(f"{name}: {exc}")
                 continue
@@ -228,24 +274,76 @@ class SSHConnection:
                 return name
             failures.append(f"{name}: {answer.decode(errors='replace').strip()[:300] or 'no answer'}")
         detail = "; ".join(failures)
+        host = bracket(self.endpoint.host)
+        sock = path or DEFAULT_UNIX_SOCKET
+        if self._missing(sock):
+            raise self._error(
+                f"there is no engine socket {sock} on {host} (is the engine running there, and is that its "
+                "socket path? `docker context inspect` or the engine's -H flag shows it)"
+            )
         if "ermission denied" in detail:
-            raise self._error(f"the engine socket on {self.endpoint.host}: permission denied for this user ({detail})")
+            raise self._error(f"the engine socket on {host}: permission denied for this user ({detail})")
         raise self._error(
-            f"cannot reach the engine socket {path or DEFAULT_UNIX_SOCKET} on {self.endpoint.host} "
+            f"cannot reach the engine socket {sock} on {host} "
             f"({detail}). Enable `AllowStreamLocalForwarding yes` in the server's sshd_config, or install the "
             "docker CLI or socat there"
         )
 
-    def _open_by(self, name: str, path: str) -> paramiko.Channel:
+    def _missing(self, sock: str) -> bool:
+        """Whether `sock` does not exist on the server (when the server lets us ask with a
+        command; a server that forbids commands leaves the question open)."""
+        try:
+            channel = self.transport.open_session(timeout=self.timeouts.connect)
+            try:
+                channel.exec_command(_missing_script(sock))
+                if not channel.status_event.wait(self.timeouts.connect):
+                    return False
+                return channel.recv_exit_status() == 1
+            finally:
+                channel.close()
+        except (paramiko.SSHException, OSError, EOFError):
+            return False
+
+    def _open_by(self, name: str, path: str, timeout: float | None = None) -> paramiko.Channel:
         command = dict(self._methods(path))[name]
+        timeout = timeout or self.timeouts.connect
         if name == "streamlocal":
-            return open_streamlocal(self.transport, command)
-        channel = self.transport.open_session(window_size=WINDOW)
+            return open_streamlocal(self.transport, command, timeout)
+        channel = self.transport.open_session(window_size=WINDOW, timeout=timeout)
         channel.exec_command(command)
         return channel
 
-    def stream(self, path: str) -> _Stream:
-        return _Stream(self.open_channel(path))
+    def stream(self, path: str, patience: Patience, timeout: float | None = None) -> _Stream:
+        if timeout is None:
+            return _Stream(self.open_channel(path), patience, self)
+        with self.guard(timeout + 1):
+            return _Stream(self.open_channel(path, timeout), patience, self)
+
+    @contextmanager
+    def guard(self, seconds: float) -> Iterator[None]:
+        """Close the connection should the block take longer than `seconds`.
+
+        paramiko writes packets to the TCP socket in a loop that only ends when the socket
+        takes the bytes or the transport closes (Packetizer.write_all), whatever the channel's
+        timeout: on a dead link, with a window still open, a send blocks forever and holds the
+        transport's write lock, so no ping could even be asked. A TCP socket that takes no byte
+        for this long means the link or the server is gone."""
+        timer = threading.Timer(seconds, self._kill, (seconds,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _kill(self, seconds: float) -> None:
+        self.dead = (
+            f"the ssh connection to {bracket(self.endpoint.host)} moved no byte for {seconds:g} s "
+            "(is the link or the server down?)"
+        )
+        transport = self._conn.client.get_transport() if self._conn is not None else None
+        if transport is not None:
+            transport.close()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -253,10 +351,23 @@ class SSHConnection:
             self._conn = None
 
 
-def _probe(channel: paramiko.Channel) -> bytes:
+def _missing_script(sock: str) -> str:
+    """A shell command (builtins only: it works with any PATH) that exits 1 when `sock` does not
+    exist, and 3 when a directory on the way may not be entered (so we cannot tell): from the
+    deepest directory this user can enter, the next component towards `sock` is missing."""
+    q = shlex.quote
+    steps = [f"[ -e {q(sock)} ] && exit 0"]
+    child = sock
+    for parent in map(str, PurePosixPath(sock).parents):
+        steps.append(f"if cd -- {q(parent)} 2>/dev/null; then [ -e {q(child)} ] && exit 3; exit 1; fi")
+        child = parent
+    return "; ".join([*steps, "exit 3"])
+
+
+def _probe(channel: paramiko.Channel, timeout: float) -> bytes:
     """GET /_ping on a fresh channel: an HTTP answer means this way reaches the engine;
     otherwise what the server printed (e.g. 'command not found') explains why not."""
-    channel.settimeout(15)
+    channel.settimeout(timeout)
     try:
         channel.sendall(PROBE)
         data = b""
@@ -278,7 +389,7 @@ def _probe(channel: paramiko.Channel) -> bytes:
         channel.close()
 
 
-def open_streamlocal(transport: paramiko.Transport, path: str) -> paramiko.Channel:
+def open_streamlocal(transport: paramiko.Transport, path: str, timeout: float) -> paramiko.Channel:
     """Open a direct-streamlocal@openssh.com channel to a unix socket on the server.
 
     paramiko has no API for this channel type (its open_channel only encodes tcpip and x11
@@ -311,7 +422,7 @@ def open_streamlocal(transport: paramiko.Transport, path: str) -> paramiko.Chann
         chan._set_transport(t)
         chan._set_window(window, packet)
     t._send_user_message(m)
-    deadline = time.time() + 30
+    deadline = time.time() + timeout
     while not event.wait(0.1):
         if not t.active:
             raise t.get_exception() or paramiko.SSHException("ssh session closed")
@@ -324,9 +435,10 @@ def open_streamlocal(transport: paramiko.Transport, path: str) -> paramiko.Chann
 
 
 class _Backend(httpcore.NetworkBackend):
-    def __init__(self, connection: SSHConnection, path: str) -> None:
+    def __init__(self, connection: SSHConnection, path: str, patience: Patience) -> None:
         self.connection = connection
         self.path = path
+        self.patience = patience
 
     def connect_tcp(
         self,
@@ -336,18 +448,18 @@ class _Backend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        return self._connect()
+        return self._connect(timeout)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.NetworkStream:
-        return self._connect()
+        return self._connect(timeout)
 
-    def _connect(self) -> httpcore.NetworkStream:
+    def _connect(self, timeout: float | None) -> httpcore.NetworkStream:
         try:
-            return self.connection.stream(self.path)
-        except ConnectError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
+            return self.connection.stream(self.path, self.patience, timeout)
+        except (ConnectError, EndpointError) as exc:
+            raise Worded(exc) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise httpcore.ConnectError(f"ssh: {exc}") from exc
 
@@ -358,11 +470,11 @@ class _Backend(httpcore.NetworkBackend):
 _CONNECTIONS: dict[tuple[str | None, str, int], SSHConnection] = {}
 
 
-def connection_for(endpoint: Endpoint) -> SSHConnection:
+def connection_for(endpoint: Endpoint, timeouts: Timeouts) -> SSHConnection:
     """One ssh connection per host per run, shared by both sides and every call."""
     key = (endpoint.user, endpoint.host, endpoint.port)
     if key not in _CONNECTIONS:
-        _CONNECTIONS[key] = SSHConnection(endpoint)
+        _CONNECTIONS[key] = SSHConnection(endpoint, timeouts)
     return _CONNECTIONS[key]
 
 
@@ -372,10 +484,9 @@ def close_all() -> None:
     _CONNECTIONS.clear()
 
 
-def ssh_transport(endpoint: Endpoint) -> httpx.BaseTransport:
+def ssh_transport(endpoint: Endpoint, patience: Patience) -> httpx.BaseTransport:
     """An httpx transport whose connections are channels of the shared ssh connection.
     The first request connects; errors surface as httpx.ConnectError with our message."""
-    transport = httpx.HTTPTransport()
-    backend = _Backend(connection_for(endpoint), endpoint.path)
-    transport._pool = httpcore.ConnectionPool(network_backend=backend, retries=0)
-    return transport
+    from .watch import with_backend
+
+    return with_backend(_Backend(connection_for(endpoint, patience.timeouts), endpoint.path, patience))

@@ -116,10 +116,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="d2d-benchssh-", dir="/var/tmp"))
     client = SshClientHome(work / "home")
     client.key()
-    ns = NetNS("d2dbench", "10.213.20.1", "10.213.20.2", rate=args.rate).up()
+    ns = NetNS("bench", rate=args.rate).up()
     src = start_engine("docker26", work / "src")
     dst = Engine(SPECS["docker26"], work / "dst")
-    far = Sshd(work / "far-sshd", address="10.213.20.2", port=22, netns=ns.name)
+    far = Sshd(work / "far-sshd", address=ns.addr, port=22, netns=ns.name)
     try:
         dst.start(netns=ns.name)
         far.start({"root": [client.ssh / "id_ed25519"]})
@@ -130,12 +130,12 @@ def main() -> None:
         env = client.env()
         ssh = (
             f"ssh -i {client.ssh}/id_ed25519 -o UserKnownHostsFile={client.ssh}/known_hosts -o BatchMode=yes "
-            f"root@10.213.20.2"
+            f"root@{ns.addr}"
         )
         remote_docker = f"docker -H unix://{dst.socket}"
         plain = f"docker -H {src.host} save {{img}} | {ssh} '{remote_docker} load'"
         gz = f"docker -H {src.host} save {{img}} | gzip -1 | {ssh} 'gunzip | {remote_docker} load'"
-        url = f"ssh://root@10.213.20.2{dst.socket}"
+        url = f"ssh://root@{ns.addr}{dst.socket}"
         ids = {
             i: src.docker("image", "inspect", "--format", "{{.Id}}", i).stdout.decode().strip()
             for i in ("bench:1", "bench:2")

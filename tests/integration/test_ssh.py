@@ -105,19 +105,19 @@ def test_sshunix_form_to_docker_20_uses_gzip(
 def test_config_alias_with_proxyjump_to_a_host_in_a_namespace(
     engine_base: Path, client: SshClientHome, server: Sshd, engines: dict[str, Engine], app: str
 ) -> None:
-    far = NetNS("d2dfar", "10.213.9.1", "10.213.9.2").up()
+    far = NetNS("far").up()
     engine = Engine(SPECS["docker26"], engine_base / unique("far"))
     try:
         engine.start(netns=far.name)
-        far_sshd = Sshd(engine_base / unique("farsshd"), address="10.213.9.2", port=22, netns=far.name)
+        far_sshd = Sshd(engine_base / unique("farsshd"), address=far.addr, port=22, netns=far.name)
         far_sshd.start({"root": [client.ssh / "id_ed25519"]})
         nojump = _server(engine_base, client, "nojump", AllowTcpForwarding="no")
         client.trust(server, far_sshd, nojump)
         client.config(
             f"Host jump\n  HostName 127.0.0.1\n  Port {server.port}\n  User root\n"
             f"Host nojump\n  HostName 127.0.0.1\n  Port {nojump.port}\n  User root\n"
-            f"Host far\n  HostName 10.213.9.2\n  User root\n  ProxyJump jump\n"
-            f"Host far-blocked\n  HostName 10.213.9.2\n  User root\n  ProxyJump nojump\n"
+            f"Host far\n  HostName {far.addr}\n  User root\n  ProxyJump jump\n"
+            f"Host far-blocked\n  HostName {far.addr}\n  User root\n  ProxyJump nojump\n"
         )
         proc = d2d(client, "push", f"ssh://far{engine.socket}", app, DOCKER_HOST=engines["docker20"].host)
         assert proc.returncode == 0, proc.stderr

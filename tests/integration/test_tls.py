@@ -142,10 +142,10 @@ def test_missing_client_certificate_is_refused(
 
 
 def test_plain_tcp_to_a_non_loopback_address_warns() -> None:
-    far = NetNS("d2dwarn", "10.213.7.1", "10.213.7.2").up()  # our own namespace: nothing listens there
+    far = NetNS("warn").up()  # our own namespace: nothing listens there
     try:
-        proc = run_d2d("push", "tcp://10.213.7.2:2375", "x:1", env={"DOCKER_HOST": "unix:///nonexistent"})
-        assert "warning: tcp://10.213.7.2:2375 is plain tcp" in proc.stderr
+        proc = run_d2d("push", f"tcp://{far.addr}:2375", "x:1", env={"DOCKER_HOST": "unix:///nonexistent"})
+        assert f"warning: tcp://{far.addr}:2375 is plain tcp" in proc.stderr
         local = run_d2d("push", "tcp://127.0.0.1:1", "x:1", env={"DOCKER_HOST": "unix:///nonexistent"})
         assert "plain tcp" not in local.stderr
     finally:
