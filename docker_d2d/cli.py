@@ -30,6 +30,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"docker-d2d {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+    ] = False,
+) -> None:
+    pass
+
+
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan (layers to send or skip) and stop.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 Json = Annotated[bool, typer.Option("--json", help="One JSON object per line: plan, layer progress, result.")]
@@ -241,7 +256,7 @@ def plugin_install(system: System = False, directory: PluginDir = None) -> None:
     from .packaging import install_plugin
 
     def action() -> None:
-        typer.echo(f"installed {install_plugin(_plugin_path(system, directory))}")
+        typer.echo(install_plugin(_plugin_path(system, directory)))
 
     run_command(action, False)
 
@@ -249,9 +264,9 @@ def plugin_install(system: System = False, directory: PluginDir = None) -> None:
 @plugin_app.command("uninstall")
 def plugin_uninstall(system: System = False, directory: PluginDir = None) -> None:
     """Remove docker-d2d from a cli-plugins directory."""
-    path = _plugin_path(system, directory)
-    if path.is_symlink() or path.exists():
-        path.unlink()
-        typer.echo(f"removed {path}")
-    else:
-        typer.echo(f"not installed at {path}")
+    from .packaging import uninstall_plugin
+
+    def action() -> None:
+        typer.echo(uninstall_plugin(_plugin_path(system, directory)))
+
+    run_command(action, False)
