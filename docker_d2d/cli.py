@@ -110,8 +110,27 @@ def _reporter(quiet: bool, as_json: bool) -> BaseReporter:
     return PlainReporter()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt so that the
+    same cleanup runs (temp dir, the untagged image of an interrupted load)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
 def run_command(action: Callable[[], int | None], debug: bool) -> None:
     """The one place where our errors become a message and an exit status."""
+    import signal
+
+    # Exit status 128 + the signal (143 for SIGTERM), as a shell reports a command it killed:
+    # what `docker run`, systemd and CI runners expect of a program stopped by SIGTERM.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     if debug or GLOBALS.debug:
         import logging
 
@@ -124,7 +143,13 @@ def run_command(action: Callable[[], int | None], debug: bool) -> None:
             traceback.print_exc()
         typer.echo(f"docker-d2d: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            import signal
+
+            name = signal.Signals(exc.signum).name
+            typer.echo(f"docker-d2d: stopped by {name}; nothing was tagged at the destination", err=True)
+            raise typer.Exit(128 + exc.signum) from None
         typer.echo(f"docker-d2d: {Cancelled()}", err=True)
         raise typer.Exit(Cancelled.exit_code) from None
     raise typer.Exit(code)
