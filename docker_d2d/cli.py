@@ -34,6 +34,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"docker-d2d {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+    ] = False,
+) -> None:
+    pass
+
+
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan (layers to send or skip) and stop.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 Json = Annotated[bool, typer.Option("--json", help="One JSON object per line: plan, layer progress, result.")]
@@ -139,6 +154,19 @@ def _reporter(quiet: bool, as_json: bool) -> BaseReporter:
     return PlainReporter()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt so that the
+    same cleanup runs (temp dir, the untagged image of an interrupted load)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
 def _logging(debug: bool) -> None:
     """Libraries' log lines (paramiko's "Secsh channel open FAILED", banner errors and their
     tracebacks) reach the terminal only with --debug; our own warnings always do."""
@@ -156,6 +184,12 @@ def _logging(debug: bool) -> None:
 
 def run_command(action: Callable[[], int | None], debug: bool) -> None:
     """The one place where our errors become a message and an exit status."""
+    import signal
+
+    # Exit status 128 + the signal (143 for SIGTERM), as a shell reports a command it killed:
+    # what `docker run`, systemd and CI runners expect of a program stopped by SIGTERM.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     debug = debug or GLOBALS.debug
     _logging(debug)
     try:
@@ -171,7 +205,13 @@ def run_command(action: Callable[[], int | None], debug: bool) -> None:
         where = f": {exc.filename}" if exc.filename else ""
         typer.echo(f"docker-d2d: {printable(exc.strerror or str(exc))}{where}", err=True)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            import signal
+
+            name = signal.Signals(exc.signum).name
+            typer.echo(f"docker-d2d: stopped by {name}; nothing was tagged at the destination", err=True)
+            raise typer.Exit(128 + exc.signum) from None
         typer.echo(f"docker-d2d: {Cancelled()}", err=True)
         raise typer.Exit(Cancelled.exit_code) from None
     raise typer.Exit(code)
@@ -422,7 +462,7 @@ def plugin_install(system: System = False, directory: PluginDir = None) -> None:
     from .packaging import install_plugin
 
     def action() -> None:
-        typer.echo(f"installed {install_plugin(_plugin_path(system, directory))}")
+        typer.echo(install_plugin(_plugin_path(system, directory)))
 
     run_command(action, False)
 
@@ -430,9 +470,9 @@ def plugin_install(system: System = False, directory: PluginDir = None) -> None:
 @plugin_app.command("uninstall")
 def plugin_uninstall(system: System = False, directory: PluginDir = None) -> None:
     """Remove docker-d2d from a cli-plugins directory."""
-    path = _plugin_path(system, directory)
-    if path.is_symlink() or path.exists():
-        path.unlink()
-        typer.echo(f"removed {path}")
-    else:
-        typer.echo(f"not installed at {path}")
+    from .packaging import uninstall_plugin
+
+    def action() -> None:
+        typer.echo(uninstall_plugin(_plugin_path(system, directory)))
+
+    run_command(action, False)

@@ -1,7 +1,11 @@
 """Shell completion: cobra's `__complete` protocol (what `docker completion bash|zsh|fish`
 asks of plugins), `__completeNoDesc` (Debian's static bash script), and the candidate
 functions typer's own completion of `docker-d2d` uses. Only the image lists contact an
-engine, with a short timeout: a slow or dead engine never freezes the shell."""
+engine, with a short timeout: a slow or dead engine never freezes the shell.
+
+Commands, options and their values come from `command_table.py`, which is derived from the
+typer app (`python -m docker_d2d.completion` rewrites it; a unit test checks it is current):
+importing typer and the app would cost __complete ~300 ms, the table costs nothing."""
 
 from __future__ import annotations
 
@@ -10,37 +14,14 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .command_table import COMMANDS
+
 T = TypeVar("T")
 
-SUBCOMMANDS = {
-    "copy": "Copy images from a source engine to a destination engine",
-    "push": "Push images from the local engine to a destination",
-    "pull": "Pull images from a source into the local engine",
-    "completion": "Print the shell completion script for docker-d2d",
-    "plugin": "Install or uninstall docker-d2d as a Docker CLI plugin",
-    "version": "Print the version",
-}
-COMMON_FLAGS = {
-    "--dry-run": "Show the plan and stop",
-    "--quiet": "Print nothing but errors",
-    "--json": "One JSON object per line",
-    "--debug": "Show tracebacks",
-    "--spool-dir": "Where to spool layers",
-    "--help": "Show help",
-}
-FLAGS = {
-    "copy": {"--source": "Source engine", "--destination": "Destination engine", **COMMON_FLAGS},
-    "push": COMMON_FLAGS,
-    "pull": COMMON_FLAGS,
-    "completion": {"--help": "Show help"},
-    "plugin": {"--help": "Show help"},
-    "version": {},
-}
-ENDPOINT_FLAGS = {"-s", "--source", "-d", "--destination"}
-VALUE_FLAGS = ENDPOINT_FLAGS | {"--spool-dir"}
 SCHEMES = ("unix://", "tcp://")
 IMAGE_TIMEOUT = 1.5
 
@@ -120,47 +101,60 @@ def _bounded(contact: Callable[[], T], seconds: float) -> T | None:
     return box[0] if box else None
 
 
+Node = dict[str, Any]
+
+
+def _option(node: Node, word: str) -> Node | None:
+    return next((o for o in node["options"] if word in o["names"]), None)
+
+
+def _values(kind: str | None, choices: list[str], source: str | None) -> tuple[list[tuple[str, str]], int]:
+    if kind == "endpoint":
+        return endpoint_candidates(), NO_FILE
+    if kind == "dir":
+        return [], FILTER_DIRS
+    if kind == "images":
+        return image_candidates(source), NO_FILE
+    if kind == "choice":
+        return [(c, "") for c in choices], NO_FILE
+    return [], NO_FILE
+
+
 def candidates(words: list[str], current: str) -> tuple[list[tuple[str, str]], int]:
     """Completions for `docker-d2d <words...> <current>`; returns (value, description) pairs and a directive."""
-    if not words:
-        if current.startswith("-"):
-            return [("--help", "Show help")], NO_FILE
-        return list(SUBCOMMANDS.items()), NO_FILE
-    command = words[0]
-    if command not in SUBCOMMANDS:
-        return [], NO_FILE
-    prev = words[-1] if len(words) > 1 else ""
-    if prev in ENDPOINT_FLAGS:
-        return endpoint_candidates(), NO_FILE
-    if prev == "--spool-dir":
-        return [], FILTER_DIRS
-    if current.startswith("-"):
-        return list(FLAGS[command].items()), NO_FILE
-    positionals, source, skip = [], None, False
-    for i, word in enumerate(words[1:], 1):
-        if skip:
-            skip = False
-            continue
-        if word in VALUE_FLAGS:
-            skip = True
-            if word in ("-s", "--source") and i + 1 < len(words):
-                source = words[i + 1]
-            continue
-        if not word.startswith("-"):
+    node: Node = COMMANDS
+    positionals: list[str] = []
+    source: str | None = None
+    pending: Node | None = None  # an option whose value is the next word
+    if words and words[0].startswith("-") and _option(node, words[0]) is None:
+        node = node["commands"]["copy"]  # the original tool's form: `docker-d2d -s SRC -d DST IMAGE...`
+    for word in words:
+        if pending is not None:
+            if pending["dest"] == "source":
+                source = word
+            pending = None
+        elif word.startswith("-"):
+            opt = _option(node, word)
+            pending = opt if opt and opt["value"] else None
+        elif not positionals and word in node["commands"]:
+            node = node["commands"][word]
+        else:
+            if node["arguments"][:1] and node["arguments"][0]["dest"] == "source" and not positionals:
+                source = word
             positionals.append(word)
-    if command == "completion":
-        return ([(s, "shell") for s in ("bash", "zsh", "fish")] if not positionals else []), NO_FILE
-    if command == "plugin":
-        return (
-            [("install", "Install into cli-plugins"), ("uninstall", "Remove it")] if not positionals else []
-        ), NO_FILE
-    if command == "version":
+    if pending is not None:
+        return _values(pending["value"], pending["choices"], source)
+    if current.startswith("-"):
+        return [(n, o["help"]) for o in node["options"] for n in o["names"] if n.startswith("--")], NO_FILE
+    if node["commands"] and not positionals:
+        return [(name, sub["help"]) for name, sub in node["commands"].items()], NO_FILE
+    args = node["arguments"]
+    if not args:
         return [], NO_FILE
-    if command in ("push", "pull") and not positionals:
-        return endpoint_candidates(), NO_FILE
-    if command == "pull":
-        source = positionals[0]
-    return image_candidates(source), NO_FILE
+    arg = args[min(len(positionals), len(args) - 1)]
+    if len(positionals) >= len(args) and arg["nargs"] != -1:
+        return [], NO_FILE
+    return _values(arg["value"], arg["choices"], source)
 
 
 def _filter(pairs: Iterable[tuple[str, str]], current: str) -> list[tuple[str, str]]:
@@ -177,3 +171,69 @@ def cobra_complete(mode: str, args: list[str]) -> str:
     with_desc = mode == "__complete"
     lines = [f"{v}\t{d}" if with_desc and d else v for v, d in _filter(pairs, current)]
     return "\n".join([*lines, f":{directive}"])
+
+
+# --- deriving the table from the typer app (run at development time, not on <Tab>) ------------
+
+VALUE_KINDS = {"source": "endpoint", "destination": "endpoint", "images": "images"}
+
+
+def _summary(text: str | None) -> str:
+    """The first clause of a help text: a description, not the whole help."""
+    first = (text or "").strip().split("\n\n")[0].replace("\n", " ")
+    return re.split(r"\. |: | \(", first)[0].rstrip(".")
+
+
+def _param(param: Any) -> Node:
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    choices: list[str] = []
+    kind = VALUE_KINDS.get(param.name)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        kind, choices = "choice", [str(m.value) for m in annotation]
+    elif annotation is Path:
+        kind = "dir"
+    flag = bool(getattr(param, "is_flag", False))
+    return {
+        "dest": param.name,
+        "names": [*param.opts, *param.secondary_opts],
+        "help": _summary(getattr(param, "help", None)),
+        "value": None if flag else kind or "text",
+        "choices": choices,
+        "nargs": param.nargs,
+    }
+
+
+def derive(command: Any) -> Node:
+    """The completion table of a click command tree (typer.main.get_command(app))."""
+    params = [p for p in command.params if not getattr(p, "hidden", False)]
+    options = [_param(p) for p in params if p.param_type_name != "argument"]
+    options.append({"dest": "help", "names": ["-h", "--help"], "help": "Show help", "value": None, "choices": []})
+    return {
+        "help": _summary(command.help),
+        "options": options,
+        "arguments": [_param(p) for p in params if p.param_type_name == "argument"],
+        "commands": {name: derive(sub) for name, sub in getattr(command, "commands", {}).items() if not sub.hidden},
+    }
+
+
+def derived_table() -> Node:
+    import typer.main
+
+    from .cli import app
+
+    return derive(typer.main.get_command(app))
+
+
+def render_table(table: Node) -> str:
+    import pprint
+
+    return (
+        '"""Generated by `python -m docker_d2d.completion` from the typer app: do not edit.\n'
+        'tests/unit/test_completion_table.py checks that it matches the app."""\n\n'
+        "from typing import Any\n\n"
+        f"COMMANDS: dict[str, Any] = {pprint.pformat(table, width=110, sort_dicts=False)}\n"
+    )
+
+
+if __name__ == "__main__":
+    Path(__file__).with_name("command_table.py").write_text(render_table(derived_table()))

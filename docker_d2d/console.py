@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, TextIO
 
+from .compress import Compression
 from .copy import CopyResult
 from .endpoint import Endpoint
 from .fanout import FleetResult
@@ -30,6 +31,11 @@ class BaseReporter:
         self._positions: dict[str, int] = {}
         self._seen = 0
         self._sent: dict[str, int] = {}
+        self._shown: set[str] = set()  # layers that have their line already
+        self._wire = 0
+        self._read = 0  # uncompressed bytes of this transfer's body
+        self._started = 0.0
+        self.compression = Compression.NONE
 
     # Reporter protocol ------------------------------------------------------------------
     def connected(self, side: str, endpoint: Endpoint, info: EngineInfo) -> None:
@@ -44,6 +50,17 @@ class BaseReporter:
     def note(self, message: str) -> None:
         print(f"note: {message}", file=self.err)
 
+    def sending(self, layers: dict[str, int | None], compression: Compression) -> None:
+        self.compression = compression
+        self._wire = self._read = 0
+        self._started = time.monotonic()
+
+    def wire_advanced(self, nbytes: int) -> None:
+        self._wire += nbytes
+
+    def phase(self, name: str) -> None:
+        pass
+
     def layer_skipped(self, key: str, size: int) -> None:
         pass
 
@@ -52,6 +69,7 @@ class BaseReporter:
 
     def layer_advanced(self, key: str, nbytes: int) -> None:
         self._sent[key] = self._sent.get(key, 0) + nbytes
+        self._read += nbytes
 
     def layer_finished(self, key: str) -> None:
         pass
@@ -67,11 +85,24 @@ class BaseReporter:
         if not fleet.dry_run:
             print(render_fleet(fleet), file=self.out)
 
+    def _first_line(self, key: str) -> bool:
+        """A layer another image of this run already sent (Podman: one load per image) gets no
+        second "Already exists" line: the summary counts it as sent."""
+        if key in self._shown:
+            return False
+        self._shown.add(key)
+        return True
+
     def _next(self, key: str) -> str:
         """`i/n`: the layer's place in the image (layers arrive in the export's order, not the image's).
         A blob we cannot name yet (a compressed one) is numbered by arrival."""
         self._seen += 1
         return f"{self._positions.get(key, self._seen)}/{self._total}"
+
+    def _wire_text(self) -> str:
+        seconds = max(time.monotonic() - self._started, 1e-6)
+        how = f", {self.compression.value}" if self.compression is not Compression.NONE else ""
+        return f"{human_size(self._wire)} on the wire at {human_size(self._wire / seconds)}/s{how}"
 
 
 class PlainReporter(BaseReporter):
@@ -81,13 +112,23 @@ class PlainReporter(BaseReporter):
         print(f"{side}: {endpoint} — {info.describe()}", file=self.err)
 
     def layer_skipped(self, key: str, size: int) -> None:
-        print(f"{self._next(key)} {short(key, 10)}... Already exists", file=self.err, flush=True)
+        if self._first_line(key):
+            print(f"{self._next(key)} {short(key, 10)}... Already exists", file=self.err, flush=True)
 
     def layer_finished(self, key: str) -> None:
+        self._shown.add(key)
         estimate = self._estimates.get(key)
         about = f" / ~ {human_size(estimate)}" if estimate else ""
         sent = human_size(self._sent.get(key, 0))
         print(f"{self._next(key)} {short(key, 10)}... {sent}{about}", file=self.err, flush=True)
+
+    def phase(self, name: str) -> None:
+        if name == "loading":
+            print(f"sent {human_size(self._read)} ({self._wire_text()})", file=self.err)
+        print(f"{PHASES[name]}...", file=self.err, flush=True)
+
+
+PHASES = {"loading": "loading at the destination", "verifying": "verifying"}
 
 
 class QuietReporter(BaseReporter):
@@ -135,6 +176,24 @@ class JsonReporter(BaseReporter):
     def note(self, message: str) -> None:
         self._emit("note", message=message)
 
+    def sending(self, layers: dict[str, int | None], compression: Compression) -> None:
+        super().sending(layers, compression)
+        self._last = time.monotonic()
+        estimate = sum(size or 0 for size in layers.values())
+        self._emit("phase", phase="sending", layers=len(layers), bytes_estimate=estimate, compression=compression.value)
+
+    def wire_advanced(self, nbytes: int) -> None:
+        super().wire_advanced(nbytes)
+        if time.monotonic() - self._last > 0.5:
+            self._last = time.monotonic()
+            self._emit("wire", bytes_sent=self._read, wire_bytes=self._wire)
+
+    def phase(self, name: str) -> None:
+        if name == "loading":
+            seconds = round(time.monotonic() - self._started, 3)
+            self._emit("wire", bytes_sent=self._read, wire_bytes=self._wire, seconds=seconds)
+        self._emit("phase", phase=name)
+
     def layer_skipped(self, key: str, size: int) -> None:
         self._emit("layer", id=key, status="exists", size=size)
 
@@ -166,7 +225,9 @@ class JsonReporter(BaseReporter):
 
 
 class RichReporter(BaseReporter):
-    """Live bars per layer and overall, on a TTY."""
+    """Live bars on a TTY: each layer and the total as read from the source (no rate: the
+    uncompressed rate is not the link's), what crossed the link with its rate, then the
+    destination's own phases. A finished layer becomes a plain line."""
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
         super().__init__(out, err)
@@ -175,52 +236,122 @@ class RichReporter(BaseReporter):
             BarColumn,
             DownloadColumn,
             Progress,
+            SpinnerColumn,
             TextColumn,
+            TimeElapsedColumn,
             TimeRemainingColumn,
             TransferSpeedColumn,
         )
 
         self.console = Console(file=self.err)
         self.progress = Progress(
+            _Only("spin", SpinnerColumn()),
             TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            _Only("bar", BarColumn()),
+            _Only("bytes", DownloadColumn()),
+            _Only("rate", TransferSpeedColumn()),
+            _Only("eta", TimeRemainingColumn()),
+            _Only("elapsed", TimeElapsedColumn()),
             console=self.console,
             transient=False,
         )
         self._tasks: dict[str, Any] = {}
         self._overall: Any = None
+        self._wire_task: Any = None
+        self._phase_task: Any = None
+        self._to_come: dict[str, int | None] = {}
+        self._known = 0  # exact sizes of the layers of this transfer that have started
 
     def connected(self, side: str, endpoint: Endpoint, info: EngineInfo) -> None:
         self.console.print(f"[bold]{side}[/]: {endpoint} — {info.describe()}")
 
-    def planned(self, plan: TransferPlan) -> None:
-        super().planned(plan)
-        if plan.exported:
-            self.progress.start()
-            self._overall = self.progress.add_task("total", total=plan.bytes_to_send or None)
+    def note(self, message: str) -> None:
+        self.console.print(f"note: {message}")
+
+    def sending(self, layers: dict[str, int | None], compression: Compression) -> None:
+        super().sending(layers, compression)
+        self._finish_phase()
+        self._to_come, self._known = dict(layers), 0
+        for task in (self._overall, self._wire_task):
+            if task is not None:
+                self.progress.update(task, visible=False)
+        self.progress.start()
+        self._overall = self.progress.add_task(
+            "total (read)", total=self._expected() or None, bar=True, bytes=True, eta=True
+        )
+        how = f" ({compression.value})" if compression is not Compression.NONE else ""
+        self._wire_task = self.progress.add_task(f"on the wire{how}", total=None, bytes=True, rate=True)
+
+    def _expected(self) -> int:
+        return self._known + sum(size or 0 for size in self._to_come.values())
+
+    def wire_advanced(self, nbytes: int) -> None:
+        super().wire_advanced(nbytes)
+        if self._wire_task is not None:
+            self.progress.advance(self._wire_task, nbytes)
+
+    def phase(self, name: str) -> None:
+        if name == "loading" and self._overall is not None:
+            self.progress.update(self._overall, total=self._read, completed=self._read)
+        self._finish_phase()
+        self._phase_task = self.progress.add_task(PHASES[name], total=None, spin=True, elapsed=True)
+
+    def _finish_phase(self) -> None:
+        if self._phase_task is not None:
+            self.progress.update(self._phase_task, total=1, completed=1, spin=False)
+            self._phase_task = None
 
     def layer_skipped(self, key: str, size: int) -> None:
-        self.progress.console.print(f"{self._next(key)} {short(key, 10)}... Already exists")
+        if self._first_line(key):
+            self.progress.console.print(f"{self._next(key)} {short(key, 10)}... Already exists")
 
     def layer_started(self, key: str, size: int) -> None:
         super().layer_started(key, size)
-        self._tasks[key] = self.progress.add_task(f"{self._next(key)} {short(key, 10)}", total=size)
+        self._to_come.pop(key, None)
+        self._known += size
+        self._tasks[key] = self.progress.add_task(
+            f"{self._next(key)} {short(key, 10)}", total=size, bar=True, bytes=True
+        )
+        if self._overall is not None:
+            self.progress.update(self._overall, total=max(self._expected(), self._read))
 
     def layer_advanced(self, key: str, nbytes: int) -> None:
         super().layer_advanced(key, nbytes)
         self.progress.advance(self._tasks[key], nbytes)
         if self._overall is not None:
-            self.progress.advance(self._overall, nbytes)
+            # Sizes from history are estimates: the total grows rather than pass 100%.
+            total = self.progress.tasks[self._overall].total or 0
+            self.progress.update(self._overall, advance=nbytes, total=max(total, self._read))
+
+    def layer_finished(self, key: str) -> None:
+        self._shown.add(key)
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            description = self.progress.tasks[task].description
+            self.progress.remove_task(task)
+            self.progress.console.print(f"{description}... {human_size(self._sent.get(key, 0))}")
 
     def finished(self, result: CopyResult) -> None:
-        self.progress.stop()
+        self.close()
         super().finished(result)
 
     def close(self) -> None:
+        self._finish_phase()
         self.progress.stop()
+
+
+class _Only:
+    """A rich column shown only for the tasks that ask for it (task field `name`)."""
+
+    def __new__(cls, name: str, column: Any) -> Any:
+        from rich.progress import ProgressColumn
+        from rich.text import Text
+
+        class Only(ProgressColumn):
+            def render(self, task: Any) -> Any:
+                return column.render(task) if task.fields.get(name) else Text("")
+
+        return Only()
 
 
 def plan_dict(plan: TransferPlan) -> dict[str, Any]:
@@ -243,20 +374,23 @@ def plan_dict(plan: TransferPlan) -> dict[str, Any]:
 
 
 def result_dict(result: CopyResult) -> dict[str, Any]:
-    sent = sum(t.layers_sent for t in result.transfers)
-    skipped = sum(t.layers_skipped for t in result.transfers[-1:])
+    left_out = {k: size for k, size in result.layers_left_out.items() if k not in result.layers_sent}
     sizes = {lay.diff_id: lay.size or 0 for p in result.plan.images for lay in p.layers}
     image_size = sum(sizes.values())
     return {
         "tagged": result.tagged,
         "untagged": result.untagged,
-        "layers_sent": sent,
-        "layers_skipped": skipped,
+        "layers_sent": len(result.layers_sent),
+        "layers_skipped": len(left_out),
         "bytes_sent": result.bytes_sent,
+        "bytes_skipped": sum(left_out.values()),
         "wire_bytes": result.wire_bytes,
+        "wire_seconds": round(result.sending_seconds, 3),
         "compression": result.compression.value,
         "image_bytes": image_size,
+        "images_present": sum(1 for p in result.plan.images if p.present_as),
         "transfers": len(result.transfers),
+        "resent": result.resent,
         "elapsed": round(result.elapsed, 3),
     }
 
@@ -282,13 +416,17 @@ def render_summary(result: CopyResult) -> str:
         parts.append("tagged " + ", ".join(result.tagged))
     if result.untagged:
         parts.append("untagged (digest/id reference): " + ", ".join(result.untagged))
-    layers = f"{d['layers_sent']} layer(s) sent, {d['layers_skipped']} already there"
     if not result.transfers:
-        layers = "nothing to send: the destination has every image"
+        return f"{'; '.join(parts)}\nnothing to send: the destination has every image, in {result.elapsed:.1f}s"
+    layers = f"{d['layers_sent']} layer(s) sent, {d['layers_skipped']} already there"
+    if d["images_present"]:
+        layers += f", {d['images_present']} image(s) already at the destination"
     size = f"sent {human_size(d['bytes_sent'])} of a ~ {human_size(d['image_bytes'])} image"
-    if result.compression.value != "none" and result.transfers:
-        size += f" ({human_size(result.wire_bytes)} on the wire, {result.compression.value})"
-    extra = " (twice: see note)" if len(result.transfers) > 1 else ""
+    if result.sending_seconds > 0:
+        rate = human_size(result.wire_bytes / result.sending_seconds)
+        how = f", {result.compression.value}" if result.compression is not Compression.NONE else ""
+        size += f" ({human_size(result.wire_bytes)} on the wire at {rate}/s{how})"
+    extra = "; the image went a second time, whole (see the note above)" if result.resent else ""
     return f"{'; '.join(parts)}\n{layers}; {size}{extra} in {result.elapsed:.1f}s"
 
 

@@ -237,6 +237,16 @@ class Engine:
         except ImageNotFound:
             return None
 
+    def remove_untagged(self, image_id: str) -> bool:
+        """Remove an image that carries no tag (what an interrupted load left); False if it is
+        not there or someone tagged it meanwhile."""
+        found = self.find(image_id)
+        if found is None or found.repo_tags:
+            return False
+        resp = self._request("DELETE", self._url(f"/images/{quote(image_id, safe=':')}"))
+        self._check(resp, f"remove {image_id}")
+        return True
+
     def history_sizes(self, ref: str) -> list[int]:
         """Sizes of the history entries, oldest first (0 for steps without a layer)."""
         data = self._get_json(f"/images/{quote(ref, safe='/:@')}/history", f"history of {ref}")

@@ -14,7 +14,7 @@ import sys
 import threading
 
 COMMANDS = {"copy", "push", "pull", "version", "completion", "plugin"}
-ROOT_OPTIONS = {"-h", "--help", "--install-completion", "--show-completion"}
+ROOT_OPTIONS = {"-h", "--help", "--version", "--install-completion", "--show-completion"}
 METADATA = {
     "SchemaVersion": "0.1.0",
     "Vendor": "docker-d2d",

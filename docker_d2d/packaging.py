@@ -19,13 +19,25 @@ def current_executable() -> Path | None:
     return None
 
 
-def install_plugin(target: Path) -> Path:
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def install_plugin(target: Path) -> str:
+    """Link (or write a wrapper) at `target`; returns what was done, for the user."""
+    exe = current_executable()
+    if exe is not None and _same_file(exe, target):
+        # A single-file build run from where it lies (or a link to this very file): replacing
+        # it would delete the running program.
+        return f"already installed: {target} is this docker-d2d"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_symlink() or target.exists():
             target.unlink()
-        exe = current_executable()
-        if exe is not None and exe != target.resolve():
+        if exe is not None:
             target.symlink_to(exe)
         else:
             # Run as `python -m ...`: a wrapper with this interpreter does the same job.
@@ -33,4 +45,16 @@ def install_plugin(target: Path) -> Path:
             target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     except OSError as exc:
         raise D2DError(f"cannot install the plugin at {target}: {exc.strerror or exc}") from exc
-    return target
+    return f"installed {target}"
+
+
+def uninstall_plugin(target: Path) -> str:
+    try:
+        if not (target.is_symlink() or target.exists()):
+            return f"not installed at {target}"
+        if target.is_dir() and not target.is_symlink():
+            raise D2DError(f"cannot uninstall the plugin at {target}: it is a directory, not docker-d2d")
+        target.unlink()
+    except OSError as exc:
+        raise D2DError(f"cannot uninstall the plugin at {target}: {exc.strerror or exc}") from exc
+    return f"removed {target}"

@@ -83,7 +83,7 @@ def test_zsh_with_docker_completion_script(config: Path, tmp_path: Path) -> None
         subprocess.run([DOCKER, "completion", "zsh"], capture_output=True, text=True, check=True).stdout
     )
     screen = _zsh_tab(config, fdir, "compdef _docker docker", "docker d2d pu")
-    assert "push  -- Push images" in screen and "pull  -- Pull images" in screen
+    assert "push  -- Push IMAGES" in screen and "pull  -- Pull IMAGES" in screen
 
 
 def test_zsh_with_the_standalone_script(config: Path, tmp_path: Path) -> None:

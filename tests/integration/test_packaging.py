@@ -69,3 +69,10 @@ def test_single_file_build_as_a_plugin(tmp_path: Path, engines: dict[str, Engine
         env={**os.environ, "PYTHON": sys.executable},
     )
     _check_plugin(config, engines, builder)
+    # Run from where it lies, `plugin install` into its own directory must not delete itself.
+    again = subprocess.run(
+        [str(target), "plugin", "install", "--dir", str(target.parent)], capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0, again.stderr
+    assert "already installed" in again.stdout and target.is_file() and not target.is_symlink()
+    _check_plugin(config, engines, builder)

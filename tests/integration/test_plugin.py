@@ -134,3 +134,33 @@ def test_ctrl_c_through_the_plugin_socket(config: Path, engines: dict[str, Engin
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert not image_exists(dst, big)
+
+
+@pytest.mark.parametrize("version", CLIS)
+def test_version_at_the_top_level(version: str, config: Path) -> None:
+    for args in (["--version"], ["version"]):
+        proc = run_d2d(*args)
+        assert proc.returncode == 0 and proc.stdout.startswith("docker-d2d "), proc.stderr
+    via_cli = cli(CLIS[version], "d2d", "--version", config=config)
+    assert via_cli.returncode == 0 and via_cli.stdout.startswith("docker-d2d "), via_cli.stderr
+
+
+def test_plugin_uninstall_errors_are_one_line(tmp_path: Path) -> None:
+    as_dir = tmp_path / "a"
+    (as_dir / "docker-d2d").mkdir(parents=True)
+    proc = run_d2d("plugin", "uninstall", "--dir", str(as_dir))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"docker-d2d: cannot uninstall the plugin at {as_dir / 'docker-d2d'}: it is a directory, not docker-d2d"
+    ]
+    # Someone else's directory: the user may not remove the link in it.
+    locked = tmp_path / "b"
+    locked.mkdir()
+    tmp_path.chmod(0o755)
+    assert run_d2d("plugin", "install", "--dir", str(locked)).returncode == 0
+    denied = run_d2d("plugin", "uninstall", "--dir", str(locked), user="65534")
+    assert denied.returncode == 1 and "Traceback" not in denied.stderr, denied.stderr
+    assert denied.stderr.strip().splitlines() == [
+        f"docker-d2d: cannot uninstall the plugin at {locked / 'docker-d2d'}: Permission denied"
+    ]
+    assert (locked / "docker-d2d").is_symlink()

@@ -97,12 +97,15 @@ def test_ssh_address_rejects_password_and_query() -> None:
 def test_completion_candidates(tmp_path: Path) -> None:
     assert [v for v, _ in candidates([], "")[0]][:3] == ["copy", "push", "pull"]
     assert ("--source", "Source engine") in candidates(["copy"], "--")[0]
+    assert [v for v, _ in candidates(["push", "h", "--compress"], "")[0]] == ["auto", "zstd", "gzip", "none"]
+    assert ("--compress", "Compress the load on the wire") in candidates(["-s", "x"], "--")[0]
+    assert ("--version", "Print the version and exit") in candidates([], "--")[0]
     assert candidates(["copy", "--spool-dir"], "")[1] == 16
     out = cobra_complete("__completeNoDesc", ["pu"]).splitlines()
     assert out == ["push", "pull", ":4"]
     assert (
         cobra_complete("__complete", ["d2d", "''"]).splitlines()[0]
-        == "copy\tCopy images from a source engine to a destination engine"
+        == "copy\tCopy IMAGES from the source engine to the destination engine"
     )
     cfg = tmp_path / "ssh_config"
     cfg.write_text("Host prod web-*\n  HostName 10.0.0.1\nHost *\n  User x\nhost lower\n")
