@@ -98,9 +98,15 @@ class Engine:
     def log(self) -> Path:
         return self.base / "engine.log"
 
-    def start(self, timeout: float = 60.0, netns: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def start(
+        self,
+        timeout: float = 60.0,
+        netns: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
+        env = dict(os.environ, **(extra_env or {}))
         if self.spec.path_prefix:
             env["PATH"] = self.spec.path_prefix + ":" + env["PATH"]
         if self.spec.kind == "docker":
@@ -211,9 +217,11 @@ class Engine:
                 self.proc.wait()
         self.proc = None
 
-    def docker(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def docker(
+        self, *args: str, input: bytes | None = None, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         """Run the docker CLI (or podman's remote client) against this engine."""
-        env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_BUILDKIT="0")
+        env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_BUILDKIT="0", **(env or {}))
         env.pop("DOCKER_CONTEXT", None)
         return subprocess.run(["docker", *args], input=input, capture_output=True, env=env, check=check)
 
