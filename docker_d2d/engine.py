@@ -39,12 +39,18 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split("."))
 
 
-def negotiate_version(server: str | None, override: str | None = None) -> str:
+def negotiate_version(server: str | None, override: str | None = None, server_min: str | None = None) -> str:
+    """The docker CLI's rule, min(ours, the engine's), raised to the engine's floor when the engine
+    refuses anything older (Docker 29.0 refused clients below 1.44; any engine may be started with
+    DOCKER_MIN_API_VERSION): the calls we make mean the same in every version since 1.24."""
     if override:
         return override
     if not server:
         return MIN_API_VERSION
-    return min(server, MAX_API_VERSION, key=_version_tuple)
+    version = min(server, MAX_API_VERSION, key=_version_tuple)
+    if server_min and _version_tuple(server_min) > _version_tuple(version):
+        return min(server_min, server, key=_version_tuple)
+    return version
 
 
 def _tls_cause(text: str) -> str | None:
@@ -193,11 +199,18 @@ class Engine:
         # The first contact is bounded by the connect timeout as a whole: an engine that
         # accepts connections and never answers (wedged, stopped) is no reason to wait.
         first = self.timeouts.connect
-        resp = self._request("GET", "/_ping", "the ping", timeout=first)
-        if resp.status_code >= 500 or ("Api-Version" not in resp.headers and resp.status_code != 200):
-            raise self._at(EngineError(f"does not answer like a Docker engine (HTTP {resp.status_code})"))
-        self.api_version = negotiate_version(resp.headers.get("Api-Version"), os.environ.get("DOCKER_API_VERSION"))
-        version = self._get_json("/version", "version", timeout=first)
+        ping = self._request("GET", "/_ping", "the ping", timeout=first)
+        if ping.status_code >= 500 or ("Api-Version" not in ping.headers and ping.status_code != 200):
+            raise self._at(EngineError(f"does not answer like a Docker engine (HTTP {ping.status_code})"))
+        # Unversioned: answered at the engine's own version, whatever its floor (MinAPIVersion).
+        resp = self._request("GET", "/version", "the version", timeout=first)
+        self._check(resp, "version")
+        version = resp.json()
+        self.api_version = negotiate_version(
+            ping.headers.get("Api-Version") or version.get("ApiVersion"),
+            os.environ.get("DOCKER_API_VERSION"),
+            version.get("MinAPIVersion"),
+        )
         components = [c.get("Name", "") for c in version.get("Components") or []]
         if any("Podman" in name for name in components):
             kind = EngineKind.PODMAN

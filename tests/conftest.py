@@ -12,10 +12,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness.engines import SPECS, Engine, start_engine
+from tests.harness.engines import SPECS, Engine
 from tests.harness.images import Builder
+from tests.harness.registry import Registry
 
-ENGINE_NAMES = ["docker20", "docker26", "docker26c", "podman"]
+# Every engine kind under test (the matrix pairs them all).
+ENGINE_NAMES = ["docker20", "docker26", "docker26c", "docker28", "docker28c", "podman", "podman5"]
 
 
 @pytest.fixture(scope="session")
@@ -28,21 +30,46 @@ def engine_base() -> Iterator[Path]:
 TWIN = "-twin"  # a second engine of the same kind, for same-kind pairs
 
 
+class LazyEngines(dict[str, Engine]):
+    """Engines by name (`docker28c`, or `docker28c-twin` for a second one of that kind), each
+    started the first time a test asks for it, so a run starts only the engines its tests use.
+    One that cannot start fails that test: no test skips for it."""
+
+    def __init__(self, base: Path, registry: Registry) -> None:
+        super().__init__()
+        self.base = base
+        self.registry = registry
+
+    def __missing__(self, name: str) -> Engine:
+        engine = Engine(SPECS[name.removesuffix(TWIN)], self.base / name, insecure_registries=(self.registry.address,))
+        self[name] = engine  # registered before it starts, so a half-started engine is destroyed too
+        engine.start()
+        return engine
+
+    def destroy(self) -> None:
+        for engine in self.values():
+            engine.destroy()
+
+
 @pytest.fixture(scope="session")
-def engines(engine_base: Path) -> Iterator[dict[str, Engine]]:
-    """Every engine under test, and a twin of each. One that cannot start fails the session:
-    no test skips for it."""
-    started: dict[str, Engine] = {}
+def registry(engine_base: Path) -> Iterator[Registry]:
+    """A real distribution registry on loopback (tests/harness/registry.py)."""
+    reg = Registry(engine_base / "registry")
+    reg.start()
     try:
-        for name in ENGINE_NAMES:
-            started[name] = start_engine(name, engine_base)
-            twin = Engine(SPECS[name], engine_base / f"{name}{TWIN}")
-            twin.start()
-            started[name + TWIN] = twin
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def engines(engine_base: Path, registry: Registry) -> Iterator[dict[str, Engine]]:
+    """Every engine under test and a twin of each, started on first use (LazyEngines)."""
+    started = LazyEngines(engine_base, registry)
+    try:
         yield started
     finally:
-        for engine in started.values():
-            engine.destroy()
+        started.destroy()
 
 
 @pytest.fixture(scope="session")

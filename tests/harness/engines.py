@@ -20,6 +20,8 @@ import httpx
 
 ENGINES_DIR = Path(os.environ.get("D2D_ENGINES_DIR", "/opt/d2d-engines"))
 DOCKER26 = ENGINES_DIR / "docker26" / "usr"
+DOCKER28 = ENGINES_DIR / "docker28" / "usr"
+PODMAN5 = ENGINES_DIR / "podman5"
 
 
 @dataclass(frozen=True)
@@ -29,21 +31,34 @@ class EngineSpec:
     dockerd: str = ""
     path_prefix: str = ""
     containerd_store: bool = False
+    # Podman: the binary, and the private prefix it was unpacked into ("" for the machine's own).
+    podman: str = "podman"
+    podman_prefix: str = ""
+
+    @property
+    def ctr(self) -> str:
+        """containerd's own CLI from the same prefix as the daemon."""
+        return str(Path(self.path_prefix) / "ctr") if self.path_prefix else "ctr"
+
+
+def _dockerd(name: str, usr: Path, containerd_store: bool = False) -> EngineSpec:
+    return EngineSpec(
+        name,
+        "docker",
+        dockerd=str(usr / "sbin/dockerd"),
+        path_prefix=str(usr / "bin"),
+        containerd_store=containerd_store,
+    )
 
 
 SPECS: dict[str, EngineSpec] = {
     "docker20": EngineSpec("docker20", "docker", dockerd="/usr/sbin/dockerd"),
-    "docker26": EngineSpec(
-        "docker26", "docker", dockerd=str(DOCKER26 / "sbin/dockerd"), path_prefix=str(DOCKER26 / "bin")
-    ),
-    "docker26c": EngineSpec(
-        "docker26c",
-        "docker",
-        dockerd=str(DOCKER26 / "sbin/dockerd"),
-        path_prefix=str(DOCKER26 / "bin"),
-        containerd_store=True,
-    ),
+    "docker26": _dockerd("docker26", DOCKER26),
+    "docker26c": _dockerd("docker26c", DOCKER26, containerd_store=True),
+    "docker28": _dockerd("docker28", DOCKER28),
+    "docker28c": _dockerd("docker28c", DOCKER28, containerd_store=True),
     "podman": EngineSpec("podman", "podman"),
+    "podman5": EngineSpec("podman5", "podman", podman=str(PODMAN5 / "usr/bin/podman"), podman_prefix=str(PODMAN5)),
 }
 
 
@@ -57,6 +72,9 @@ class Engine:
     base: Path
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # host:port of registries a podman engine may reach over plain http (Docker needs no list:
+    # it treats 127.0.0.0/8 as insecure by itself).
+    insecure_registries: tuple[str, ...] = ()
 
     @property
     def socket(self) -> Path:
@@ -67,12 +85,28 @@ class Engine:
         return f"unix://{self.socket}"
 
     @property
+    def containerd_socket(self) -> Path:
+        """The containerd that dockerd started for itself (Docker engines only)."""
+        return self.base / "exec" / "containerd" / "containerd.sock"
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        """containerd's CLI against this dockerd's own containerd, in moby's namespace."""
+        cmd = [self.spec.ctr, "--address", str(self.containerd_socket), "--namespace", "moby", *args]
+        return subprocess.run(cmd, capture_output=True, check=check)
+
+    @property
     def log(self) -> Path:
         return self.base / "engine.log"
 
-    def start(self, timeout: float = 60.0, netns: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def start(
+        self,
+        timeout: float = 60.0,
+        netns: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
+        env = dict(os.environ, **(extra_env or {}))
         if self.spec.path_prefix:
             env["PATH"] = self.spec.path_prefix + ":" + env["PATH"]
         if self.spec.kind == "docker":
@@ -81,6 +115,10 @@ class Engine:
             cmd = self._podman_cmd()
             env["XDG_RUNTIME_DIR"] = str(self.base / "xdg")
             env["CONTAINERS_CONF"] = str(self.base / "containers.conf")
+            env["CONTAINERS_REGISTRIES_CONF"] = str(self.base / "registries.conf")
+            if self.spec.podman_prefix:
+                env["CONTAINERS_STORAGE_CONF"] = str(self.base / "storage.conf")
+                env["PODMAN_IGNORE_CGROUPSV1_WARNING"] = "1"
         if netns:
             cmd = ["nsenter", f"--net=/var/run/netns/{netns}", *cmd]
         self.env = env
@@ -110,9 +148,28 @@ class Engine:
     def _podman_cmd(self) -> list[str]:
         (self.base / "xdg").mkdir(exist_ok=True)
         # A private containers.conf keeps podman off the machine's own storage and network config.
-        (self.base / "containers.conf").write_text('[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+        conf = '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+        prefix = self.spec.podman_prefix
+        if prefix:
+            # Everything from the private prefix, except the OCI runtime: trixie's crun refuses
+            # this machine's cgroup setup, bookworm's runc works. There is no nft here.
+            conf += (
+                f'conmon_path = ["{prefix}/usr/bin/conmon"]\n'
+                f'helper_binaries_dir = ["{prefix}/usr/lib/podman", "{prefix}/usr/libexec/podman"]\n'
+                'runtime = "runc"\n'
+                '[engine.runtimes]\nrunc = ["/usr/sbin/runc"]\n'
+                '[network]\nfirewall_driver = "iptables"\n'
+            )
+            (self.base / "storage.conf").write_text(
+                f'[storage]\ndriver = "overlay"\nroot = "{self.base / "root"}"\nrunroot = "{self.base / "runroot"}"\n'
+            )
+        (self.base / "containers.conf").write_text(conf)
+        # Registries on loopback are plain http (tests/harness/registry.py), as Docker assumes.
+        (self.base / "registries.conf").write_text(
+            "".join(f'[[registry]]\nlocation = "{r}"\ninsecure = true\n' for r in self.insecure_registries)
+        )
         return [
-            "podman",
+            self.spec.podman,
             "--root",
             str(self.base / "root"),
             "--runroot",
@@ -160,9 +217,11 @@ class Engine:
                 self.proc.wait()
         self.proc = None
 
-    def docker(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def docker(
+        self, *args: str, input: bytes | None = None, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         """Run the docker CLI (or podman's remote client) against this engine."""
-        env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_BUILDKIT="0")
+        env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_BUILDKIT="0", **(env or {}))
         env.pop("DOCKER_CONTEXT", None)
         return subprocess.run(["docker", *args], input=input, capture_output=True, env=env, check=check)
 

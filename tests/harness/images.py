@@ -168,3 +168,134 @@ def many_images(engine: Engine, n: int, prefix: str) -> list[str]:
         add("manifest.json", json.dumps(manifest).encode())
     engine.docker("load", "-q", input=buf.getvalue())
     return tags
+
+
+# --- hand-made images: shapes no builder makes ------------------------------------------------
+
+EMPTY_TAR = b"\0" * 1024  # what Docker stores for a step that changed no file
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _tar_of(entries: Sequence[tuple[str, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def image_config(diff_ids: Sequence[str], history: list[dict[str, object]] | None, **config: object) -> bytes:
+    """An image config; `history=None` leaves the key out altogether (as some tools write it)."""
+    import json
+
+    doc: dict[str, object] = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2024-01-01T00:00:00Z",
+        "config": {"Env": ["PATH=/usr/bin:/bin"], **config},
+        "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+    }
+    if history is not None:
+        doc["history"] = history
+    return json.dumps(doc).encode()
+
+
+def docker_archive(tag: str, layers: Sequence[bytes], config: bytes) -> bytes:
+    """A `docker save`-style archive (manifest.json, layer tars, config) of one image: every engine
+    loads it. A layer repeated in `layers` is stored once."""
+    import json
+
+    files: dict[str, bytes] = {}
+    names = []
+    for layer in layers:
+        name = f"{_digest(layer)[7:]}/layer.tar"
+        files[name] = layer
+        names.append(name)
+    cfg = f"{_digest(config)[7:]}.json"
+    manifest = [{"Config": cfg, "RepoTags": [tag], "Layers": names}]
+    return _tar_of([*files.items(), (cfg, config), ("manifest.json", json.dumps(manifest).encode())])
+
+
+def oci_archive(
+    name: str, blobs: Sequence[tuple[str, bytes]], config: bytes, annotations: dict[str, str] | None = None
+) -> bytes:
+    """An OCI layout archive of one image: `blobs` are (media type, blob) layer pairs, stored as
+    given (compressed or not). The containerd store and Podman load it as it is."""
+    import json
+
+    layers = [{"mediaType": mt, "digest": _digest(b), "size": len(b)} for mt, b in blobs]
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _digest(config),
+                "size": len(config),
+            },
+            "layers": layers,
+        }
+    ).encode()
+    full = name if "/" in name else f"docker.io/library/{name}"
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": _digest(manifest),
+                    "size": len(manifest),
+                    "annotations": {
+                        "io.containerd.image.name": full,
+                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1],
+                        **(annotations or {}),
+                    },
+                }
+            ],
+        }
+    ).encode()
+    unique_blobs = {_digest(b): b for b in [config, manifest, *(b for _, b in blobs)]}
+    return _tar_of(
+        [
+            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+            ("index.json", index),
+            *((f"blobs/sha256/{d[7:]}", b) for d, b in unique_blobs.items()),
+        ]
+    )
+
+
+def layer_files(count: int, size: int = 64) -> list[bytes]:
+    """`count` small layers, each with unique content."""
+    return [rootfs_tar({f"layer/{i}": uuid.uuid4().bytes + os.urandom(size)}) for i in range(count)]
+
+
+def diff_id(layer: bytes) -> str:
+    return _digest(layer)
+
+
+def export_layer_sizes(engine: Engine, ref: str) -> list[int]:
+    """The size of each layer's file in `docker save` of `ref` (in rootfs order, symlinks
+    followed): what docker-d2d counts as bytes sent when that layer travels."""
+    import json
+    import posixpath
+
+    archive = engine.docker("save", ref).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        sizes = []
+        for path in manifest[0]["Layers"]:
+            member = tar.getmember(path)
+            while member.issym():
+                member = tar.getmember(
+                    posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+                )
+            sizes.append(member.size)
+    return sizes

@@ -1,4 +1,6 @@
-"""Every source -> destination pair among the four engines, for each case of the core issue."""
+"""Every source -> destination pair among the engines, for the core cases; the other cases on a
+smaller set of pairs that still has each save format as a source and each engine kind as a
+destination."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from tests.harness.images import Builder, image_exists, image_layers, unique
 
 from .helpers import copy, random_file, saved_layers
 
-# Every ordered pair of the four kinds, and each kind to a second engine of its own kind.
+# Every ordered pair of the kinds, and each kind to a second engine of its own kind.
 PAIRS = [*itertools.permutations(ENGINE_NAMES, 2), *((n, n + TWIN) for n in ENGINE_NAMES)]
 pytestmark = pytest.mark.engines
 
@@ -96,7 +98,7 @@ def test_same_layer_under_another_parent(
     # so one thin load must do.
     assert result["transfers"] == 1
     # graphdriver engines key layers by chain: the shared layer under a new parent must travel.
-    expected_sent = 2 if dst.spec.name in ("docker20", "docker26") else 1  # spec names are kinds
+    expected_sent = 2 if dst.spec.kind == "docker" and not dst.spec.containerd_store else 1
     assert result["layers_sent"] == expected_sent
     _assert_same(src, dst, y)
 

@@ -70,3 +70,7 @@ def test_api_version_negotiation() -> None:
     assert negotiate_version("1.51") == "1.45"  # never newer than ours
     assert negotiate_version("1.45", override="1.40") == "1.40"
     assert negotiate_version(None) == "1.24"
+    # An engine whose floor is above our newest (Docker 29.0 refused < 1.44): its floor, never above it.
+    assert negotiate_version("1.99", server_min="1.98") == "1.98"
+    assert negotiate_version("1.51", server_min="1.44") == negotiate_version("1.51")
+    assert negotiate_version("1.41", server_min="1.24") == "1.41"
