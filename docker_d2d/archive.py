@@ -72,6 +72,11 @@ class StreamSpec:
     skip: frozenset[str]  # diff ids to leave out
     named: Mapping[str, str]  # source entry name -> diff id, where the name tells
     unnamed: tuple[str, ...] = ()  # diff ids (one per entry) whose entry names cannot be predicted
+    # How the output manifest names a left-out layer (OCI output): the descriptor the destination
+    # is known to hold it under; else, with prefer_source, the source's own (compressed) descriptor;
+    # else its uncompressed digest.
+    left_out: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    prefer_source: bool = False
 
 
 @dataclass
@@ -97,6 +102,11 @@ class RewriteResult:
     images: list[WrittenImage] = field(default_factory=list)
     # source manifest or index digest -> config digest (the containerd store names images by manifest)
     aliases: dict[str, str] = field(default_factory=dict)
+    # diff id -> the source manifest's descriptor of that layer (OCI-layout exports)
+    source_layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # diff id -> the descriptor an output manifest named a left-out layer by, and a sent one
+    left_out: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sent: dict[str, dict[str, Any]] = field(default_factory=dict)
     layers_sent: int = 0
     layers_skipped: int = 0
     bytes_sent: int = 0
@@ -333,7 +343,7 @@ class Rewriter:
                         "schemaVersion": 2,
                         "mediaType": MT_MANIFEST,
                         "config": {"mediaType": MT_CONFIG, "digest": config_digest, "size": len(config)},
-                        "layers": [_descriptor(lay) for lay in layers],
+                        "layers": [self._descriptor(lay) for lay in layers],
                     },
                     separators=(",", ":"),
                 ).encode()
@@ -374,6 +384,7 @@ class Rewriter:
             # An OCI/Docker manifest; legacy v1 json blobs also have a "config", without a digest.
             if isinstance(doc.get("config"), dict) and "digest" in doc["config"]:
                 self.result.aliases[digest] = doc["config"]["digest"]
+                self._collect_layers(doc, docs.get(doc["config"]["digest"]))
         for digest, doc in docs.items():
             # An index: it stands for its first manifest found here.
             manifests = doc.get("manifests")
@@ -383,12 +394,33 @@ class Rewriter:
                     break
 
 
-def _descriptor(layer: LayerEntry) -> dict[str, Any]:
-    if layer.out_name is None:
-        # Left out: the destination must find it under its uncompressed digest.
-        size = layer.uncompressed_size if layer.uncompressed_size is not None else layer.size
-        return {"mediaType": MT_LAYER, "digest": layer.diff_id, "size": size}
-    return {"mediaType": layer.media_type, "digest": layer.blob_digest or layer.diff_id, "size": layer.size}
+    def _collect_layers(self, manifest: dict[str, Any], config: dict[str, Any] | None) -> None:
+        try:
+            diff_ids = config["rootfs"]["diff_ids"] if config else []
+            layers = manifest.get("layers") or []
+            if len(diff_ids) != len(layers):
+                return
+            for diff, desc in zip(diff_ids, layers):
+                if isinstance(diff, str) and isinstance(desc, dict) and {"mediaType", "digest", "size"} <= set(desc):
+                    self.result.source_layers.setdefault(diff, {k: desc[k] for k in ("mediaType", "digest", "size")})
+        except (KeyError, TypeError):
+            return  # not an image manifest we understand: its layers are named uncompressed
+
+    def _descriptor(self, layer: LayerEntry) -> dict[str, Any]:
+        if layer.out_name is not None:
+            sent = {"mediaType": layer.media_type, "digest": layer.blob_digest or layer.diff_id, "size": layer.size}
+            self.result.sent[str(layer.diff_id)] = sent
+            return dict(sent)
+        # Left out: name it by a digest the destination holds (see StreamSpec.left_out).
+        diff = str(layer.diff_id)
+        desc = self.spec.left_out.get(diff)
+        if desc is None and self.spec.prefer_source:
+            desc = self.result.source_layers.get(diff)
+        if desc is None or desc["digest"] == diff:
+            size = layer.uncompressed_size if layer.uncompressed_size is not None else layer.size
+            desc = {"mediaType": MT_LAYER, "digest": diff, "size": size}
+        self.result.left_out[diff] = dict(desc)
+        return dict(desc)
 
 
 def _read_file(f: BinaryIO) -> Iterator[memoryview]:

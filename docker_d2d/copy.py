@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +20,7 @@ from .errors import D2DError, ImageNotFound, VerifyError
 from .model import EngineInfo, EngineKind, ImageInfo, ImageRef, as_id_ref, could_be_id, parse_ref, short
 from .plan import ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
 from .prefetch import prefetch
+from .probe import Descriptor, held_as, uncompressed
 
 
 class Reporter(Progress, Protocol):
@@ -152,39 +153,117 @@ def _load_batch(
     result: CopyResult,
 ) -> dict[str, str]:
     assert src.info and dst.info
+    if dst.info.kind is not EngineKind.CONTAINERD:
+        rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
+        result.transfers.append(rewritten)
+        return _verify(dst, batch, src.info.kind, rewritten)
+    before = set(dst.list_image_ids())
+    if spec.skip:
+        spec = _name_left_out(src, dst, batch, spec, reporter)
     rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
     result.transfers.append(rewritten)
-    dest_ids = _verify(dst, batch, src.info.kind, rewritten)
-    incomplete = _incomplete(dst, dest_ids.values())
-    if incomplete and spec.skip:
-        # The containerd store took the thin archive but lacks some left-out layers under their
-        # uncompressed digest (e.g. it holds them compressed, from a registry or its own builds):
-        # the image is incomplete. Send every layer so that no image stays incomplete.
+    try:
+        rewritten = _complete(src, dst, batch, spec, rewritten, reporter, options, result)
+        return _verify(dst, batch, src.info.kind, rewritten)
+    except D2DError:
+        # Leave no incomplete or unverified image of ours behind (a tagged image stays tagged).
+        for transfer in result.transfers:
+            for image in transfer.images:
+                if image.manifest_digest and image.manifest_digest not in before:
+                    dst.remove(image.manifest_digest)
+        raise
+
+
+def _skipped_prefix(image: ImagePlan, skip: frozenset[str]) -> list[str]:
+    """The image's lower layers that are left out (a prefix: the plan skips by chain)."""
+    prefix: list[str] = []
+    for diff in image.source.diff_ids:
+        if diff not in skip:
+            break
+        prefix.append(diff)
+    return prefix
+
+
+def _probe(
+    dst: Engine, batch: TransferPlan, skip: frozenset[str], candidates: Callable[[str], list[Descriptor]]
+) -> dict[str, Descriptor]:
+    held: dict[str, Descriptor] = {}
+    for image in batch.exported:
+        prefix = _skipped_prefix(image, skip)
+        if prefix and not set(prefix) <= held.keys():
+            held.update(held_as(dst, prefix, {d: ([held[d]] if d in held else candidates(d)) for d in prefix}))
+    return held
+
+
+def _name_left_out(src: Engine, dst: Engine, batch: TransferPlan, spec: StreamSpec, reporter: Reporter) -> StreamSpec:
+    """Before the stream: which left-out layers the containerd store holds under their uncompressed
+    digest (layers docker-d2d or `docker load` put there). The others it holds compressed, as a
+    registry pull or its own build left them; a containerd source has them under its own
+    compressed digest, learned from its export, which is what a store that pulled from the same
+    registry (or got them from this source) holds too; any other source has no name for them."""
+    assert src.info
+    held = _probe(dst, batch, spec.skip, lambda d: [uncompressed(d)])
+    if src.info.kind is EngineKind.CONTAINERD:
+        return replace(spec, left_out=held, prefer_source=True)
+    unnamed = spec.skip - held.keys()
+    if unnamed:
         reporter.note(
-            "the destination's content store lacks some left-out layers under their uncompressed digest; "
-            "sending the image whole"
+            f"the destination holds {len(unnamed)} layer(s) only under digests the source cannot name "
+            "(compressed by a registry pull or its own build): sending them"
         )
-        full = StreamSpec(spec.output, frozenset(), spec.named, spec.unnamed)
-        rewritten = _transfer(src, dst, batch, full, reporter, options, result)
+    return replace(spec, skip=frozenset(held), left_out=held)
+
+
+def _complete(
+    src: Engine,
+    dst: Engine,
+    batch: TransferPlan,
+    spec: StreamSpec,
+    rewritten: RewriteResult,
+    reporter: Reporter,
+    options: CopyOptions,
+    result: CopyResult,
+) -> RewriteResult:
+    """The containerd store loads a thin archive 'successfully' whatever it holds (engines.md):
+    check each loaded image; where one is incomplete, find out by probes exactly which left-out
+    layers the store lacks under every name we know and send just those."""
+    incomplete = _incomplete(dst, rewritten)
+    if not incomplete:
+        return rewritten
+    if spec.skip:
+
+        def candidates(diff: str) -> list[Descriptor]:
+            named = [rewritten.left_out.get(diff), uncompressed(diff), rewritten.source_layers.get(diff)]
+            return [d for d in named if d is not None]
+
+        held = _probe(dst, batch, spec.skip, candidates)
+        missing = spec.skip - held.keys()
+        reporter.note(f"the destination lacks {len(missing)} left-out layer(s) under any digest we know: sending those")
+        # What the first load sent is in the store now (its image record keeps it): named, not sent again.
+        known = {**rewritten.sent, **held}
+        retry = replace(spec, skip=frozenset(known), left_out=known, prefer_source=False)
+        first = incomplete
+        rewritten = _transfer(src, dst, batch, retry, reporter, options, result)
         result.transfers.append(rewritten)
-        dest_ids = _verify(dst, batch, src.info.kind, rewritten)
-        incomplete = _incomplete(dst, dest_ids.values())
+        incomplete = _incomplete(dst, rewritten)
+        if not incomplete:
+            written = {w.manifest_digest for w in rewritten.images}
+            for digest in first:
+                if digest not in written:
+                    dst.remove(digest)
     if incomplete:
         raise VerifyError(
-            f"the loaded image {short(incomplete[0])} is incomplete (the engine does not list it)",
+            f"the loaded image {short(incomplete[0])} is incomplete (the engine lacks some of its content)",
             side="destination",
             endpoint=str(dst.endpoint),
         )
-    return dest_ids
+    return rewritten
 
 
-def _incomplete(dst: Engine, ids: Iterable[str]) -> list[str]:
-    """The containerd store loads a thin archive 'successfully' even when it lacks left-out
-    blobs, and then hides the image from its list: that is how we tell."""
-    if dst.info is None or dst.info.kind is not EngineKind.CONTAINERD:
-        return []
-    listed = set(dst.list_image_ids())
-    return [i for i in set(ids) if i not in listed]
+def _incomplete(dst: Engine, rewritten: RewriteResult) -> list[str]:
+    return [
+        w.manifest_digest for w in rewritten.images if w.manifest_digest and not dst.image_complete(w.manifest_digest)
+    ]
 
 
 def _transfer(

@@ -18,7 +18,7 @@ import httpx
 
 from .endpoint import Endpoint, Scheme
 from .errors import ConnectError, D2DError, EngineError, ImageNotFound
-from .model import EngineInfo, EngineKind, ImageInfo
+from .model import EngineInfo, EngineKind, ImageInfo, Platform
 from .transport import make_transport
 
 # The newest API version we were tested against; older engines get their own
@@ -85,6 +85,7 @@ class Engine:
             transport=transport, base_url=base, timeout=httpx.Timeout(30.0, read=None, write=None)
         )
         self.api_version = MIN_API_VERSION
+        self.server_api: str | None = None  # the engine's own newest version, for calls newer than ours
         self.info: EngineInfo | None = None
 
     def __enter__(self) -> Engine:
@@ -142,7 +143,8 @@ class Engine:
         resp = self._request("GET", "/_ping")
         if resp.status_code >= 500 or ("Api-Version" not in resp.headers and resp.status_code != 200):
             raise self._at(EngineError(f"does not answer like a Docker engine (HTTP {resp.status_code})"))
-        self.api_version = negotiate_version(resp.headers.get("Api-Version"), os.environ.get("DOCKER_API_VERSION"))
+        self.server_api = resp.headers.get("Api-Version")
+        self.api_version = negotiate_version(self.server_api, os.environ.get("DOCKER_API_VERSION"))
         version = self._get_json("/version", "version")
         components = [c.get("Name", "") for c in version.get("Components") or []]
         if any("Podman" in name for name in components):
@@ -191,12 +193,40 @@ class Engine:
                 images.append(found)
         return images
 
+    def speaks(self, version: str) -> bool:
+        """Whether the engine has API `version` (for single calls that need more than we negotiate)."""
+        return bool(self.server_api) and _version_tuple(str(self.server_api)) >= _version_tuple(version)
+
+    def image_complete(self, image_id: str) -> bool:
+        """Whether the containerd store holds every blob of an image. Docker 26 hides an image with
+        missing content from its list; Docker 28 lists it, marked unavailable (API 1.47 summaries)."""
+        if self.speaks("1.47"):
+            resp = self._request("GET", "/v1.47/images/json", params={"all": "1", "manifests": "1"})
+            self._check(resp, "image list")
+            for img in resp.json():
+                if img.get("Id") == image_id:
+                    manifests = [m for m in img.get("Manifests") or [] if m.get("Kind") == "image"]
+                    return all(m.get("Available") for m in manifests)
+            return False
+        return image_id in self.list_image_ids()
+
+    def remove(self, image_id: str) -> None:
+        """Remove an image docker-d2d loaded (an incomplete load or a probe); a missing one is fine."""
+        resp = self._request("DELETE", self._url(f"/images/{quote(image_id, safe=':')}"), params={"force": "1"})
+        if resp.status_code != 404:
+            self._check(resp, f"remove {image_id}")
+
     @contextmanager
-    def save(self, names: Iterable[str]) -> Iterator[Iterator[bytes]]:
-        """Stream `docker save` of the given images as raw tar bytes."""
+    def save(self, names: Iterable[str], platform: Platform | None = None) -> Iterator[Iterator[bytes]]:
+        """Stream `docker save` of the given images as raw tar bytes; `platform` (API 1.48) asks
+        for one platform of a multi-platform image."""
         params: list[tuple[str, str | int | float | bool | None]] = [("names", n) for n in names]
+        url = self._url("/images/get")
+        if platform is not None:
+            params.append(("platform", json.dumps(platform.as_json())))
+            url = "/v1.48/images/get"
         try:
-            with self._client.stream("GET", self._url("/images/get"), params=params) as resp:
+            with self._client.stream("GET", url, params=params) as resp:
                 self._check(resp, "export")
                 yield self._iter_save(resp)
         except httpx.HTTPError as exc:

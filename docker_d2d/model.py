@@ -102,6 +102,37 @@ class EngineKind(Enum):
 
 
 @dataclass(frozen=True)
+class Platform:
+    """os/arch[/variant], as `--platform` and OCI descriptors name it."""
+
+    os: str
+    architecture: str
+    variant: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.strip().lower().split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise UsageError(f"invalid platform {text!r}: use os/arch[/variant], e.g. linux/arm64")
+        return cls(*parts)
+
+    def matches(self, desc: dict[str, object]) -> bool:
+        """Whether an OCI platform object (from an index or a config) is this platform. A missing
+        variant matches any (arm64 images often leave out v8)."""
+        return (
+            desc.get("os") == self.os
+            and desc.get("architecture") == self.architecture
+            and (not self.variant or desc.get("variant") in (None, "", self.variant))
+        )
+
+    def as_json(self) -> dict[str, str]:
+        return {"os": self.os, "architecture": self.architecture, **({"variant": self.variant} if self.variant else {})}
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     kind: EngineKind
     version: str
@@ -111,6 +142,10 @@ class EngineInfo:
 
     def describe(self) -> str:
         return f"{self.kind.label} {self.version} (API {self.api_version})"
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(self.os, self.arch)
 
 
 @dataclass(frozen=True)
