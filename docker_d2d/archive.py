@@ -77,6 +77,9 @@ class StreamSpec:
     # else its uncompressed digest.
     left_out: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     prefer_source: bool = False
+    # The only layers the output may carry, where the export holds more (every platform of an
+    # index, from a containerd store that cannot export one platform): the rest is dropped.
+    keep: frozenset[str] | None = None
 
 
 @dataclass
@@ -230,6 +233,9 @@ class Rewriter:
     def _unknown_layer(
         self, entry: Entry, blob: str | None, body: Iterator[memoryview], *, in_memory: bool
     ) -> LayerWriter:
+        if self.spec.keep is not None:
+            # Other platforms' blobs are in the export too: learn which layer each one is first.
+            return (yield from self._spooled_layer(entry, body))
         candidates = {d for d, n in self._remaining.items() if n > 0}
         may_skip = candidates & self.spec.skip
         if len(candidates) == 1 and not in_memory:
@@ -265,6 +271,10 @@ class Rewriter:
     ) -> LayerWriter:
         layer = LayerEntry(entry.name, entry.size, diff, blob)
         self._layers[entry.name] = layer
+        if self.spec.keep is not None and diff is not None and diff not in self.spec.keep:
+            for _ in body:  # another platform's layer: it does not travel
+                pass
+            return layer
         if diff is not None and self._remaining[diff] > 0:
             self._remaining[diff] -= 1
         key = diff or blob or entry.name

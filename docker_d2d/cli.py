@@ -19,6 +19,7 @@ from .contexts import resolve
 from .copy import CopyOptions, copy_images
 from .endpoint import Endpoint, Scheme
 from .errors import Cancelled, D2DError, UsageError
+from .model import Platform
 from .options import GlobalOptions
 
 app = typer.Typer(
@@ -57,6 +58,14 @@ def _complete_images(ctx: typer.Context, incomplete: str) -> list[tuple[str, str
 CompressOpt = Annotated[
     Compression,
     typer.Option("--compress", help="Compress the load on the wire: auto = on ssh and non-loopback tcp only."),
+]
+PlatformOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
+    typer.Option(
+        "--platform",
+        help="os/arch or os/arch/variant of a multi-platform image to copy from a containerd-store source "
+        "(default: the destination's platform).",
+    ),
 ]
 Images = Annotated[
     list[str],
@@ -125,15 +134,21 @@ def _copy(
     debug: bool,
     spool_dir: Path | None,
     compress: Compression,
+    platform: str | None = None,
 ) -> None:
     def action() -> None:
         if not images:
             raise UsageError("name at least one image")
+        chosen = Platform.parse(platform) if platform else None
         src, dst = resolve_endpoint(source), resolve_endpoint(destination)
         reporter = _reporter(quiet, as_json)
         try:
             result = copy_images(
-                src, dst, images, reporter, CopyOptions(dry_run=dry_run, spool_dir=spool_dir, compress=compress)
+                src,
+                dst,
+                images,
+                reporter,
+                CopyOptions(dry_run=dry_run, spool_dir=spool_dir, compress=compress, platform=chosen),
             )
         finally:
             if isinstance(reporter, RichReporter):
@@ -163,9 +178,10 @@ def copy_command(
     debug: Debug = False,
     spool_dir: SpoolDir = None,
     compress: CompressOpt = Compression.AUTO,
+    platform: PlatformOpt = None,
 ) -> None:
     """Copy IMAGES from the source engine to the destination engine."""
-    _copy(source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress)
+    _copy(source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, platform)
 
 
 @app.command("push")
@@ -180,9 +196,10 @@ def push_command(
     debug: Debug = False,
     spool_dir: SpoolDir = None,
     compress: CompressOpt = Compression.AUTO,
+    platform: PlatformOpt = None,
 ) -> None:
     """Push IMAGES from the local engine to DESTINATION."""
-    _copy(None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress)
+    _copy(None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, platform)
 
 
 @app.command("pull")
@@ -195,9 +212,10 @@ def pull_command(
     debug: Debug = False,
     spool_dir: SpoolDir = None,
     compress: CompressOpt = Compression.AUTO,
+    platform: PlatformOpt = None,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
-    _copy(source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress)
+    _copy(source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress, platform)
 
 
 @app.command("version")

@@ -16,8 +16,18 @@ from .archive import Progress, Rewriter, RewriteResult, StreamSpec, WrittenImage
 from .compress import Compression, Counted, choose, compressed
 from .endpoint import Endpoint
 from .engine import Engine
-from .errors import D2DError, ImageNotFound, VerifyError
-from .model import EngineInfo, EngineKind, ImageInfo, ImageRef, as_id_ref, could_be_id, parse_ref, short
+from .errors import ArchiveError, D2DError, EngineError, ImageNotFound, PlatformError, VerifyError
+from .model import (
+    EngineInfo,
+    EngineKind,
+    ImageInfo,
+    ImageRef,
+    Platform,
+    as_id_ref,
+    could_be_id,
+    parse_ref,
+    short,
+)
 from .plan import ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
 from .prefetch import prefetch
 from .probe import Descriptor, held_as, uncompressed
@@ -34,6 +44,7 @@ class CopyOptions:
     dry_run: bool = False
     spool_dir: Path | None = None
     compress: Compression = Compression.AUTO
+    platform: Platform | None = None  # of a multi-platform image; default: the destination's
 
 
 @dataclass
@@ -84,7 +95,8 @@ def _copy(
         reporter.connected("source", source, src_info)
         dst_info = dst.connect()
         reporter.connected("destination", destination, dst_info)
-        requested = [_resolve(src, ref) for ref in parsed]
+        platform = options.platform or dst_info.platform
+        requested = [_resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]
         plan = plan_transfer(requested, src_info.kind, holdings(dst_info.kind, dst.all_images()))
         reporter.planned(plan)
         result = CopyResult(plan, src_info, dst_info, compression=choose(options.compress, destination, dst_info))
@@ -105,14 +117,53 @@ def _copy(
     return result
 
 
-def _resolve(src: Engine, ref: ImageRef) -> tuple[ImageRef, ImageInfo, tuple[int | None, ...]]:
+def _resolve(
+    src: Engine, ref: ImageRef, platform: Platform, *, explicit: bool
+) -> tuple[ImageRef, ImageInfo, tuple[int | None, ...]]:
     try:
         image = src.inspect(ref.raw)
     except ImageNotFound as exc:
         raise ImageNotFound(f"no such image: {ref.raw}", side=exc.side, endpoint=exc.endpoint) from None
     if could_be_id(ref) and ref.tagged not in image.repo_tags and f"localhost/{ref.tagged}" not in image.repo_tags:
         ref = as_id_ref(ref)  # a bare hex string that matched an id, not a name
+    assert src.info
+    if src.info.kind is EngineKind.CONTAINERD:
+        image = _one_platform(src, ref, image, platform, explicit)
+        if image.export_platform:
+            sizes = src.history_sizes(image.export_as, image.export_platform)
+            return ref, image, layer_sizes(sizes, len(image.diff_ids))
     return ref, image, layer_sizes(src.history_sizes(image.id), len(image.diff_ids))
+
+
+def _one_platform(src: Engine, ref: ImageRef, image: ImageInfo, platform: Platform, explicit: bool) -> ImageInfo:
+    """At a containerd store only one platform travels: the one asked for, else the destination's.
+    A single-platform image of another platform goes as it is unless a platform was asked for."""
+    assert src.info
+    if not src.speaks("1.49"):
+        # Inspect and export answer for the engine's own platform; the stream is filtered to it.
+        if image.platform and platform.matches(image.platform.as_json()):
+            return image
+        if explicit:
+            raise PlatformError(
+                f"{ref.raw}: the source engine (API {src.server_api}) exports one platform only as its own "
+                f"({image.platform}), not {platform}; use Docker 28.5 or later there, or copy without --platform",
+                side="source",
+                endpoint=str(src.endpoint),
+            )
+        return image
+    described = src.inspect_platform(image.id, None)
+    try:
+        chosen = src.inspect_platform(image.id, platform)
+    except ImageNotFound:
+        if not explicit and not described.is_index:
+            return image
+        raise PlatformError(
+            f"{ref.raw} has no content for {platform} at the source "
+            f"(run `docker pull --platform {platform} {ref.raw}` there)",
+            side="source",
+            endpoint=str(src.endpoint),
+        ) from None
+    return replace(chosen, export_as=image.id, export_platform=platform)
 
 
 def _transfer_and_verify(
@@ -129,6 +180,9 @@ def _transfer_and_verify(
         # Layers loaded by an earlier batch are at the destination now.
         skip = batch.skip | frozenset(d for p in plan.exported if p.source.id in dest_ids for d in p.source.diff_ids)
         spec = stream_spec(batch, src.info, dst.info.kind, skip=skip)
+        if src.info.kind is EngineKind.CONTAINERD and not _save_platform(batch):
+            # The export holds every platform present; only the images' own layers travel.
+            spec = replace(spec, keep=frozenset(d for p in batch.exported for d in p.source.diff_ids))
         dest_ids.update(_load_batch(src, dst, batch, spec, reporter, options, result))
     return dest_ids
 
@@ -266,6 +320,12 @@ def _incomplete(dst: Engine, rewritten: RewriteResult) -> list[str]:
     ]
 
 
+def _save_platform(plan: TransferPlan) -> Platform | None:
+    """The platform to ask the export for (API 1.48): when every image is one platform of an index."""
+    platforms = {p.source.export_platform for p in plan.exported}
+    return platforms.pop() if len(platforms) == 1 else None
+
+
 def _transfer(
     src: Engine,
     dst: Engine,
@@ -275,22 +335,43 @@ def _transfer(
     options: CopyOptions,
     result: CopyResult,
 ) -> RewriteResult:
-    ids = list(dict.fromkeys(p.source.id for p in plan.exported))
-    with (
-        tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
-        src.save(ids) as raw,
-        prefetch(raw) as chunks,
-    ):
-        rewriter = Rewriter(chunks, spec, reporter, Path(spool))
-        wire = Counted()
-        try:
-            dst.load(compressed(rewriter.stream(), result.compression, wire, lambda: rewriter.emitting_compressed))
-        except D2DError as exc:
-            # Raised inside the body generator (the source's stream or its archive) unless named already.
-            raise exc.with_side("source", str(src.endpoint)) from exc
-        finally:
-            result.wire_bytes += wire.bytes
+    platform = _save_platform(plan)
+    ids = list(dict.fromkeys((p.source.export_as if platform else "") or p.source.id for p in plan.exported))
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
+            src.save(ids, platform) as raw,
+            prefetch(raw) as chunks,
+        ):
+            rewriter = Rewriter(chunks, spec, reporter, Path(spool))
+            wire = Counted()
+            try:
+                dst.load(compressed(rewriter.stream(), result.compression, wire, lambda: rewriter.emitting_compressed))
+            except D2DError as exc:
+                # Raised inside the body generator (the source's stream or its archive) unless named already.
+                raise exc.with_side("source", str(src.endpoint)) from exc
+            finally:
+                result.wire_bytes += wire.bytes
+    except (ArchiveError, EngineError) as exc:
+        assert src.info and dst.info
+        if src.info.kind is EngineKind.CONTAINERD and exc.side == "source" and _missing_content(exc):
+            # A store without a platform's content (never pulled, or pulled lazily) exports an
+            # archive without its blobs, or fails: say which platform and how to get it.
+            wanted = options.platform or dst.info.platform
+            refs = ", ".join(p.ref.raw for p in plan.exported)
+            raise PlatformError(
+                f"the store lacks content of {refs} for {wanted} ({exc.message}): pull it there with "
+                f"`docker pull --platform {wanted} {plan.exported[0].ref.raw}` (a pull skips the blobs of layers "
+                "the store has already: remove the images that hold them first)",
+                side="source",
+                endpoint=str(src.endpoint),
+            ) from exc
+        raise
     return rewriter.result
+
+
+def _missing_content(exc: D2DError) -> bool:
+    return "not found" in exc.message or "lacks" in exc.message
 
 
 def _verify(dst: Engine, plan: TransferPlan, source_kind: EngineKind, rewritten: RewriteResult) -> dict[str, str]:

@@ -170,15 +170,31 @@ class Engine:
         data = self._get_json(f"/images/{quote(ref, safe='/:@')}/json", f"image {ref}")
         return image_info(data)
 
+    def inspect_platform(self, ref: str, platform: Platform | None) -> ImageInfo:
+        """Inspect as API 1.49 answers (the store's descriptor; one platform of an index)."""
+        params = {"platform": json.dumps(platform.as_json())} if platform else None
+        resp = self._request("GET", f"/v1.49/images/{quote(ref, safe='/:@')}/json", params=params)
+        self._check(resp, f"image {ref}" + (f" for {platform}" if platform else ""))
+        return image_info(resp.json())
+
     def find(self, ref: str) -> ImageInfo | None:
         try:
             return self.inspect(ref)
         except ImageNotFound:
             return None
 
-    def history_sizes(self, ref: str) -> list[int]:
+    def history_sizes(self, ref: str, platform: Platform | None = None) -> list[int]:
         """Sizes of the history entries, oldest first (0 for steps without a layer)."""
-        data = self._get_json(f"/images/{quote(ref, safe='/:@')}/history", f"history of {ref}")
+        if platform is None:
+            data = self._get_json(f"/images/{quote(ref, safe='/:@')}/history", f"history of {ref}")
+        else:
+            resp = self._request(
+                "GET",
+                f"/v1.48/images/{quote(ref, safe='/:@')}/history",
+                params={"platform": json.dumps(platform.as_json())},
+            )
+            self._check(resp, f"history of {ref}")
+            data = resp.json()
         return [int(h.get("Size") or 0) for h in reversed(data)]
 
     def list_image_ids(self) -> list[str]:
@@ -305,4 +321,6 @@ def image_info(data: dict[str, Any]) -> ImageInfo:
         created=data.get("Created") or "",
         fingerprint=hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest(),
         size=int(data.get("Size") or 0),
+        platform=Platform(*(str(data.get(k) or "") for k in ("Os", "Architecture", "Variant"))),
+        media_type=str((data.get("Descriptor") or {}).get("mediaType") or ""),
     )

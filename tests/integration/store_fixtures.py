@@ -7,14 +7,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.harness.engines import ENGINES_DIR, SPECS, Engine, EngineSpec
 
@@ -48,6 +52,33 @@ class Registry:
     @property
     def url(self) -> str:
         return f"http://{self.host}"
+
+
+@pytest.fixture(scope="module")
+def store_base() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="d2d-store-", dir="/var/tmp"))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def store_registry(store_base: Path) -> Iterator[Registry]:
+    reg = start_registry(store_base / "registry")
+    yield reg
+    stop_registry(reg)
+
+
+@pytest.fixture(scope="module")
+def stores(store_base: Path) -> Iterator[dict[str, Engine]]:
+    """docker26 (overlay2: builds and pushes bases, a graphdriver source), docker26c, docker28c."""
+    started: dict[str, Engine] = {}
+    try:
+        for name in ("docker26", "docker26c", "docker28c"):
+            started[name] = start(name, store_base)
+        yield started
+    finally:
+        for engine in started.values():
+            engine.destroy()
 
 
 def _free_port() -> int:
@@ -138,3 +169,126 @@ def sha256(data: bytes) -> str:
 
 def pulled(engine: Engine, ref: str) -> None:
     engine.docker("pull", "-q", ref)
+
+
+# --- a multi-platform index with attestation manifests, assembled through the registry API ----
+
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_IN_TOTO = "application/vnd.in-toto+json"
+
+
+def _descriptor(media_type: str, data: bytes, **extra: object) -> dict[str, object]:
+    return {"mediaType": media_type, "digest": sha256(data), "size": len(data), **extra}
+
+
+def _push_blob(client: httpx.Client, repo: str, data: bytes) -> None:
+    start = client.post(f"/v2/{repo}/blobs/uploads/")
+    start.raise_for_status()
+    location = start.headers["Location"]
+    sep = "&" if "?" in location else "?"
+    client.put(f"{location}{sep}digest={sha256(data)}", content=data).raise_for_status()
+
+
+def _push_manifest(client: httpx.Client, repo: str, ref: str, media_type: str, data: bytes) -> None:
+    client.put(f"/v2/{repo}/manifests/{ref}", content=data, headers={"Content-Type": media_type}).raise_for_status()
+
+
+@dataclass
+class PlatformImage:
+    platform: str  # os/arch
+    manifest: str  # digest
+    config: str
+    diff_ids: list[str]
+    layer_sizes: list[int]  # compressed, as in the registry
+
+
+def push_multiplatform(registry: Registry, repo: str, tag: str, layer_size: int = 60_000) -> list[PlatformImage]:
+    """linux/amd64 and linux/arm64 images (two tiny gzip layers each) and a BuildKit-style
+    attestation manifest for each, under one OCI index, pushed blob by blob."""
+    import gzip
+    import os
+
+    from tests.harness.images import rootfs_tar
+
+    images: list[PlatformImage] = []
+    index_entries: list[dict[str, object]] = []
+    attestations: list[dict[str, object]] = []
+    with httpx.Client(base_url=registry.url, timeout=30) as client:
+        for os_name, arch in (("linux", "amd64"), ("linux", "arm64")):
+            tars = [rootfs_tar({f"{arch}/{i}": os.urandom(layer_size) + f"{arch}{i}".encode()}) for i in range(2)]
+            blobs = [gzip.compress(t, mtime=0) for t in tars]
+            config = json.dumps(
+                {
+                    "architecture": arch,
+                    "os": os_name,
+                    "config": {"Cmd": ["/bin/true"]},
+                    "rootfs": {"type": "layers", "diff_ids": [sha256(t) for t in tars]},
+                    "history": [{"created_by": f"COPY {i}"} for i in range(2)],
+                }
+            ).encode()
+            manifest = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": MT_MANIFEST,
+                    "config": _descriptor(MT_CONFIG, config),
+                    "layers": [_descriptor(MT_LAYER_GZIP, b) for b in blobs],
+                }
+            ).encode()
+            for b in [*blobs, config]:
+                _push_blob(client, repo, b)
+            _push_manifest(client, repo, sha256(manifest), MT_MANIFEST, manifest)
+            index_entries.append(_descriptor(MT_MANIFEST, manifest, platform={"architecture": arch, "os": os_name}))
+            images.append(
+                PlatformImage(
+                    f"{os_name}/{arch}",
+                    sha256(manifest),
+                    sha256(config),
+                    [sha256(t) for t in tars],
+                    [len(b) for b in blobs],
+                )
+            )
+            # What BuildKit attaches: an in-toto statement in a manifest pointing at the image.
+            statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1", "subject": [{"name": arch}]}).encode()
+            att_config = json.dumps(
+                {
+                    "architecture": "unknown",
+                    "os": "unknown",
+                    "rootfs": {"type": "layers", "diff_ids": [sha256(statement)]},
+                }
+            ).encode()
+            att_manifest = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": MT_MANIFEST,
+                    "config": _descriptor(MT_CONFIG, att_config),
+                    "layers": [
+                        _descriptor(
+                            MT_IN_TOTO,
+                            statement,
+                            annotations={"in-toto.io/predicate-type": "https://spdx.dev/Document"},
+                        )
+                    ],
+                }
+            ).encode()
+            for b in (statement, att_config):
+                _push_blob(client, repo, b)
+            _push_manifest(client, repo, sha256(att_manifest), MT_MANIFEST, att_manifest)
+            attestations.append(
+                _descriptor(
+                    MT_MANIFEST,
+                    att_manifest,
+                    platform={"architecture": "unknown", "os": "unknown"},
+                    annotations={
+                        "vnd.docker.reference.digest": sha256(manifest),
+                        "vnd.docker.reference.type": "attestation-manifest",
+                    },
+                )
+            )
+        index = json.dumps(
+            {"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": index_entries + attestations}
+        ).encode()
+        _push_manifest(client, repo, tag, MT_INDEX, index)
+    return images

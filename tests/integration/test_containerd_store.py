@@ -4,57 +4,15 @@ or dangling, and bytes sent equal the blobs the destination really lacked."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_layers, place_compressed, unique
 
 from .helpers import copy, random_file
-from .store_fixtures import (
-    Registry,
-    ctr_images,
-    layer_blob_sizes,
-    leftovers,
-    pulled,
-    saved_blobs,
-    start,
-    start_registry,
-    stop_registry,
-)
+from .store_fixtures import Registry, ctr_images, layer_blob_sizes, leftovers, pulled, saved_blobs
 
 pytestmark = pytest.mark.engines
-
-
-@pytest.fixture(scope="module")
-def store_base() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="d2d-store-", dir="/var/tmp"))
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def registry(store_base: Path) -> Iterator[Registry]:
-    reg = start_registry(store_base / "registry")
-    yield reg
-    stop_registry(reg)
-
-
-@pytest.fixture(scope="module")
-def stores(store_base: Path) -> Iterator[dict[str, Engine]]:
-    """docker26 (overlay2: builds and pushes bases, a graphdriver source), docker26c, docker28c."""
-    started: dict[str, Engine] = {}
-    try:
-        for name in ("docker26", "docker26c", "docker28c"):
-            started[name] = start(name, store_base)
-        yield started
-    finally:
-        for engine in started.values():
-            engine.destroy()
 
 
 def registry_base(stores: dict[str, Engine], registry: Registry, size: int = 300_000) -> str:
@@ -73,9 +31,9 @@ def check_complete(src: Engine, dst: Engine, ref: str, before: list[str]) -> Non
 
 
 @pytest.mark.parametrize("destination", ["docker26c", "docker28c"])
-def test_registry_base_at_destination(stores: dict[str, Engine], registry: Registry, destination: str) -> None:
+def test_registry_base_at_destination(stores: dict[str, Engine], store_registry: Registry, destination: str) -> None:
     src, dst = stores["docker26"], stores[destination]
-    base = registry_base(stores, registry)
+    base = registry_base(stores, store_registry)
     app = unique("regapp") + ":1"
     Builder(src).build(app, base, ["COPY a /a"], {"a": random_file(100_000)})
     pulled(dst, base)
@@ -104,10 +62,10 @@ def test_registry_base_at_destination(stores: dict[str, Engine], registry: Regis
 
 @pytest.mark.parametrize(("source", "destination"), [("docker26c", "docker28c"), ("docker28c", "docker26c")])
 def test_same_registry_base_at_both_ends(
-    stores: dict[str, Engine], registry: Registry, source: str, destination: str
+    stores: dict[str, Engine], store_registry: Registry, source: str, destination: str
 ) -> None:
     src, dst = stores[source], stores[destination]
-    base = registry_base(stores, registry)
+    base = registry_base(stores, store_registry)
     pulled(src, base)
     pulled(dst, base)
     app = unique("bothapp") + ":1"
@@ -149,12 +107,14 @@ def test_built_in_the_store_between_stores(stores: dict[str, Engine]) -> None:
     check_complete(src, dst, app, before)
 
 
-def test_base_held_under_an_unknown_digest_sends_just_that_layer(stores: dict[str, Engine], registry: Registry) -> None:
+def test_base_held_under_an_unknown_digest_sends_just_that_layer(
+    stores: dict[str, Engine], store_registry: Registry
+) -> None:
     """The source pulled the base from the registry; the destination holds the same layer
     compressed differently (another tool's gzip). The thin load comes out incomplete; probes
     find exactly which layer is missing, and only that one is sent in a second load."""
     src, dst = stores["docker26c"], stores["docker28c"]
-    base = registry_base(stores, registry)
+    base = registry_base(stores, store_registry)
     pulled(src, base)
     place_compressed(Builder(stores["docker26"]), dst, base)
     app = unique("mixapp") + ":1"
