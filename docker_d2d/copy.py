@@ -58,6 +58,8 @@ class CopyResult:
     elapsed: float = 0.0
     compression: Compression = Compression.NONE
     wire_bytes: int = 0  # what the load requests carried, after compression
+    # Every rewrite begun, also those whose load failed: what a failed run may have to remove.
+    begun: list[RewriteResult] = field(default_factory=list, repr=False)
 
     @property
     def bytes_sent(self) -> int:
@@ -214,14 +216,14 @@ def _load_batch(
     before = set(dst.list_image_ids())
     if spec.skip:
         spec = _name_left_out(src, dst, batch, spec, reporter)
-    rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
-    result.transfers.append(rewritten)
     try:
+        rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
+        result.transfers.append(rewritten)
         rewritten = _complete(src, dst, batch, spec, rewritten, reporter, options, result)
         return _verify(dst, batch, src.info.kind, rewritten)
     except D2DError:
         # Leave no incomplete or unverified image of ours behind (a tagged image stays tagged).
-        for transfer in result.transfers:
+        for transfer in result.begun:
             for image in transfer.images:
                 if image.manifest_digest and image.manifest_digest not in before:
                     dst.remove(image.manifest_digest)
@@ -344,6 +346,7 @@ def _transfer(
             prefetch(raw) as chunks,
         ):
             rewriter = Rewriter(chunks, spec, reporter, Path(spool))
+            result.begun.append(rewriter.result)
             wire = Counted()
             try:
                 dst.load(compressed(rewriter.stream(), result.compression, wire, lambda: rewriter.emitting_compressed))
