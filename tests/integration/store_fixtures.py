@@ -292,3 +292,11 @@ def push_multiplatform(registry: Registry, repo: str, tag: str, layer_size: int 
         ).encode()
         _push_manifest(client, repo, tag, MT_INDEX, index)
     return images
+
+
+def measured(case: str, result: dict[str, object], lacked: int) -> None:
+    """One line per case for the record (`pytest -s ... | grep bytes-sent`)."""
+    print(
+        f"\nbytes-sent {case}: sent {result['bytes_sent']} B in {result['transfers']} load(s), "
+        f"{result['layers_sent']} layer(s); the destination lacked {lacked} B"
+    )

@@ -10,7 +10,7 @@ from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_layers, place_compressed, unique
 
 from .helpers import copy, random_file
-from .store_fixtures import Registry, ctr_images, layer_blob_sizes, leftovers, pulled, saved_blobs
+from .store_fixtures import Registry, ctr_images, layer_blob_sizes, leftovers, measured, pulled, saved_blobs
 
 pytestmark = pytest.mark.engines
 
@@ -44,6 +44,7 @@ def test_registry_base_at_destination(stores: dict[str, Engine], store_registry:
     # The store holds the base only as the registry's gzip blob, whose digest an overlay2 source
     # cannot name: the base travels once (never twice), with the new layer, in one load.
     sizes = layer_blob_sizes(src, app)
+    measured(f"registry base at {destination}, overlay2 source", result, sum(sizes.values()))
     assert result["transfers"] == 1
     assert result["bytes_sent"] == sum(sizes.values())
     assert any(e["event"] == "note" and "cannot name" in e["message"] for e in result["events"])
@@ -55,6 +56,7 @@ def test_registry_base_at_destination(stores: dict[str, Engine], store_registry:
     Builder(src).build(app2, base, ["COPY b /b"], {"b": random_file(50_000)})
     again = copy(src, dst, app2)
     sizes2 = layer_blob_sizes(src, app2)
+    measured(f"second app on that base at {destination}", again, sizes2[image_layers(src, app2)[-1]])
     assert again["transfers"] == 1 and again["layers_skipped"] == 1
     assert again["bytes_sent"] == sizes2[image_layers(src, app2)[-1]]
     check_complete(src, dst, app2, before)
@@ -78,6 +80,7 @@ def test_same_registry_base_at_both_ends(
     # source's store keeps them (gzip), in a single load.
     sizes = layer_blob_sizes(src, app)
     new = image_layers(src, app)[1:]
+    measured(f"registry base at both ends {source} -> {destination}", result, sum(sizes[d] for d in new))
     assert result["transfers"] == 1
     assert result["layers_sent"] == 2 and result["layers_skipped"] == 1
     assert result["bytes_sent"] == sum(sizes[d] for d in new)
@@ -102,6 +105,7 @@ def test_built_in_the_store_between_stores(stores: dict[str, Engine]) -> None:
     result = copy(src, dst, app)
 
     sizes = layer_blob_sizes(src, app)
+    measured("built in the store docker26c -> docker28c", result, sizes[image_layers(src, app)[-1]])
     assert result["transfers"] == 1 and result["layers_skipped"] == 2
     assert result["bytes_sent"] == sizes[image_layers(src, app)[-1]]
     check_complete(src, dst, app, before)
@@ -124,6 +128,7 @@ def test_base_held_under_an_unknown_digest_sends_just_that_layer(
     result = copy(src, dst, app)
 
     sizes = layer_blob_sizes(src, app)
+    measured("base under an unknown digest docker26c -> docker28c", result, sum(sizes.values()))
     assert result["transfers"] == 2
     assert result["layers_sent"] == 2, "each layer once: the new one in the first load, the base in the second"
     assert result["bytes_sent"] == sum(sizes.values())

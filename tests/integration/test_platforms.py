@@ -14,7 +14,15 @@ from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, image_layers, unique
 
 from .helpers import copy
-from .store_fixtures import PlatformImage, Registry, ctr_images, leftovers, push_multiplatform, saved_blobs
+from .store_fixtures import (
+    PlatformImage,
+    Registry,
+    ctr_images,
+    leftovers,
+    measured,
+    push_multiplatform,
+    saved_blobs,
+)
 
 pytestmark = pytest.mark.engines
 
@@ -42,6 +50,7 @@ def test_only_the_destination_platform_travels(
     result = copy(src, dst, ref)
 
     amd64 = images["linux/amd64"]
+    measured(f"two-platform index at {source} -> docker26 (amd64)", result, sum(amd64.layer_sizes))
     assert result["layers_sent"] == 2
     assert result["bytes_sent"] == sum(amd64.layer_sizes), "the arm64 layers must not travel"
     assert image_layers(dst, ref) == amd64.diff_ids
@@ -56,6 +65,7 @@ def test_the_platform_asked_for_travels(stores: dict[str, Engine], store_registr
     result = copy(src, dst, ref, extra=("--platform", "linux/arm64"))
 
     arm64 = images["linux/arm64"]
+    measured("two-platform index docker28c -> docker26c, --platform linux/arm64", result, sum(arm64.layer_sizes))
     assert result["bytes_sent"] == sum(arm64.layer_sizes)
     assert image_layers(dst, ref) == arm64.diff_ids
     assert _architecture(dst, ref) == "arm64"
