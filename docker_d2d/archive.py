@@ -90,6 +90,14 @@ class StreamSpec:
     image_ids: frozenset[str] = frozenset()
     limits: Mapping[str, int] = field(default_factory=dict)  # diff id -> most bytes its entry may hold
     max_layer: int | None = None  # most bytes a layer entry not known by name may hold
+    # How the output manifest names a left-out layer (OCI output): the descriptor the destination
+    # is known to hold it under; else, with prefer_source, the source's own (compressed) descriptor;
+    # else its uncompressed digest.
+    left_out: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    prefer_source: bool = False
+    # The only layers the output may carry, where the export holds more (every platform of an
+    # index, from a containerd store that cannot export one platform): the rest is dropped.
+    keep: frozenset[str] | None = None
 
 
 @dataclass
@@ -115,6 +123,11 @@ class RewriteResult:
     images: list[WrittenImage] = field(default_factory=list)
     # source manifest or index digest -> config digest (the containerd store names images by manifest)
     aliases: dict[str, str] = field(default_factory=dict)
+    # diff id -> the source manifest's descriptor of that layer (OCI-layout exports)
+    source_layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # diff id -> the descriptor an output manifest named a left-out layer by, and a sent one
+    left_out: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sent: dict[str, dict[str, Any]] = field(default_factory=dict)
     layers_sent: int = 0
     layers_skipped: int = 0
     bytes_sent: int = 0
@@ -368,6 +381,9 @@ class Rewriter:
     def _unknown_layer(
         self, entry: Entry, blob: str | None, body: Iterator[memoryview], *, in_memory: bool
     ) -> LayerWriter:
+        if self.spec.keep is not None:
+            # Other platforms' blobs are in the export too: learn which layer each one is first.
+            return (yield from self._spooled_layer(entry, body))
         candidates = {d for d, n in self._remaining.items() if n > 0}
         may_skip = candidates & self.spec.skip
         if len(candidates) == 1 and not in_memory:
@@ -407,6 +423,10 @@ class Rewriter:
         against the config, and a name that is a digest must match before the next entry."""
         layer = LayerEntry(entry.name, entry.size, diff, blob)
         self._layers[entry.name] = layer
+        if self.spec.keep is not None and diff is not None and diff not in self.spec.keep:
+            for _ in body:  # another platform's layer: it does not travel
+                pass
+            return layer
         if diff is not None:
             # Each layer's content comes once in an export; later occurrences are links.
             self._remaining[diff] = 0
@@ -496,7 +516,7 @@ class Rewriter:
                         "schemaVersion": 2,
                         "mediaType": MT_MANIFEST,
                         "config": {"mediaType": MT_CONFIG, "digest": config_digest, "size": len(config)},
-                        "layers": [_descriptor(lay) for lay in layers],
+                        "layers": [self._descriptor(lay) for lay in layers],
                     },
                     separators=(",", ":"),
                 ).encode()
@@ -585,6 +605,7 @@ class Rewriter:
             # An OCI/Docker manifest; legacy v1 json blobs also have a "config", without a digest.
             if isinstance(doc.get("config"), dict) and isinstance(doc["config"].get("digest"), str):
                 self.result.aliases[digest] = doc["config"]["digest"]
+                self._collect_layers(doc, docs.get(doc["config"]["digest"]))
         for digest, doc in docs.items():
             # An index: it stands for its first manifest found here.
             manifests = doc.get("manifests")
@@ -598,6 +619,35 @@ class Rewriter:
                     break
 
 
+    def _collect_layers(self, manifest: dict[str, Any], config: dict[str, Any] | None) -> None:
+        try:
+            diff_ids = config["rootfs"]["diff_ids"] if config else []
+            layers = manifest.get("layers") or []
+            if len(diff_ids) != len(layers):
+                return
+            for diff, desc in zip(diff_ids, layers):
+                if isinstance(diff, str) and isinstance(desc, dict) and {"mediaType", "digest", "size"} <= set(desc):
+                    self.result.source_layers.setdefault(diff, {k: desc[k] for k in ("mediaType", "digest", "size")})
+        except (KeyError, TypeError):
+            return  # not an image manifest we understand: its layers are named uncompressed
+
+    def _descriptor(self, layer: LayerEntry) -> dict[str, Any]:
+        if layer.out_name is not None:
+            sent = {"mediaType": layer.media_type, "digest": layer.blob_digest or layer.diff_id, "size": layer.size}
+            self.result.sent[str(layer.diff_id)] = sent
+            return dict(sent)
+        # Left out: name it by a digest the destination holds (see StreamSpec.left_out).
+        diff = str(layer.diff_id)
+        desc = self.spec.left_out.get(diff)
+        if desc is None and self.spec.prefer_source:
+            desc = self.result.source_layers.get(diff)
+        if desc is None or desc["digest"] == diff:
+            size = layer.uncompressed_size if layer.uncompressed_size is not None else layer.size
+            desc = {"mediaType": MT_LAYER, "digest": diff, "size": size}
+        self.result.left_out[diff] = dict(desc)
+        return dict(desc)
+
+
 def _config_diff_ids(name: str, config: bytes) -> tuple[str, ...]:
     try:
         diff_ids = json.loads(config)["rootfs"]["diff_ids"]
@@ -606,14 +656,6 @@ def _config_diff_ids(name: str, config: bytes) -> tuple[str, ...]:
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
         raise ArchiveError(f"the export's config {name[:100]} is malformed (rootfs.diff_ids is not a list of digests)")
     return tuple(diff_ids)
-
-
-def _descriptor(layer: LayerEntry) -> dict[str, Any]:
-    if layer.out_name is None:
-        # Left out: the destination must find it under its uncompressed digest.
-        size = layer.uncompressed_size if layer.uncompressed_size is not None else layer.size
-        return {"mediaType": MT_LAYER, "digest": layer.diff_id, "size": size}
-    return {"mediaType": layer.media_type, "digest": layer.blob_digest or layer.diff_id, "size": layer.size}
 
 
 def _check_claims(name: str, hasher: _DiffHasher) -> None:

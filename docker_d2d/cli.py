@@ -19,6 +19,7 @@ from .contexts import resolve
 from .copy import CopyOptions, copy_images
 from .endpoint import Endpoint, Scheme
 from .errors import Cancelled, D2DError, UsageError, printable
+from .model import Platform
 from .options import GlobalOptions
 from .transport.watch import CONNECT_TIMEOUT, STALL_TIMEOUT, Timeouts
 
@@ -96,6 +97,14 @@ StallTimeout = Annotated[
 CompressOpt = Annotated[
     Compression,
     typer.Option("--compress", help="Compress the load on the wire: auto = on ssh and non-loopback tcp only."),
+]
+PlatformOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
+    typer.Option(
+        "--platform",
+        help="os/arch or os/arch/variant of a multi-platform image to copy from a containerd-store source "
+        "(default: the destination's platform).",
+    ),
 ]
 Images = Annotated[
     Optional[list[str]],  # noqa: UP045
@@ -231,11 +240,17 @@ def _copy(
     profiles: list[str] | None,
     via: str | None = None,
     timeouts: Timeouts | None = None,
+    platform: str | None = None,
 ) -> None:
-    options = CopyOptions(dry_run=dry_run, spool_dir=spool_dir, compress=compress, timeouts=timeouts or Timeouts())
-
     def action() -> int | None:
         nonlocal images
+        options = CopyOptions(
+            dry_run=dry_run,
+            spool_dir=spool_dir,
+            compress=compress,
+            timeouts=timeouts or Timeouts(),
+            platform=Platform.parse(platform) if platform else None,
+        )
         if compose_files:
             from .compose import Selection, compose_images
 
@@ -359,13 +374,14 @@ def copy_command(
     compose_files: ComposeFiles = None,
     profiles: Profiles = None,
     via: ViaOpt = None,
+    platform: PlatformOpt = None,
     connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
     stall_timeout: StallTimeout = STALL_TIMEOUT,
 ) -> None:
     """Copy IMAGES from the source engine to the destination engine."""
     _copy(
         source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
-        Timeouts(connect_timeout, stall_timeout),
+        Timeouts(connect_timeout, stall_timeout), platform,
     )
 
 
@@ -388,13 +404,14 @@ def push_command(
     compose_files: ComposeFiles = None,
     profiles: Profiles = None,
     via: ViaOpt = None,
+    platform: PlatformOpt = None,
     connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
     stall_timeout: StallTimeout = STALL_TIMEOUT,
 ) -> None:
     """Push IMAGES from the local engine to DESTINATION."""
     _copy(
         None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
-        Timeouts(connect_timeout, stall_timeout),
+        Timeouts(connect_timeout, stall_timeout), platform,
     )
 
 
@@ -411,13 +428,14 @@ def pull_command(
     compose_files: ComposeFiles = None,
     profiles: Profiles = None,
     via: ViaOpt = None,
+    platform: PlatformOpt = None,
     connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
     stall_timeout: StallTimeout = STALL_TIMEOUT,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
     _copy(
         source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
-        Timeouts(connect_timeout, stall_timeout),
+        Timeouts(connect_timeout, stall_timeout), platform,
     )
 
 

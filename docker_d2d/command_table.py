@@ -126,6 +126,15 @@ COMMANDS: dict[str, Any] = {
                     "nargs": 1,
                 },
                 {
+                    "dest": "platform",
+                    "names": ["--platform"],
+                    "help": "os/arch or os/arch/variant of a multi-platform image to copy "
+                    "from a containerd-store source",
+                    "value": "text",
+                    "choices": [],
+                    "nargs": 1,
+                },
+                {
                     "dest": "connect_timeout",
                     "names": ["--connect-timeout"],
                     "help": "Give up on an engine",
@@ -219,6 +228,15 @@ COMMANDS: dict[str, Any] = {
                     "dest": "via",
                     "names": ["--via"],
                     "help": "Push the missing blobs once to this registry and have each destination pull them",
+                    "value": "text",
+                    "choices": [],
+                    "nargs": 1,
+                },
+                {
+                    "dest": "platform",
+                    "names": ["--platform"],
+                    "help": "os/arch or os/arch/variant of a multi-platform image to copy "
+                    "from a containerd-store source",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -332,6 +350,15 @@ COMMANDS: dict[str, Any] = {
                     "dest": "via",
                     "names": ["--via"],
                     "help": "Push the missing blobs once to this registry and have each destination pull them",
+                    "value": "text",
+                    "choices": [],
+                    "nargs": 1,
+                },
+                {
+                    "dest": "platform",
+                    "names": ["--platform"],
+                    "help": "os/arch or os/arch/variant of a multi-platform image to copy "
+                    "from a containerd-store source",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,

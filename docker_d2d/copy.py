@@ -18,11 +18,22 @@ from .archive import Progress, Rewriter, RewriteResult, StreamSpec, WrittenImage
 from .compress import Compression, Counted, choose, compressed
 from .endpoint import Endpoint
 from .engine import Engine
-from .errors import D2DError, ImageNotFound, VerifyError
+from .errors import ArchiveError, D2DError, EngineError, ImageNotFound, PlatformError, VerifyError
 from .lock import destination_lock
-from .model import EngineInfo, EngineKind, ImageInfo, ImageRef, as_id_ref, could_be_id, parse_ref, short
+from .model import (
+    EngineInfo,
+    EngineKind,
+    ImageInfo,
+    ImageRef,
+    Platform,
+    as_id_ref,
+    could_be_id,
+    parse_ref,
+    short,
+)
 from .plan import ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
 from .prefetch import prefetch
+from .probe import Descriptor, held_as, uncompressed
 from .transport import Timeouts
 
 
@@ -42,6 +53,7 @@ class CopyOptions:
     spool_dir: Path | None = None
     compress: Compression = Compression.AUTO
     timeouts: Timeouts = field(default_factory=Timeouts)
+    platform: Platform | None = None  # of a multi-platform image; default: the destination's
 
 
 @dataclass
@@ -62,6 +74,8 @@ class CopyResult:
     # Destination ids of images whose archive went out whole: the destination may finish
     # loading them even if we stop (Docker 20.10 does), so an interrupt must clean them up.
     loaded: list[str] = field(default_factory=list)
+    # Every rewrite begun, also those whose load failed: what a failed run may have to remove.
+    begun: list[RewriteResult] = field(default_factory=list, repr=False)
 
     @property
     def bytes_sent(self) -> int:
@@ -103,13 +117,14 @@ def _copy(
     with (
         Engine(source, "source", options.timeouts) as src,
         Engine(destination, "destination", options.timeouts) as dst,
-        _one_copy_at_a_time(destination, reporter, options),
+        one_copy_at_a_time(destination, reporter, options),
     ):
         src_info = src.connect()
         reporter.connected("source", source, src_info)
         dst_info = dst.connect()
         reporter.connected("destination", destination, dst_info)
-        requested = [resolve(src, ref) for ref in parsed]
+        platform = options.platform or dst_info.platform
+        requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]
         result = plan_for(src_info, dst, requested, reporter, options)
         if not options.dry_run:
             deliver(src, dst, result, reporter, options)
@@ -126,7 +141,9 @@ class Source(Protocol):
     endpoint: Endpoint
     info: EngineInfo | None
 
-    def save(self, names: Sequence[str]) -> AbstractContextManager[Iterator[bytes]]: ...
+    def save(
+        self, names: Sequence[str], platform: Platform | None = None
+    ) -> AbstractContextManager[Iterator[bytes]]: ...
 
 
 def plan_for(
@@ -168,7 +185,7 @@ def apply_tags(dst: Engine, result: CopyResult, dest_ids: dict[str, str]) -> Non
             result.untagged.append(f"{image.ref.raw} -> {short(dest_id)}")
 
 
-def _one_copy_at_a_time(
+def one_copy_at_a_time(
     destination: Endpoint, reporter: Reporter, options: CopyOptions
 ) -> contextlib.AbstractContextManager[None]:
     """Two runs to one destination would both plan against what it held before either loaded
@@ -210,14 +227,51 @@ def _remove_leftovers(dst: Engine, ids: list[str], reporter: Reporter) -> None:
             )
 
 
-def resolve(src: Engine, ref: ImageRef) -> Requested:
+def resolve(src: Engine, ref: ImageRef, platform: Platform, *, explicit: bool) -> Requested:
     try:
         image = src.inspect(ref.raw)
     except ImageNotFound as exc:
         raise ImageNotFound(f"no such image: {ref.raw}", side=exc.side, endpoint=exc.endpoint) from None
     if could_be_id(ref) and ref.tagged not in image.repo_tags and f"localhost/{ref.tagged}" not in image.repo_tags:
         ref = as_id_ref(ref)  # a bare hex string that matched an id, not a name
+    assert src.info
+    if src.info.kind is EngineKind.CONTAINERD:
+        image = _one_platform(src, ref, image, platform, explicit)
+        if image.export_platform:
+            sizes = src.history_sizes(image.export_as, image.export_platform)
+            return ref, image, layer_sizes(sizes, len(image.diff_ids))
     return ref, image, layer_sizes(src.history_sizes(image.id), len(image.diff_ids))
+
+
+def _one_platform(src: Engine, ref: ImageRef, image: ImageInfo, platform: Platform, explicit: bool) -> ImageInfo:
+    """At a containerd store only one platform travels: the one asked for, else the destination's.
+    A single-platform image of another platform goes as it is unless a platform was asked for."""
+    assert src.info
+    if not src.speaks("1.49"):
+        # Inspect and export answer for the engine's own platform; the stream is filtered to it.
+        if image.platform and platform.matches(image.platform.as_json()):
+            return image
+        if explicit:
+            raise PlatformError(
+                f"{ref.raw}: the source engine (API {src.server_api}) exports one platform only as its own "
+                f"({image.platform}), not {platform}; use Docker 28.5 or later there, or copy without --platform",
+                side="source",
+                endpoint=str(src.endpoint),
+            )
+        return image
+    described = src.inspect_platform(image.id, None)
+    try:
+        chosen = src.inspect_platform(image.id, platform)
+    except ImageNotFound:
+        if not explicit and not described.is_index:
+            return image
+        raise PlatformError(
+            f"{ref.raw} has no content for {platform} at the source "
+            f"(run `docker pull --platform {platform} {ref.raw}` there)",
+            side="source",
+            endpoint=str(src.endpoint),
+        ) from None
+    return replace(chosen, export_as=image.id, export_platform=platform)
 
 
 def _transfer_and_verify(
@@ -235,6 +289,9 @@ def _transfer_and_verify(
         # Layers loaded by an earlier batch are at the destination now.
         skip = batch.skip | frozenset(d for p in plan.exported if p.source.id in dest_ids for d in p.source.diff_ids)
         spec = stream_spec(batch, src.info, dst.info.kind, skip=skip, exported=exported)
+        if src.info.kind is EngineKind.CONTAINERD and not save_platform(batch):
+            # The export holds every platform present; only the images' own layers travel.
+            spec = replace(spec, keep=frozenset(d for p in batch.exported for d in p.source.diff_ids))
         dest_ids.update(_load_batch(src, dst, batch, spec, reporter, options, result))
     return dest_ids
 
@@ -259,40 +316,123 @@ def _load_batch(
     result: CopyResult,
 ) -> dict[str, str]:
     assert src.info and dst.info
-    rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
-    result.transfers.append(rewritten)
-    dest_ids = _verify(dst, batch, src.info.kind, rewritten)
-    incomplete = _incomplete(dst, dest_ids.values())
-    if incomplete and spec.skip:
-        # The containerd store took the thin archive but lacks some left-out layers under their
-        # uncompressed digest (e.g. it holds them compressed, from a registry or its own builds):
-        # the image is incomplete. Send every layer so that no image stays incomplete.
-        reporter.note(
-            "the destination's content store lacks some left-out layers under their uncompressed digest; "
-            "sending the image whole"
-        )
-        needed = frozenset(d for p in batch.exported for d in p.source.diff_ids)
-        full = replace(spec, skip=spec.skip - needed)
-        rewritten = _transfer(src, dst, batch, full, reporter, options, result)
+    if dst.info.kind is not EngineKind.CONTAINERD:
+        rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
         result.transfers.append(rewritten)
-        dest_ids = _verify(dst, batch, src.info.kind, rewritten)
-        incomplete = _incomplete(dst, dest_ids.values())
+        return _verify(dst, batch, src.info.kind, rewritten)
+    before = set(dst.list_image_ids())
+    if spec.skip:
+        spec = _name_left_out(src, dst, batch, spec, reporter)
+    try:
+        rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
+        result.transfers.append(rewritten)
+        rewritten = _complete(src, dst, batch, spec, rewritten, reporter, options, result)
+        return _verify(dst, batch, src.info.kind, rewritten)
+    except D2DError:
+        # Leave no incomplete or unverified image of ours behind (a tagged image stays tagged).
+        for transfer in result.begun:
+            for image in transfer.images:
+                if image.manifest_digest and image.manifest_digest not in before:
+                    dst.remove(image.manifest_digest)
+        raise
+
+
+def _skipped_prefix(image: ImagePlan, skip: frozenset[str]) -> list[str]:
+    """The image's lower layers that are left out (a prefix: the plan skips by chain)."""
+    prefix: list[str] = []
+    for diff in image.source.diff_ids:
+        if diff not in skip:
+            break
+        prefix.append(diff)
+    return prefix
+
+
+def _probe(
+    dst: Engine, batch: TransferPlan, skip: frozenset[str], candidates: Callable[[str], list[Descriptor]]
+) -> dict[str, Descriptor]:
+    held: dict[str, Descriptor] = {}
+    for image in batch.exported:
+        prefix = _skipped_prefix(image, skip)
+        if prefix and not set(prefix) <= held.keys():
+            held.update(held_as(dst, prefix, {d: ([held[d]] if d in held else candidates(d)) for d in prefix}))
+    return held
+
+
+def _name_left_out(src: Source, dst: Engine, batch: TransferPlan, spec: StreamSpec, reporter: Reporter) -> StreamSpec:
+    """Before the stream: which left-out layers the containerd store holds under their uncompressed
+    digest (layers docker-d2d or `docker load` put there). The others it holds compressed, as a
+    registry pull or its own build left them; a containerd source has them under its own
+    compressed digest, learned from its export, which is what a store that pulled from the same
+    registry (or got them from this source) holds too; any other source has no name for them."""
+    assert src.info
+    held = _probe(dst, batch, spec.skip, lambda d: [uncompressed(d)])
+    if src.info.kind is EngineKind.CONTAINERD:
+        return replace(spec, left_out=held, prefer_source=True)
+    unnamed = spec.skip - held.keys()
+    if unnamed:
+        reporter.note(
+            f"the destination holds {len(unnamed)} layer(s) only under digests the source cannot name "
+            "(compressed by a registry pull or its own build): sending them"
+        )
+    return replace(spec, skip=frozenset(held), left_out=held)
+
+
+def _complete(
+    src: Source,
+    dst: Engine,
+    batch: TransferPlan,
+    spec: StreamSpec,
+    rewritten: RewriteResult,
+    reporter: Reporter,
+    options: CopyOptions,
+    result: CopyResult,
+) -> RewriteResult:
+    """The containerd store loads a thin archive 'successfully' whatever it holds (engines.md):
+    check each loaded image; where one is incomplete, find out by probes exactly which left-out
+    layers the store lacks under every name we know and send just those."""
+    incomplete = _incomplete(dst, rewritten)
+    if not incomplete:
+        return rewritten
+    if spec.skip:
+
+        def candidates(diff: str) -> list[Descriptor]:
+            named = [rewritten.left_out.get(diff), uncompressed(diff), rewritten.source_layers.get(diff)]
+            return [d for d in named if d is not None]
+
+        held = _probe(dst, batch, spec.skip, candidates)
+        missing = spec.skip - held.keys()
+        reporter.note(f"the destination lacks {len(missing)} left-out layer(s) under any digest we know: sending those")
+        # What the first load sent is in the store now (its image record keeps it): named, not sent again.
+        known = {**rewritten.sent, **held}
+        retry = replace(spec, skip=frozenset(known), left_out=known, prefer_source=False)
+        first = incomplete
+        rewritten = _transfer(src, dst, batch, retry, reporter, options, result)
+        result.transfers.append(rewritten)
+        incomplete = _incomplete(dst, rewritten)
+        if not incomplete:
+            written = {w.manifest_digest for w in rewritten.images}
+            for digest in first:
+                if digest not in written:
+                    dst.remove(digest)
     if incomplete:
         raise VerifyError(
-            f"the loaded image {short(incomplete[0])} is incomplete (the engine does not list it)",
+            f"the loaded image {short(incomplete[0])} is incomplete (the engine lacks some of its content)",
             side="destination",
             endpoint=str(dst.endpoint),
         )
-    return dest_ids
+    return rewritten
 
 
-def _incomplete(dst: Engine, ids: Iterable[str]) -> list[str]:
-    """The containerd store loads a thin archive 'successfully' even when it lacks left-out
-    blobs, and then hides the image from its list: that is how we tell."""
-    if dst.info is None or dst.info.kind is not EngineKind.CONTAINERD:
-        return []
-    listed = set(dst.list_image_ids())
-    return [i for i in set(ids) if i not in listed]
+def _incomplete(dst: Engine, rewritten: RewriteResult) -> list[str]:
+    return [
+        w.manifest_digest for w in rewritten.images if w.manifest_digest and not dst.image_complete(w.manifest_digest)
+    ]
+
+
+def save_platform(plan: TransferPlan) -> Platform | None:
+    """The platform to ask the export for (API 1.48): when every image is one platform of an index."""
+    platforms = {p.source.export_platform for p in plan.exported}
+    return platforms.pop() if len(platforms) == 1 else None
 
 
 def _transfer(
@@ -304,40 +444,62 @@ def _transfer(
     options: CopyOptions,
     result: CopyResult,
 ) -> RewriteResult:
-    ids = list(dict.fromkeys(p.source.id for p in plan.exported))
-    with (
-        tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
-        src.save(ids) as raw,
-        prefetch(raw) as chunks,
-    ):
-        rewriter = Rewriter(chunks, spec, _Recorded(reporter, result), Path(spool))
-        wire = Counted()
-        layers = plan.unique_layers()
-        reporter.sending({d: lay.size for d, lay in layers.items() if d not in spec.skip}, result.compression)
-        assert dst.info is not None
-        kind = dst.info.kind
+    platform = save_platform(plan)
+    ids = list(dict.fromkeys((p.source.export_as if platform else "") or p.source.id for p in plan.exported))
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
+            src.save(ids, platform) as raw,
+            prefetch(raw) as chunks,
+        ):
+            rewriter = Rewriter(chunks, spec, _Recorded(reporter, result), Path(spool))
+            result.begun.append(rewriter.result)
+            wire = Counted()
+            layers = plan.unique_layers()
+            reporter.sending({d: lay.size for d, lay in layers.items() if d not in spec.skip}, result.compression)
+            assert dst.info is not None
+            kind = dst.info.kind
 
-        deferred = _DeferredInterrupt(reporter)
+            deferred = _DeferredInterrupt(reporter)
 
-        def all_sent() -> None:
-            # The destination has the whole archive: from here it may finish the load even if we stop.
-            result.loaded.extend(_destination_id(w, kind) for w in rewriter.result.images)
-            result.sending_seconds += time.monotonic() - started
-            reporter.phase("loading")
-            deferred.start()
+            def all_sent() -> None:
+                # The destination has the whole archive: from here it may finish the load even if we stop.
+                result.loaded.extend(_destination_id(w, kind) for w in rewriter.result.images)
+                result.sending_seconds += time.monotonic() - started
+                reporter.phase("loading")
+                deferred.start()
 
-        body = compressed(rewriter.stream(), result.compression, wire, lambda: rewriter.emitting_compressed)
-        started = time.monotonic()
-        try:
-            with deferred:
-                dst.load(_reported(body, reporter, all_sent))
-        except D2DError as exc:
-            # Raised inside the body generator (the source's stream or its archive) unless named already.
-            raise exc.with_side("source", str(src.endpoint)) from exc
-        finally:
-            result.wire_bytes += wire.bytes
+            body = compressed(rewriter.stream(), result.compression, wire, lambda: rewriter.emitting_compressed)
+            started = time.monotonic()
+            try:
+                with deferred:
+                    dst.load(_reported(body, reporter, all_sent))
+            except D2DError as exc:
+                # Raised inside the body generator (the source's stream or its archive) unless named already.
+                raise exc.with_side("source", str(src.endpoint)) from exc
+            finally:
+                result.wire_bytes += wire.bytes
+    except (ArchiveError, EngineError) as exc:
+        assert src.info and dst.info
+        if src.info.kind is EngineKind.CONTAINERD and exc.side == "source" and _missing_content(exc):
+            # A store without a platform's content (never pulled, or pulled lazily) exports an
+            # archive without its blobs, or fails: say which platform and how to get it.
+            wanted = options.platform or dst.info.platform
+            refs = ", ".join(p.ref.raw for p in plan.exported)
+            raise PlatformError(
+                f"the store lacks content of {refs} for {wanted} ({exc.message}): pull it there with "
+                f"`docker pull --platform {wanted} {plan.exported[0].ref.raw}` (a pull skips the blobs of layers "
+                "the store has already: remove the images that hold them first)",
+                side="source",
+                endpoint=str(src.endpoint),
+            ) from exc
+        raise
     reporter.phase("verifying")
     return rewriter.result
+
+
+def _missing_content(exc: D2DError) -> bool:
+    return "not found" in exc.message or "lacks" in exc.message
 
 
 class _DeferredInterrupt:

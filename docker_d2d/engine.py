@@ -21,7 +21,7 @@ import httpx
 from .endpoint import Endpoint, Scheme, hostport
 from .errors import ConnectError, D2DError, EngineError, ImageNotFound, StalledError, printable
 from .inspect_cache import InspectCache
-from .model import EngineInfo, EngineKind, ImageInfo
+from .model import EngineInfo, EngineKind, ImageInfo, Platform
 from .transport import Timeouts, make_transport
 from .transport.watch import Worded, WriteStalled, stall_cause
 
@@ -112,6 +112,7 @@ class Engine:
         # The watchdog's pings go on connections of their own, each wait bounded.
         self._pings = httpx.Client(transport=ping_transport, base_url=base, timeout=timeouts.probe)
         self.api_version = MIN_API_VERSION
+        self.server_api: str | None = None  # the engine's own newest version, for calls newer than ours
         self.info: EngineInfo | None = None
         self._cache: InspectCache | None = None
 
@@ -206,8 +207,9 @@ class Engine:
         resp = self._request("GET", "/version", "the version", timeout=first)
         self._check(resp, "version")
         version = resp.json()
+        self.server_api = ping.headers.get("Api-Version") or version.get("ApiVersion")
         self.api_version = negotiate_version(
-            ping.headers.get("Api-Version") or version.get("ApiVersion"),
+            self.server_api,
             os.environ.get("DOCKER_API_VERSION"),
             version.get("MinAPIVersion"),
         )
@@ -244,6 +246,13 @@ class Engine:
             self._cache = InspectCache.for_engine(str(self.endpoint), self.info.kind, os.environ)
         return self._cache
 
+    def inspect_platform(self, ref: str, platform: Platform | None) -> ImageInfo:
+        """Inspect as API 1.49 answers (the store's descriptor; one platform of an index)."""
+        params = {"platform": json.dumps(platform.as_json())} if platform else None
+        resp = self._request("GET", f"/v1.49/images/{quote(ref, safe='/:@')}/json", params=params)
+        self._check(resp, f"image {ref}" + (f" for {platform}" if platform else ""))
+        return image_info(resp.json())
+
     def find(self, ref: str) -> ImageInfo | None:
         try:
             return self.inspect(ref)
@@ -260,9 +269,18 @@ class Engine:
         self._check(resp, f"remove {image_id}")
         return True
 
-    def history_sizes(self, ref: str) -> list[int]:
+    def history_sizes(self, ref: str, platform: Platform | None = None) -> list[int]:
         """Sizes of the history entries, oldest first (0 for steps without a layer)."""
-        data = self._get_json(f"/images/{quote(ref, safe='/:@')}/history", f"history of {ref}")
+        if platform is None:
+            data = self._get_json(f"/images/{quote(ref, safe='/:@')}/history", f"history of {ref}")
+        else:
+            resp = self._request(
+                "GET",
+                f"/v1.48/images/{quote(ref, safe='/:@')}/history",
+                params={"platform": json.dumps(platform.as_json())},
+            )
+            self._check(resp, f"history of {ref}")
+            data = resp.json()
         # An image whose config has no history: Podman answers null (issue 11).
         return [_size(h.get("Size")) if isinstance(h, dict) else 0 for h in reversed(data or [])]
 
@@ -295,12 +313,40 @@ class Engine:
                 images.append(replace(held, repo_tags=tags))
         return images
 
+    def speaks(self, version: str) -> bool:
+        """Whether the engine has API `version` (for single calls that need more than we negotiate)."""
+        return bool(self.server_api) and _version_tuple(str(self.server_api)) >= _version_tuple(version)
+
+    def image_complete(self, image_id: str) -> bool:
+        """Whether the containerd store holds every blob of an image. Docker 26 hides an image with
+        missing content from its list; Docker 28 lists it, marked unavailable (API 1.47 summaries)."""
+        if self.speaks("1.47"):
+            resp = self._request("GET", "/v1.47/images/json", params={"all": "1", "manifests": "1"})
+            self._check(resp, "image list")
+            for img in resp.json():
+                if img.get("Id") == image_id:
+                    manifests = [m for m in img.get("Manifests") or [] if m.get("Kind") == "image"]
+                    return all(m.get("Available") for m in manifests)
+            return False
+        return image_id in self.list_image_ids()
+
+    def remove(self, image_id: str) -> None:
+        """Remove an image docker-d2d loaded (an incomplete load or a probe); a missing one is fine."""
+        resp = self._request("DELETE", self._url(f"/images/{quote(image_id, safe=':')}"), params={"force": "1"})
+        if resp.status_code != 404:
+            self._check(resp, f"remove {image_id}")
+
     @contextmanager
-    def save(self, names: Iterable[str]) -> Iterator[Iterator[bytes]]:
-        """Stream `docker save` of the given images as raw tar bytes."""
+    def save(self, names: Iterable[str], platform: Platform | None = None) -> Iterator[Iterator[bytes]]:
+        """Stream `docker save` of the given images as raw tar bytes; `platform` (API 1.48) asks
+        for one platform of a multi-platform image."""
         params: list[tuple[str, str | int | float | bool | None]] = [("names", n) for n in names]
+        url = self._url("/images/get")
+        if platform is not None:
+            params.append(("platform", json.dumps(platform.as_json())))
+            url = "/v1.48/images/get"
         try:
-            with self._client.stream("GET", self._url("/images/get"), params=params) as resp:
+            with self._client.stream("GET", url, params=params) as resp:
                 self._check(resp, "export")
                 yield self._iter_save(resp)
         except httpx.HTTPError as exc:
@@ -418,4 +464,6 @@ def image_info(data: dict[str, Any]) -> ImageInfo:
         created=data.get("Created") or "",
         fingerprint=hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest(),
         size=int(data.get("Size") or 0),
+        platform=Platform(*(str(data.get(k) or "") for k in ("Os", "Architecture", "Variant"))),
+        media_type=str((data.get("Descriptor") or {}).get("mediaType") or ""),
     )

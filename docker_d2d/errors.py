@@ -8,6 +8,7 @@
     ├── StalledError              nothing moved for the stall timeout and the engine answered no ping
     ├── EngineError               the engine answered with an error
     │   └── ImageNotFound         a requested image does not exist at the source
+    ├── PlatformError             the source cannot give the platform asked for
     ├── ArchiveError              the source's archive is not what its engine promised
     ├── VerifyError               the destination's image differs from the source's after the load
     └── Cancelled                 the user interrupted (exit 130)
@@ -63,6 +64,10 @@ class EngineError(D2DError):
 
 
 class ImageNotFound(EngineError):
+    pass
+
+
+class PlatformError(D2DError):
     pass
 
 

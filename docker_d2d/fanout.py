@@ -9,16 +9,26 @@ pace; each one's rewrite keeps only its own images and leaves out what it holds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 
-from .copy import CopyOptions, CopyResult, Reporter, deliver, plan_for, resolve
+from .copy import (
+    CopyOptions,
+    CopyResult,
+    Reporter,
+    deliver,
+    one_copy_at_a_time,
+    plan_for,
+    resolve,
+    save_platform,
+)
 from .endpoint import Endpoint
 from .engine import Engine
-from .errors import D2DError
-from .model import EngineInfo, ImageInfo, parse_ref
+from .errors import D2DError, UsageError
+from .model import EngineInfo, ImageInfo, Platform, parse_ref
+from .plan import TransferPlan
 from .registry import Registry, Via
 from .shared_export import SharedExport
 from .via import PushResult, pull_from_registry, push_to_registry
@@ -56,8 +66,8 @@ class _SharedSource:
     info: EngineInfo | None
     export: SharedExport
 
-    def save(self, names: Sequence[str]) -> AbstractContextManager[Iterator[bytes]]:
-        return self.export.reader()
+    def save(self, names: Sequence[str], platform: Platform | None = None) -> AbstractContextManager[Iterator[bytes]]:
+        return self.export.reader()  # the one export holds every destination's images
 
 
 def copy_to_many(
@@ -77,17 +87,25 @@ def copy_to_many(
         with Engine(source, "source", options.timeouts) as src, ExitStack() as stack:
             src_info = src.connect()
             reporter.connected("source", source, src_info)
-            requested = [resolve(src, ref) for ref in parsed]
             hosts = [HostResult(d) for d in destinations]
             engines = [stack.enter_context(Engine(d, "destination", options.timeouts)) for d in destinations]
             reporters = [reporter_for(d) for d in destinations]
+            # One copy at a time per destination, as for a single one; taken in one order, so that two
+            # runs to overlapping sets of destinations cannot wait for each other.
+            for i in sorted(range(len(destinations)), key=lambda i: str(destinations[i])):
+                stack.enter_context(one_copy_at_a_time(destinations[i], reporters[i], options))
+
+            def connect(i: int) -> None:
+                reporters[i].connected("destination", hosts[i].endpoint, engines[i].connect())
+
+            _each(hosts, connect)
+            platform = options.platform or _common_platform(e.info for e, h in zip(engines, hosts) if h.ok)
+            requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]
 
             def plan(i: int) -> None:
-                dst, host = engines[i], hosts[i]
-                reporters[i].connected("destination", host.endpoint, dst.connect())
-                host.result = plan_for(src_info, dst, requested, reporters[i], options)
+                hosts[i].result = plan_for(src_info, engines[i], requested, reporters[i], options)
 
-            _each(hosts, plan)
+            _each(hosts, plan, only_ok=True)
             fleet = FleetResult(src_info, hosts, dry_run=options.dry_run)
             union = list(dict.fromkeys(p.source.id for r in _results(hosts) for p in r.plan.exported))
             if union and not options.dry_run and via is not None:
@@ -105,7 +123,11 @@ def copy_to_many(
                 _each(hosts, pull, only_ok=True)
             elif union and not options.dry_run:
                 exported = _unique(info for _, info, _ in requested if info.id in union)
-                with SharedExport(src, union, options.spool_dir) as export:
+                export_plan = TransferPlan(tuple(p for r in _results(hosts) for p in r.plan.exported))
+                shared_platform = save_platform(export_plan)
+                if shared_platform:  # one platform of an index: the export names the index
+                    union = list(dict.fromkeys(p.source.export_as or p.source.id for p in export_plan.exported))
+                with SharedExport(src, union, options.spool_dir, shared_platform) as export:
                     shared = _SharedSource(source, src_info, export)
 
                     def send(i: int) -> None:
@@ -132,6 +154,16 @@ def copy_to_many(
         from .transport.ssh import close_all
 
         close_all()
+
+
+def _common_platform(infos: Iterable[EngineInfo | None]) -> Platform:
+    """The destinations' platform: what a multi-platform image is copied as. Destinations of
+    several platforms in one run need --platform (one export carries one platform)."""
+    platforms = {info.platform for info in infos if info is not None}
+    if len(platforms) > 1:
+        names = ", ".join(sorted(str(p) for p in platforms))
+        raise UsageError(f"the destinations run on several platforms ({names}): choose one with --platform")
+    return platforms.pop() if platforms else Platform.parse("linux/amd64")
 
 
 def _results(hosts: Sequence[HostResult]) -> list[CopyResult]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -20,6 +20,8 @@ _REFERENCE = re.compile(
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
     r"(?:@(?P<digest>[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}))?$"
 )
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 _FULL_ID = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
 _SHORT_ID = re.compile(r"^[0-9a-f]{6,64}$")
 
@@ -102,6 +104,37 @@ class EngineKind(Enum):
 
 
 @dataclass(frozen=True)
+class Platform:
+    """os/arch[/variant], as `--platform` and OCI descriptors name it."""
+
+    os: str
+    architecture: str
+    variant: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.strip().lower().split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise UsageError(f"invalid platform {text!r}: use os/arch[/variant], e.g. linux/arm64")
+        return cls(*parts)
+
+    def matches(self, desc: Mapping[str, object]) -> bool:
+        """Whether an OCI platform object (from an index or a config) is this platform. A missing
+        variant matches any (arm64 images often leave out v8)."""
+        return (
+            desc.get("os") == self.os
+            and desc.get("architecture") == self.architecture
+            and (not self.variant or desc.get("variant") in (None, "", self.variant))
+        )
+
+    def as_json(self) -> dict[str, str]:
+        return {"os": self.os, "architecture": self.architecture, **({"variant": self.variant} if self.variant else {})}
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     kind: EngineKind
     version: str
@@ -111,6 +144,10 @@ class EngineInfo:
 
     def describe(self) -> str:
         return f"{self.kind.label} {self.version} (API {self.api_version})"
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(self.os, self.arch)
 
 
 @dataclass(frozen=True)
@@ -127,6 +164,16 @@ class ImageInfo:
     fingerprint: str = ""
     size: int = 0
     layer_sizes: tuple[int | None, ...] = field(default=())
+    platform: Platform | None = None  # what the config says
+    media_type: str = ""  # the containerd store's descriptor (API 1.48+): an index or a manifest
+    # One platform of a multi-platform image (containerd store, API 1.49+): `id` is that platform's
+    # manifest, the export names `export_as` (the index) and asks for `export_platform`.
+    export_as: str = ""
+    export_platform: Platform | None = None
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in (MT_INDEX, MT_DOCKER_LIST)
 
     @property
     def chain_ids(self) -> list[str]:

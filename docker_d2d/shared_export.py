@@ -18,17 +18,23 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import Cancelled
+from .model import Platform
 
 CHUNK = 1 << 20
 
 
 class Exporter(Protocol):
-    def save(self, names: Sequence[str]) -> AbstractContextManager[Iterator[bytes]]: ...
+    def save(
+        self, names: Sequence[str], platform: Platform | None = None
+    ) -> AbstractContextManager[Iterator[bytes]]: ...
 
 
 class SharedExport:
-    def __init__(self, source: Exporter, ids: Sequence[str], spool_dir: Path | None) -> None:
+    def __init__(
+        self, source: Exporter, ids: Sequence[str], spool_dir: Path | None, platform: Platform | None = None
+    ) -> None:
         self.ids = list(ids)
+        self.platform = platform
         self._source = source
         fd, name = tempfile.mkstemp(prefix="d2d-export-", dir=spool_dir)
         os.close(fd)
@@ -63,7 +69,7 @@ class SharedExport:
 
     def _write(self) -> None:
         try:
-            with self._source.save(self.ids) as chunks, open(self._path, "wb", buffering=0) as out:
+            with self._source.save(self.ids, self.platform) as chunks, open(self._path, "wb", buffering=0) as out:
                 for chunk in chunks:
                     out.write(chunk)
                     with self._cond:

@@ -1,0 +1,302 @@
+"""Fixtures for the containerd-store tests: Docker 28.5 engines and a distribution registry on
+loopback, started here in a minimal way (the `engines` helper branch adds matrix specs and a
+shared registry fixture; swap these for those when merged)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness.engines import ENGINES_DIR, SPECS, Engine, EngineSpec
+
+DOCKER28 = ENGINES_DIR / "docker28" / "usr"
+STORE_SPECS: dict[str, EngineSpec] = {
+    **SPECS,
+    "docker28": EngineSpec(
+        "docker28", "docker", dockerd=str(DOCKER28 / "sbin/dockerd"), path_prefix=str(DOCKER28 / "bin")
+    ),
+    "docker28c": EngineSpec(
+        "docker28c",
+        "docker",
+        dockerd=str(DOCKER28 / "sbin/dockerd"),
+        path_prefix=str(DOCKER28 / "bin"),
+        containerd_store=True,
+    ),
+}
+
+
+def start(name: str, base: Path, label: str | None = None) -> Engine:
+    engine = Engine(STORE_SPECS[name], base / (label or name))
+    engine.start()
+    return engine
+
+
+@dataclass
+class Registry:
+    host: str  # 127.0.0.1:PORT
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+
+@pytest.fixture(scope="module")
+def store_base() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="d2d-store-", dir="/var/tmp"))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def store_registry(store_base: Path) -> Iterator[Registry]:
+    reg = start_registry(store_base / "registry")
+    yield reg
+    stop_registry(reg)
+
+
+@pytest.fixture(scope="module")
+def stores(store_base: Path) -> Iterator[dict[str, Engine]]:
+    """docker26 (overlay2: builds and pushes bases, a graphdriver source), docker26c, docker28c."""
+    started: dict[str, Engine] = {}
+    try:
+        for name in ("docker26", "docker26c", "docker28c"):
+            started[name] = start(name, store_base)
+        yield started
+    finally:
+        for engine in started.values():
+            engine.destroy()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_registry(base: Path) -> Registry:
+    """Debian's `docker-registry` (distribution 2.8) on a free loopback port, private storage."""
+    base.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    config = base / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    log = open(base / "registry.log", "ab")  # noqa: SIM115 - kept open for the process's life
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                return Registry(f"127.0.0.1:{port}", proc)
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"docker-registry did not start:\n{(base / 'registry.log').read_text(errors='replace')}")
+
+
+def stop_registry(registry: Registry) -> None:
+    registry.proc.terminate()
+    try:
+        registry.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        registry.proc.kill()
+
+
+# --- what an engine holds ------------------------------------------------------------------
+
+
+def ctr_images(engine: Engine) -> list[str]:
+    """containerd's own image list for the engine's store (the records the Engine API hides)."""
+    sock = engine.base / "exec" / "containerd" / "containerd.sock"
+    out = subprocess.run(
+        ["ctr", "--address", str(sock), "-n", "moby", "images", "ls", "-q"], capture_output=True, text=True, check=True
+    )
+    return out.stdout.split()
+
+
+def leftovers(engine: Engine, before: list[str]) -> list[str]:
+    """Records the run made that are not images a user asked for: dangling or untagged ones."""
+    return [r for r in ctr_images(engine) if r not in before and (r.startswith("moby-dangling@") or "@" in r)]
+
+
+def saved_blobs(engine: Engine, ref: str) -> dict[str, int]:
+    """`docker save` at the engine: every blob the image's manifest names, with its size in the
+    archive; raises if one is missing (an incomplete image writes an archive without them)."""
+    data = engine.docker("save", ref).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        wanted = [p for item in manifest for p in [item["Config"], *item["Layers"]]]
+    missing = [p for p in wanted if p not in members]
+    assert not missing, f"docker save of {ref} lacks {missing}"
+    return {p: members[p].size for p in wanted}
+
+
+def layer_blob_sizes(engine: Engine, ref: str) -> dict[str, int]:
+    """diff id -> size of the blob the engine's `docker save` holds for that layer (compressed
+    where the engine keeps it compressed): what travels when that layer is sent."""
+    data = engine.docker("save", ref).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        item = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        config = json.load(tar.extractfile(item["Config"]))  # type: ignore[arg-type]
+        sizes = [tar.getmember(p).size for p in item["Layers"]]
+    return dict(zip(config["rootfs"]["diff_ids"], sizes))
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def pulled(engine: Engine, ref: str) -> None:
+    engine.docker("pull", "-q", ref)
+
+
+# --- a multi-platform index with attestation manifests, assembled through the registry API ----
+
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_IN_TOTO = "application/vnd.in-toto+json"
+
+
+def _descriptor(media_type: str, data: bytes, **extra: object) -> dict[str, object]:
+    return {"mediaType": media_type, "digest": sha256(data), "size": len(data), **extra}
+
+
+def _push_blob(client: httpx.Client, repo: str, data: bytes) -> None:
+    start = client.post(f"/v2/{repo}/blobs/uploads/")
+    start.raise_for_status()
+    location = start.headers["Location"]
+    sep = "&" if "?" in location else "?"
+    client.put(f"{location}{sep}digest={sha256(data)}", content=data).raise_for_status()
+
+
+def _push_manifest(client: httpx.Client, repo: str, ref: str, media_type: str, data: bytes) -> None:
+    client.put(f"/v2/{repo}/manifests/{ref}", content=data, headers={"Content-Type": media_type}).raise_for_status()
+
+
+@dataclass
+class PlatformImage:
+    platform: str  # os/arch
+    manifest: str  # digest
+    config: str
+    diff_ids: list[str]
+    layer_sizes: list[int]  # compressed, as in the registry
+
+
+def push_multiplatform(registry: Registry, repo: str, tag: str, layer_size: int = 60_000) -> list[PlatformImage]:
+    """linux/amd64 and linux/arm64 images (two tiny gzip layers each) and a BuildKit-style
+    attestation manifest for each, under one OCI index, pushed blob by blob."""
+    import gzip
+    import os
+
+    from tests.harness.images import rootfs_tar
+
+    images: list[PlatformImage] = []
+    index_entries: list[dict[str, object]] = []
+    attestations: list[dict[str, object]] = []
+    with httpx.Client(base_url=registry.url, timeout=30) as client:
+        for os_name, arch in (("linux", "amd64"), ("linux", "arm64")):
+            tars = [rootfs_tar({f"{arch}/{i}": os.urandom(layer_size) + f"{arch}{i}".encode()}) for i in range(2)]
+            blobs = [gzip.compress(t, mtime=0) for t in tars]
+            config = json.dumps(
+                {
+                    "architecture": arch,
+                    "os": os_name,
+                    "config": {"Cmd": ["/bin/true"]},
+                    "rootfs": {"type": "layers", "diff_ids": [sha256(t) for t in tars]},
+                    "history": [{"created_by": f"COPY {i}"} for i in range(2)],
+                }
+            ).encode()
+            manifest = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": MT_MANIFEST,
+                    "config": _descriptor(MT_CONFIG, config),
+                    "layers": [_descriptor(MT_LAYER_GZIP, b) for b in blobs],
+                }
+            ).encode()
+            for b in [*blobs, config]:
+                _push_blob(client, repo, b)
+            _push_manifest(client, repo, sha256(manifest), MT_MANIFEST, manifest)
+            index_entries.append(_descriptor(MT_MANIFEST, manifest, platform={"architecture": arch, "os": os_name}))
+            images.append(
+                PlatformImage(
+                    f"{os_name}/{arch}",
+                    sha256(manifest),
+                    sha256(config),
+                    [sha256(t) for t in tars],
+                    [len(b) for b in blobs],
+                )
+            )
+            # What BuildKit attaches: an in-toto statement in a manifest pointing at the image.
+            statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1", "subject": [{"name": arch}]}).encode()
+            att_config = json.dumps(
+                {
+                    "architecture": "unknown",
+                    "os": "unknown",
+                    "rootfs": {"type": "layers", "diff_ids": [sha256(statement)]},
+                }
+            ).encode()
+            att_manifest = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": MT_MANIFEST,
+                    "config": _descriptor(MT_CONFIG, att_config),
+                    "layers": [
+                        _descriptor(
+                            MT_IN_TOTO,
+                            statement,
+                            annotations={"in-toto.io/predicate-type": "https://spdx.dev/Document"},
+                        )
+                    ],
+                }
+            ).encode()
+            for b in (statement, att_config):
+                _push_blob(client, repo, b)
+            _push_manifest(client, repo, sha256(att_manifest), MT_MANIFEST, att_manifest)
+            attestations.append(
+                _descriptor(
+                    MT_MANIFEST,
+                    att_manifest,
+                    platform={"architecture": "unknown", "os": "unknown"},
+                    annotations={
+                        "vnd.docker.reference.digest": sha256(manifest),
+                        "vnd.docker.reference.type": "attestation-manifest",
+                    },
+                )
+            )
+        index = json.dumps(
+            {"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": index_entries + attestations}
+        ).encode()
+        _push_manifest(client, repo, tag, MT_INDEX, index)
+    return images
+
+
+def measured(case: str, result: dict[str, object], lacked: int) -> None:
+    """One line per case for the record (`pytest -s ... | grep bytes-sent`)."""
+    print(
+        f"\nbytes-sent {case}: sent {result['bytes_sent']} B in {result['transfers']} load(s), "
+        f"{result['layers_sent']} layer(s); the destination lacked {lacked} B"
+    )

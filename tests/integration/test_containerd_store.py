@@ -1,0 +1,136 @@
+"""The containerd image store done right (issue 11): bases pulled from a real registry, images
+built in the store, Docker 26.1 and 28.5. No layer travels twice, nothing is left incomplete
+or dangling, and bytes sent equal the blobs the destination really lacked."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness.engines import Engine
+from tests.harness.images import Builder, image_layers, place_compressed, unique
+
+from .helpers import copy, random_file
+from .store_fixtures import Registry, ctr_images, layer_blob_sizes, leftovers, measured, pulled, saved_blobs
+
+pytestmark = pytest.mark.engines
+
+
+def registry_base(stores: dict[str, Engine], registry: Registry, size: int = 300_000) -> str:
+    """A fresh one-layer base pushed to the registry (pushed gzip-compressed by Docker)."""
+    builder = Builder(stores["docker26"])
+    ref = builder.base(f"{registry.host}/{unique('base')}:1", size=size)
+    stores["docker26"].docker("push", "-q", ref)
+    return ref
+
+
+def check_complete(src: Engine, dst: Engine, ref: str, before: list[str]) -> None:
+    assert image_layers(dst, ref) == image_layers(src, ref)
+    blobs = saved_blobs(dst, ref)  # every blob, config included
+    assert len(blobs) == len(image_layers(src, ref)) + 1
+    assert leftovers(dst, before) == [], "the run left dangling or untagged records in the store"
+
+
+@pytest.mark.parametrize("destination", ["docker26c", "docker28c"])
+def test_registry_base_at_destination(stores: dict[str, Engine], store_registry: Registry, destination: str) -> None:
+    src, dst = stores["docker26"], stores[destination]
+    base = registry_base(stores, store_registry)
+    app = unique("regapp") + ":1"
+    Builder(src).build(app, base, ["COPY a /a"], {"a": random_file(100_000)})
+    pulled(dst, base)
+    before = ctr_images(dst)
+
+    result = copy(src, dst, app)
+
+    # The store holds the base only as the registry's gzip blob, whose digest an overlay2 source
+    # cannot name: the base travels once (never twice), with the new layer, in one load.
+    sizes = layer_blob_sizes(src, app)
+    measured(f"registry base at {destination}, overlay2 source", result, sum(sizes.values()))
+    assert result["transfers"] == 1
+    assert result["bytes_sent"] == sum(sizes.values())
+    assert any(e["event"] == "note" and "cannot name" in e["message"] for e in result["events"])
+    assert result["tagged"] == [app]
+    check_complete(src, dst, app, before)
+
+    # Now the store also holds the base as docker-d2d loaded it: the next app sends its own layer only.
+    app2 = unique("regapp") + ":2"
+    Builder(src).build(app2, base, ["COPY b /b"], {"b": random_file(50_000)})
+    again = copy(src, dst, app2)
+    sizes2 = layer_blob_sizes(src, app2)
+    measured(f"second app on that base at {destination}", again, sizes2[image_layers(src, app2)[-1]])
+    assert again["transfers"] == 1 and again["layers_skipped"] == 1
+    assert again["bytes_sent"] == sizes2[image_layers(src, app2)[-1]]
+    check_complete(src, dst, app2, before)
+
+
+@pytest.mark.parametrize(("source", "destination"), [("docker26c", "docker28c"), ("docker28c", "docker26c")])
+def test_same_registry_base_at_both_ends(
+    stores: dict[str, Engine], store_registry: Registry, source: str, destination: str
+) -> None:
+    src, dst = stores[source], stores[destination]
+    base = registry_base(stores, store_registry)
+    pulled(src, base)
+    pulled(dst, base)
+    app = unique("bothapp") + ":1"
+    Builder(src).build(app, base, ["COPY a /a", "COPY b /b"], {"a": random_file(200_000), "b": b"text\n" * 40_000})
+    before = ctr_images(dst)
+
+    result = copy(src, dst, app)
+
+    # Both stores hold the registry's compressed base blob: only the two new layers travel, as the
+    # source's store keeps them (gzip), in a single load.
+    sizes = layer_blob_sizes(src, app)
+    new = image_layers(src, app)[1:]
+    measured(f"registry base at both ends {source} -> {destination}", result, sum(sizes[d] for d in new))
+    assert result["transfers"] == 1
+    assert result["layers_sent"] == 2 and result["layers_skipped"] == 1
+    assert result["bytes_sent"] == sum(sizes[d] for d in new)
+    check_complete(src, dst, app, before)
+
+
+def test_built_in_the_store_between_stores(stores: dict[str, Engine]) -> None:
+    """A base with a layer loaded uncompressed and one built in the store (gzip), copied first;
+    then an app on it: the destination holds one base layer uncompressed and one under the
+    source's gzip digest, and the thin manifest names each by the digest held."""
+    src, dst = stores["docker26c"], stores["docker28c"]
+    imported = Builder(stores["docker26"]).base(unique("sbase") + ":1", size=200_000)
+    Builder(stores["docker26"]).place(src, imported)
+    base = unique("sbase") + ":2"
+    Builder(src).build(base, imported, ["COPY a /a"], {"a": random_file(150_000)})
+    app = unique("sbuilt") + ":1"
+    Builder(src).build(app, base, ["COPY b /b"], {"b": random_file(100_000)})
+    before = ctr_images(dst)
+
+    first = copy(src, dst, base)
+    assert first["bytes_sent"] == sum(layer_blob_sizes(src, base).values())
+    result = copy(src, dst, app)
+
+    sizes = layer_blob_sizes(src, app)
+    measured("built in the store docker26c -> docker28c", result, sizes[image_layers(src, app)[-1]])
+    assert result["transfers"] == 1 and result["layers_skipped"] == 2
+    assert result["bytes_sent"] == sizes[image_layers(src, app)[-1]]
+    check_complete(src, dst, app, before)
+
+
+def test_base_held_under_an_unknown_digest_sends_just_that_layer(
+    stores: dict[str, Engine], store_registry: Registry
+) -> None:
+    """The source pulled the base from the registry; the destination holds the same layer
+    compressed differently (another tool's gzip). The thin load comes out incomplete; probes
+    find exactly which layer is missing, and only that one is sent in a second load."""
+    src, dst = stores["docker26c"], stores["docker28c"]
+    base = registry_base(stores, store_registry)
+    pulled(src, base)
+    place_compressed(Builder(stores["docker26"]), dst, base)
+    app = unique("mixapp") + ":1"
+    Builder(src).build(app, base, ["COPY a /a"], {"a": random_file(120_000)})
+    before = ctr_images(dst)
+
+    result = copy(src, dst, app)
+
+    sizes = layer_blob_sizes(src, app)
+    measured("base under an unknown digest docker26c -> docker28c", result, sum(sizes.values()))
+    assert result["transfers"] == 2
+    assert result["layers_sent"] == 2, "each layer once: the new one in the first load, the base in the second"
+    assert result["bytes_sent"] == sum(sizes.values())
+    assert any(e["event"] == "note" and "lacks 1 left-out layer" in e["message"] for e in result["events"])
+    check_complete(src, dst, app, before)
