@@ -22,7 +22,7 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from .errors import ArchiveError
 from .tarstream import CHUNK, END_OF_ARCHIVE, ChunkReader, Entry, file_entry, file_header, padding, read_entries
@@ -36,8 +36,10 @@ MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 
 # Output chunks: headers as bytes, bodies as views of the source's buffers (no copies).
-Buffer = bytes | memoryview
-LayerWriter = Generator[Buffer, None, "LayerEntry"]
+# Aliases for the type checker only: this module also runs on a source host's Python 3.8 (remote/).
+if TYPE_CHECKING:
+    Buffer = bytes | memoryview
+    LayerWriter = Generator[Buffer, None, "LayerEntry"]
 
 
 class OutputFormat(Enum):

@@ -20,6 +20,7 @@ from .copy import CopyOptions, copy_images
 from .endpoint import Endpoint, Scheme
 from .errors import Cancelled, D2DError, UsageError
 from .options import GlobalOptions
+from .remote import RemoteFilter
 
 app = typer.Typer(
     name="docker-d2d",
@@ -57,6 +58,13 @@ def _complete_images(ctx: typer.Context, incomplete: str) -> list[tuple[str, str
 CompressOpt = Annotated[
     Compression,
     typer.Option("--compress", help="Compress the load on the wire: auto = on ssh and non-loopback tcp only."),
+]
+RemoteFilterOpt = Annotated[
+    RemoteFilter,
+    typer.Option(
+        "--remote-filter",
+        help="From an ssh source: drop present layers and compress on the source host (its python3); never = plain.",
+    ),
 ]
 Images = Annotated[
     list[str],
@@ -125,6 +133,7 @@ def _copy(
     debug: bool,
     spool_dir: Path | None,
     compress: Compression,
+    remote_filter: RemoteFilter = RemoteFilter.AUTO,
 ) -> None:
     def action() -> None:
         if not images:
@@ -133,7 +142,11 @@ def _copy(
         reporter = _reporter(quiet, as_json)
         try:
             result = copy_images(
-                src, dst, images, reporter, CopyOptions(dry_run=dry_run, spool_dir=spool_dir, compress=compress)
+                src,
+                dst,
+                images,
+                reporter,
+                CopyOptions(dry_run=dry_run, spool_dir=spool_dir, compress=compress, remote_filter=remote_filter),
             )
         finally:
             if isinstance(reporter, RichReporter):
@@ -163,9 +176,10 @@ def copy_command(
     debug: Debug = False,
     spool_dir: SpoolDir = None,
     compress: CompressOpt = Compression.AUTO,
+    remote_filter: RemoteFilterOpt = RemoteFilter.AUTO,
 ) -> None:
     """Copy IMAGES from the source engine to the destination engine."""
-    _copy(source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress)
+    _copy(source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, remote_filter)
 
 
 @app.command("push")
@@ -195,9 +209,10 @@ def pull_command(
     debug: Debug = False,
     spool_dir: SpoolDir = None,
     compress: CompressOpt = Compression.AUTO,
+    remote_filter: RemoteFilterOpt = RemoteFilter.AUTO,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
-    _copy(source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress)
+    _copy(source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress, remote_filter)
 
 
 @app.command("version")

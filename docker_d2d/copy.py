@@ -14,12 +14,13 @@ from typing import Protocol
 
 from .archive import Progress, Rewriter, RewriteResult, StreamSpec, WrittenImage
 from .compress import Compression, Counted, choose, compressed
-from .endpoint import Endpoint
+from .endpoint import Endpoint, Scheme
 from .engine import Engine
 from .errors import D2DError, ImageNotFound, VerifyError
 from .model import EngineInfo, EngineKind, ImageInfo, ImageRef, as_id_ref, could_be_id, parse_ref, short
 from .plan import ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
 from .prefetch import prefetch
+from .remote import RemoteFilter
 
 
 class Reporter(Progress, Protocol):
@@ -33,6 +34,7 @@ class CopyOptions:
     dry_run: bool = False
     spool_dir: Path | None = None
     compress: Compression = Compression.AUTO
+    remote_filter: RemoteFilter = RemoteFilter.AUTO
 
 
 @dataclass
@@ -197,6 +199,12 @@ def _transfer(
     result: CopyResult,
 ) -> RewriteResult:
     ids = list(dict.fromkeys(p.source.id for p in plan.exported))
+    if options.remote_filter is RemoteFilter.AUTO and src.endpoint.scheme is Scheme.SSH:
+        from .remote.run import remote_transfer
+
+        filtered = remote_transfer(src, dst, plan, ids, spec, reporter, options.compress, result)
+        if filtered is not None:
+            return filtered
     with (
         tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
         src.save(ids) as raw,

@@ -114,7 +114,8 @@ def read_entries(reader: ChunkReader) -> Iterator[Entry]:
         size = int(pax["size"]) if "size" in pax else info.size
         if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
             size = 0 if info.type != tarfile.CONTTYPE else size
-        entry = Entry(name.removeprefix("./"), size, info.type, long_link or pax.get("linkpath") or info.linkname)
+        name = name[2:] if name.startswith("./") else name  # no str.removeprefix: runs on Python 3.8 (remote/)
+        entry = Entry(name, size, info.type, long_link or pax.get("linkpath") or info.linkname)
         pax, long_name, long_link = {}, None, None
         yield entry
         reader.skip(_padding(size))
