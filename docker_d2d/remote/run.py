@@ -105,8 +105,8 @@ class _Agent:
     def ended(self) -> str:
         """Why the agent stopped without a result: its exit status and what it printed."""
         status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else -1
-        text = self.stderr()
-        return f"exit status {status}" + (f": {text[-500:]}" if text else "")
+        text = " ".join(self.stderr().split())[-500:]  # one line: it goes into a one-line note
+        return f"exit status {status}" + (f": {text}" if text else "")
 
     def error(self, event: dict[str, Any]) -> D2DError:
         cls = _ERRORS.get(str(event.get("kind")), EngineError)

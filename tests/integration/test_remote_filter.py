@@ -34,7 +34,7 @@ pytestmark = pytest.mark.engines
 KINDS = ["docker26", "docker20", "docker26c", "podman"]
 RUN = os.getpid() % 100000  # namespace names and subnets unique to this run
 SUBNET = 20 + (RUN % 100) * 2
-AGENT_MARK = "importlib.import_module(p"  # a piece of the bootstrap: how the agent shows in ps
+AGENT_MARK = "sys.meta_path.insert"  # a piece of the bootstrap: how the agent shows in ps
 MB = 1 << 20
 
 
@@ -65,11 +65,18 @@ def _host(base: Path, client: SshClientHome, suffix: str, subnet: int, kinds: li
     for kind in kinds:
         engines[kind] = Engine(SPECS[kind], base / f"{kind}{suffix}")
         engines[kind].start(netns=ns.name)
-    host.sshd.options["SetEnv"] = f"TMPDIR={base / f'tmp{suffix}'}"
-    (base / f"tmp{suffix}").mkdir()
+    host.sshd.options["SetEnv"] = _clean_env(base, suffix)
     host.sshd.start({"root": [client.ssh / "id_ed25519"]})
     client.trust(host.sshd)
     return host
+
+
+def _clean_env(base: Path, suffix: str) -> str:
+    """An empty HOME and TMPDIR for the ssh sessions, to show nothing is written there (an empty
+    HOME also keeps root's .bashrc, which puts pyenv first in PATH, out of the sessions)."""
+    for name in ("home", "tmp"):
+        (base / f"{name}{suffix}").mkdir(exist_ok=True)
+    return f"HOME={base / f'home{suffix}'} TMPDIR={base / f'tmp{suffix}'}"
 
 
 def _destroy(host: Host) -> None:
@@ -215,7 +222,8 @@ def test_remote_to_remote_each_missing_layer_crosses_each_link_once(world: World
     remove(dst, v2)
 
 
-def _sshd(world: World, name: str, **options: str) -> Sshd:
+def _sshd(world: World, name: str, path: str) -> Sshd:
+    options = {"SetEnv": f"{_clean_env(world.base, 'a')} PATH={path}"}
     srv = Sshd(world.base / unique(name), address=world.a.ns.addr, port=0, netns=world.a.ns.name, options=options)
     srv.port = 2200 + len(list(world.base.glob("*sshd*")))
     srv.start({"root": [world.client.ssh / "id_ed25519"]})
@@ -224,10 +232,10 @@ def _sshd(world: World, name: str, **options: str) -> Sshd:
 
 
 def test_host_python_3_8_runs_the_agent(world: World) -> None:
-    srv = _sshd(world, "py38sshd", SetEnv="PATH=/root/.pyenv/versions/3.8.18/bin:/usr/bin:/bin")
+    srv = _sshd(world, "py38sshd", "/root/.pyenv/versions/3.8.18/bin:/usr/bin:/bin")
     try:
-        res, log = d2d_json(world, "pull", world.a.url("docker26", srv), world.images["v2"])
-        assert "filtering at the source host (python 3.8.18, zstd on the wire)" in log
+        _, log = d2d_json(world, "pull", world.a.url("docker26", srv), world.images["v2"])
+        assert "filtering at the source host (python 3.8.18, zstd on the wire)" in log, log
         assert image_exists(world.local, world.images["v2"])
     finally:
         srv.stop()
@@ -235,9 +243,9 @@ def test_host_python_3_8_runs_the_agent(world: World) -> None:
 
 
 def test_host_without_python3_falls_back_and_says_so(world: World) -> None:
-    empty = world.base / unique("nopython")
+    empty = world.base / unique("nopython")  # a PATH without python3
     empty.mkdir()
-    srv = _sshd(world, "nopysshd", SetEnv=f"PATH={empty}")
+    srv = _sshd(world, "nopysshd", str(empty))
     v2 = world.images["v2"]
     try:
         before = world.a.wire()
@@ -301,7 +309,7 @@ def test_cutting_the_pull_leaves_nothing_on_the_source_host(world: World, how: s
         while time.monotonic() < deadline and agent_processes():
             time.sleep(0.2)
         assert agent_processes() == []
-        assert list(tmpdir.iterdir()) == []
+        assert list(tmpdir.iterdir()) == [] and list((world.base / "homea").iterdir()) == []
         assert not image_exists(world.local20, big)
     finally:
         if proc.poll() is None:
