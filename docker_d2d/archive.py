@@ -25,7 +25,7 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from .errors import ArchiveError
 from .model import short
@@ -48,8 +48,10 @@ MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 
 # Output chunks: headers as bytes, bodies as views of the source's buffers (no copies).
-Buffer = bytes | memoryview
-LayerWriter = Generator[Buffer, None, "LayerEntry"]
+# Aliases for the type checker only: this module also runs on a source host's Python 3.8 (remote/).
+if TYPE_CHECKING:
+    Buffer = bytes | memoryview
+    LayerWriter = Generator[Buffer, None, "LayerEntry"]
 
 
 class OutputFormat(Enum):
@@ -277,7 +279,7 @@ def _link_target(entry: Entry) -> str:
     target = entry.linkname
     if entry.type == tarfile.SYMTYPE:
         target = posixpath.join(posixpath.dirname(entry.name), target)
-    return posixpath.normpath(target).removeprefix("./")
+    return posixpath.normpath(target)  # never "./x": normpath drops it (and removeprefix is 3.9+: remote/)
 
 
 class Rewriter:

@@ -25,6 +25,7 @@ from .transport.watch import CONNECT_TIMEOUT, STALL_TIMEOUT, Timeouts
 
 if TYPE_CHECKING:
     from .registry import Via
+from .remote import RemoteFilter
 
 app = typer.Typer(
     name="docker-d2d",
@@ -104,6 +105,13 @@ PlatformOpt = Annotated[
         "--platform",
         help="os/arch or os/arch/variant of a multi-platform image to copy from a containerd-store source "
         "(default: the destination's platform).",
+    ),
+]
+RemoteFilterOpt = Annotated[
+    RemoteFilter,
+    typer.Option(
+        "--remote-filter",
+        help="From an ssh source: drop present layers and compress on the source host (its python3); never = plain.",
     ),
 ]
 Images = Annotated[
@@ -241,6 +249,7 @@ def _copy(
     via: str | None = None,
     timeouts: Timeouts | None = None,
     platform: str | None = None,
+    remote_filter: RemoteFilter = RemoteFilter.AUTO,
 ) -> None:
     def action() -> int | None:
         nonlocal images
@@ -377,11 +386,12 @@ def copy_command(
     platform: PlatformOpt = None,
     connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
     stall_timeout: StallTimeout = STALL_TIMEOUT,
+    remote_filter: RemoteFilterOpt = RemoteFilter.AUTO,
 ) -> None:
     """Copy IMAGES from the source engine to the destination engine."""
     _copy(
         source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
-        Timeouts(connect_timeout, stall_timeout), platform,
+        Timeouts(connect_timeout, stall_timeout), platform, remote_filter,
     )
 
 
@@ -431,11 +441,12 @@ def pull_command(
     platform: PlatformOpt = None,
     connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
     stall_timeout: StallTimeout = STALL_TIMEOUT,
+    remote_filter: RemoteFilterOpt = RemoteFilter.AUTO,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
     _copy(
         source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
-        Timeouts(connect_timeout, stall_timeout), platform,
+        Timeouts(connect_timeout, stall_timeout), platform, remote_filter,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from .archive import Progress, Rewriter, RewriteResult, StreamSpec, WrittenImage
 from .compress import Compression, Counted, choose, compressed
-from .endpoint import Endpoint
+from .endpoint import Endpoint, Scheme
 from .engine import Engine
 from .errors import ArchiveError, D2DError, EngineError, ImageNotFound, PlatformError, VerifyError
 from .lock import destination_lock
@@ -34,6 +34,7 @@ from .model import (
 from .plan import ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
 from .prefetch import prefetch
 from .probe import Descriptor, held_as, uncompressed
+from .remote import RemoteFilter
 from .transport import Timeouts
 
 
@@ -54,6 +55,7 @@ class CopyOptions:
     compress: Compression = Compression.AUTO
     timeouts: Timeouts = field(default_factory=Timeouts)
     platform: Platform | None = None  # of a multi-platform image; default: the destination's
+    remote_filter: RemoteFilter = RemoteFilter.AUTO
 
 
 @dataclass
@@ -446,6 +448,17 @@ def _transfer(
 ) -> RewriteResult:
     platform = save_platform(plan)
     ids = list(dict.fromkeys((p.source.export_as if platform else "") or p.source.id for p in plan.exported))
+    if (
+        options.remote_filter is RemoteFilter.AUTO
+        and src.endpoint.scheme is Scheme.SSH
+        and isinstance(src, Engine)  # not an export already shared by several destinations
+        and platform is None  # the agent asks for the whole image
+    ):
+        from .remote.run import remote_transfer
+
+        filtered = remote_transfer(src, dst, plan, ids, spec, reporter, options.compress, result)
+        if filtered is not None:
+            return filtered
     try:
         with (
             tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,

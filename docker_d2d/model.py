@@ -52,7 +52,7 @@ def familiar(repository: str) -> str:
     for prefix in ("docker.io/", "index.docker.io/"):
         if repository.startswith(prefix):
             rest = repository[len(prefix) :]
-            return rest.removeprefix("library/") if rest.count("/") == 1 else rest
+            return rest[len("library/") :] if rest.startswith("library/") and rest.count("/") == 1 else rest
     return repository
 
 
@@ -181,7 +181,8 @@ class ImageInfo:
 
 
 def short(digest: str, n: int = 12) -> str:
-    return digest.removeprefix("sha256:")[:n]
+    # No str.removeprefix here: this module also runs on the source host's Python 3.8 (remote/).
+    return (digest[7:] if digest.startswith("sha256:") else digest)[:n]
 
 
 def human_size(n: float) -> str:

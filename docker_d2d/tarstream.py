@@ -156,7 +156,8 @@ def read_entries(reader: ChunkReader) -> Iterator[Entry]:
             size = 0
         elif info.type not in _FILE:
             raise ArchiveError(f"the archive has an entry of unsupported tar type {info.type!r} ({name[:100]!r})")
-        entry = Entry(name.removeprefix("./"), size, info.type, long_link or pax.get("linkpath") or info.linkname)
+        name = name[2:] if name.startswith("./") else name  # no str.removeprefix: runs on Python 3.8 (remote/)
+        entry = Entry(name, size, info.type, long_link or pax.get("linkpath") or info.linkname)
         pax, long_name, long_link = {}, None, None
         yield entry
         reader.skip(_padding(size))

@@ -1,0 +1,329 @@
+"""The program run on the source host by its own python3 (3.8 or later, standard library only).
+
+It exports the images from the engine socket on that host, runs the same `Rewriter` the local
+side runs (drop the layers the destination holds, write the destination's format), compresses
+the archive and writes it to stdout in frames:
+
+    1 byte kind, 4 bytes big-endian length, payload
+    kind D: a piece of the compressed archive (concatenated, they are the load body)
+    kind E: one JSON event: hello (ready, which compression), progress, result, error
+
+Everything else the host's python prints (a traceback, "command not found") goes to stderr.
+Closing the ssh channel closes our stdin: a thread waits for that and ends the process at
+once (and the engine's export with it, since its socket closes), so Ctrl-C, a dropped link or
+an error at the destination leaves nothing running here. Nothing is written to disk: the
+only spool the reader may need is an unnamed temporary file, gone when the process ends.
+
+This module travels: it must stay importable on Python 3.8.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import traceback
+import zlib
+from dataclasses import asdict
+from typing import Any, BinaryIO
+from urllib.parse import urlencode
+
+from ..archive import OutputFormat, Rewriter, StreamSpec
+from ..errors import D2DError, EngineError, ImageNotFound
+from ..prefetch import prefetch
+
+HEADER = struct.Struct(">cI")
+DATA = b"D"
+EVENT = b"E"
+CHUNK = 1 << 20
+ZSTD_FASTEST = -131072  # as compress.py: close to a copy, for blobs that are compressed already
+EXIT_ABORTED = 75
+
+
+class Frames:
+    """The framed stdout; events and data may come from two threads (the zstd reader)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+
+    def data(self, payload: bytes) -> None:
+        if payload:
+            self._write(DATA, payload)
+
+    def event(self, what: str, **fields: Any) -> None:
+        fields["event"] = what
+        self._write(EVENT, json.dumps(fields, separators=(",", ":")).encode())
+
+    def _write(self, kind: bytes, payload: bytes) -> None:
+        with self.lock:
+            self.out.write(HEADER.pack(kind, len(payload)))
+            self.out.write(payload)
+            self.out.flush()
+
+
+class Events:
+    """The Rewriter's progress, batched into one event per output chunk."""
+
+    def __init__(self, frames: Frames) -> None:
+        self.frames = frames
+        self.pending: list[list[Any]] = []
+
+    def layer_skipped(self, key: str, size: int) -> None:
+        self.pending.append(["skipped", key, size])
+
+    def layer_started(self, key: str, size: int) -> None:
+        self.pending.append(["started", key, size])
+
+    def layer_advanced(self, key: str, nbytes: int) -> None:
+        last = self.pending[-1] if self.pending else None
+        if last is not None and last[0] == "advanced" and last[1] == key:
+            last[2] += nbytes
+        else:
+            self.pending.append(["advanced", key, nbytes])
+
+    def layer_finished(self, key: str) -> None:
+        self.pending.append(["finished", key, 0])
+
+    def flush(self) -> None:
+        if self.pending:
+            self.frames.event("progress", items=self.pending)
+            self.pending = []
+
+
+# --- compression: the first of the accepted kinds this host can do ----------------------------
+
+
+class _Plain:
+    name = "none"
+
+    def __init__(self, frames: Frames) -> None:
+        self.frames = frames
+
+    def write(self, chunk: bytes | memoryview, stored: bool) -> None:
+        self.frames.data(bytes(chunk))
+
+    def close(self) -> None:
+        pass
+
+
+class _Gzip(_Plain):
+    """gzip members; already compressed blobs go into stored members (as compress.py does)."""
+
+    name = "gzip"
+
+    def __init__(self, frames: Frames) -> None:
+        super().__init__(frames)
+        self.stored = False
+        self.obj = self._new(False)
+
+    def _new(self, stored: bool) -> Any:
+        return zlib.compressobj(0 if stored else 1, zlib.DEFLATED, 31)
+
+    def write(self, chunk: bytes | memoryview, stored: bool) -> None:
+        if stored != self.stored:
+            self.frames.data(self.obj.flush())
+            self.stored, self.obj = stored, self._new(stored)
+        self.frames.data(self.obj.compress(chunk))
+
+    def close(self) -> None:
+        self.frames.data(self.obj.flush())
+
+
+class _Zstandard(_Gzip):
+    name = "zstd"
+
+    def _new(self, stored: bool) -> Any:
+        import zstandard
+
+        if stored:
+            return zstandard.ZstdCompressor(level=ZSTD_FASTEST).compressobj()
+        return zstandard.ZstdCompressor(level=3, threads=min(4, os.cpu_count() or 1)).compressobj()
+
+
+class _ZstdProcess(_Plain):
+    """The host's `zstd` binary, fed through a pipe; a thread frames what it prints."""
+
+    name = "zstd"
+
+    def __init__(self, frames: Frames, binary: str, children: list[subprocess.Popen[bytes]]) -> None:
+        super().__init__(frames)
+        self.proc = subprocess.Popen([binary, "-3", "-T0", "-q", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        children.append(self.proc)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            while True:
+                data = self.proc.stdout.read1(CHUNK)  # type: ignore[attr-defined]
+                if not data:
+                    return
+                self.frames.data(data)
+        except BaseException as exc:  # re-raised by close()
+            self.error = exc
+
+    def write(self, chunk: bytes | memoryview, stored: bool) -> None:
+        assert self.proc.stdin is not None
+        if self.error is not None:
+            raise self.error
+        self.proc.stdin.write(chunk)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        if self.proc.wait() != 0:
+            raise EngineError(f"zstd on the source host exited with status {self.proc.returncode}")
+
+
+def compressor(accepted: list[str], frames: Frames, children: list[subprocess.Popen[bytes]]) -> _Plain:
+    for kind in accepted:
+        if kind == "zstd":
+            try:
+                import zstandard  # noqa: F401
+            except ImportError:
+                binary = shutil.which("zstd")
+                if binary:
+                    return _ZstdProcess(frames, binary, children)
+                continue
+            return _Zstandard(frames)
+        if kind == "gzip":
+            return _Gzip(frames)
+    return _Plain(frames)
+
+
+# --- the engine on this host ---------------------------------------------------------------
+
+
+class ConnectFailed(D2DError):
+    """The engine socket cannot be opened from here (the local side then falls back)."""
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("docker")
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            raise ConnectFailed(f"cannot open the engine socket {self.socket_path}: {exc.strerror or exc}") from exc
+        self.sock = sock
+
+
+def export(path: str, api: str, names: list[str]) -> http.client.HTTPResponse:
+    conn = _UnixHTTP(path)
+    conn.request("GET", f"/v{api}/images/get?" + urlencode([("names", n) for n in names]))
+    resp = conn.getresponse()
+    if resp.status >= 400:
+        body = resp.read().decode(errors="replace")
+        try:
+            message = json.loads(body).get("message") or body
+        except ValueError:
+            message = body.strip() or resp.reason
+        cls = ImageNotFound if resp.status == 404 else EngineError
+        raise cls(f"export: {message}", status=resp.status)
+    return resp
+
+
+def _body(resp: http.client.HTTPResponse) -> Any:
+    while True:
+        data = resp.read(CHUNK)
+        if not data:
+            return
+        yield data
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def _watch_stdin(children: list[subprocess.Popen[bytes]]) -> None:
+    """The local side never closes our stdin: EOF means the channel is gone. End everything now."""
+
+    def watch() -> None:
+        try:
+            while os.read(0, 65536):
+                pass
+        except OSError:
+            pass
+        for child in children:
+            with contextlib.suppress(OSError):
+                child.kill()
+        os._exit(EXIT_ABORTED)
+
+    threading.Thread(target=watch, name="d2d-stdin", daemon=True).start()
+
+
+def spec_from_json(doc: dict[str, Any]) -> StreamSpec:
+    return StreamSpec(
+        OutputFormat(doc["output"]), frozenset(doc["skip"]), dict(doc["named"]), tuple(doc.get("unnamed", ()))
+    )
+
+
+def spec_to_json(spec: StreamSpec) -> dict[str, Any]:
+    return {
+        "output": spec.output.value,
+        "skip": sorted(spec.skip),
+        "named": dict(spec.named),
+        "unnamed": list(spec.unnamed),
+    }
+
+
+def run(job: dict[str, Any], source: Any, frames: Frames, children: list[subprocess.Popen[bytes]]) -> None:
+    """Rewrite `source` (an iterator of export chunks) into compressed frames; the testable core."""
+    comp = compressor(job["compress"], frames, children)
+    frames.event("hello", python=platform.python_version(), compression=comp.name, pid=os.getpid())
+    events = Events(frames)
+    rewriter = Rewriter(source, spec_from_json(job["spec"]), events)
+    for chunk in rewriter.stream():
+        comp.write(chunk, rewriter.emitting_compressed)
+        events.flush()
+    comp.close()
+    events.flush()
+    frames.event("result", result=asdict(rewriter.result))
+
+
+def main(job: dict[str, Any]) -> None:
+    frames = Frames(sys.stdout.buffer)
+    children: list[subprocess.Popen[bytes]] = []
+    _watch_stdin(children)
+    try:
+        try:
+            resp = export(job["socket"], job["api"], job["names"])
+            with prefetch(_body(resp)) as chunks:
+                run(job, chunks, frames, children)
+        except ConnectFailed as exc:
+            frames.event("error", kind="connect", message=exc.message)
+            sys.exit(1)
+        except D2DError as exc:
+            kind = "not-found" if isinstance(exc, ImageNotFound) else type(exc).__name__
+            frames.event("error", kind=kind, message=exc.message)
+            sys.exit(1)
+        except (http.client.HTTPException, OSError) as exc:
+            frames.event("error", kind="EngineError", message=f"the export stopped: {exc}")
+            sys.exit(1)
+        except Exception as exc:
+            frames.event("error", kind="internal", message=f"{exc!r}", traceback=traceback.format_exc())
+            sys.exit(1)
+    except BrokenPipeError:
+        os._exit(EXIT_ABORTED)  # the channel is gone; nobody is listening
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()

@@ -1,0 +1,255 @@
+"""The local side: start the agent on the source host over ssh and relay its stream into the load.
+
+The compressed archive goes into the destination's load as it arrives, never decompressed
+here (engines read gzip and zstd load bodies themselves). When the host cannot run the agent
+(no python3, one older than 3.8, an engine socket it cannot open directly), the transfer falls
+back to the plain export stream, with one note saying what that costs and how to avoid it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import paramiko
+
+from ..archive import RewriteResult, StreamSpec, WrittenImage
+from ..compress import Compression, Counted, accepts_zstd
+from ..endpoint import DEFAULT_UNIX_SOCKET
+from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound
+from ..model import human_size
+from ..transport.ssh import WINDOW, SSHConnection, connection_for
+from .agent import DATA, EVENT, HEADER, spec_to_json
+from .pack import EXIT_TOO_OLD, command, program
+
+if TYPE_CHECKING:
+    from ..copy import CopyResult, Reporter
+    from ..engine import Engine
+    from ..plan import TransferPlan
+
+log = logging.getLogger("docker_d2d.remote")
+HELLO_TIMEOUT = 60.0
+EXIT_NOT_FOUND = 127
+
+# Hosts found unable to run the agent in this run, with the reason (warned once per host).
+_UNUSABLE: weakref.WeakKeyDictionary[SSHConnection, str] = weakref.WeakKeyDictionary()
+
+
+class AgentUnavailable(Exception):
+    """The host cannot run the agent: fall back to the plain stream."""
+
+
+def read_frames(recv: Callable[[int], bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """Split the agent's stdout into (kind, payload) frames; `recv` returns b"" at the end."""
+    buf = bytearray()
+
+    def fill(n: int) -> bool:
+        while len(buf) < n:
+            data = recv(1 << 20)
+            if not data:
+                return False
+            buf.extend(data)
+        return True
+
+    while True:
+        if not fill(HEADER.size):
+            if buf:
+                raise ArchiveError("the source host's filter stream ended inside a frame header")
+            return
+        kind, size = HEADER.unpack_from(buf)
+        if not fill(HEADER.size + size):
+            raise ArchiveError("the source host's filter stream ended inside a frame")
+        payload = bytes(buf[HEADER.size : HEADER.size + size])
+        del buf[: HEADER.size + size]
+        yield kind, payload
+
+
+def result_from_json(doc: dict[str, Any]) -> RewriteResult:
+    images = [
+        WrittenImage(i["config_digest"], tuple(i["diff_ids"]), i.get("manifest_digest")) for i in doc["images"]
+    ]
+    fields = {k: v for k, v in doc.items() if k != "images"}
+    return RewriteResult(images=images, **fields)
+
+
+def accepted(requested: Compression, dst: Engine) -> list[str]:
+    """What the agent may compress with, best first: what the destination's load reads."""
+    assert dst.info
+    if requested is Compression.NONE:
+        return ["none"]
+    if requested is Compression.GZIP or not accepts_zstd(dst.info):
+        return ["gzip"]
+    return ["zstd", "gzip"]
+
+
+_ERRORS: dict[str, type[D2DError]] = {"not-found": ImageNotFound, "ArchiveError": ArchiveError}
+
+
+@dataclass
+class _Agent:
+    connection: SSHConnection
+    channel: paramiko.Channel
+    frames: Iterator[tuple[bytes, bytes]]
+
+    def stderr(self) -> str:
+        data = b""
+        while self.channel.recv_stderr_ready():
+            data += self.channel.recv_stderr(65536)
+        return data.decode(errors="replace").strip()
+
+    def ended(self) -> str:
+        """Why the agent stopped without a result: its exit status and what it printed."""
+        status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else -1
+        text = " ".join(self.stderr().split())[-500:]  # one line: it goes into a one-line note
+        return f"exit status {status}" + (f": {text}" if text else "")
+
+    def error(self, event: dict[str, Any]) -> D2DError:
+        cls = _ERRORS.get(str(event.get("kind")), EngineError)
+        message = str(event.get("message"))
+        if event.get("kind") == "internal":
+            log.info("the agent's traceback:\n%s", event.get("traceback"))
+            message = f"the filter on the source host failed: {message}"
+        return cls(message)
+
+
+def _start(src: Engine, job: dict[str, Any]) -> tuple[_Agent, dict[str, Any]]:
+    """Open the exec channel, send the program, wait for the hello (the export has begun)."""
+    connection = connection_for(src.endpoint, src.timeouts)
+    channel = connection.transport.open_session(window_size=WINDOW)
+    channel.settimeout(HELLO_TIMEOUT)
+    channel.exec_command(command())
+    agent = _Agent(connection, channel, read_frames(channel.recv))
+    # When python3 is missing the channel may close before all is sent: the exit status tells.
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        channel.sendall(program(job))
+    try:
+        for kind, payload in agent.frames:
+            if kind == EVENT:
+                event = json.loads(payload)
+                if event.get("event") == "hello":
+                    channel.settimeout(None)
+                    return agent, event
+                if event.get("event") == "error" and event.get("kind") == "connect":
+                    raise AgentUnavailable(str(event.get("message")))
+                if event.get("event") == "error":
+                    raise agent.error(event)
+        channel.recv_exit_status()
+    except (TimeoutError, OSError, EOFError, paramiko.SSHException) as exc:
+        channel.close()
+        raise ConnectError(f"the filter on the source host did not start: {exc}") from exc
+    except BaseException:
+        channel.close()
+        raise
+    status = channel.recv_exit_status()
+    why = agent.ended()
+    channel.close()
+    if status == EXIT_NOT_FOUND:
+        raise AgentUnavailable(f"no python3 ({why})")
+    if status == EXIT_TOO_OLD:
+        raise AgentUnavailable(f"its python3 is too old ({why})")
+    raise AgentUnavailable(f"python3 failed ({why})")
+
+
+def _relay(agent: _Agent, reporter: Reporter, wire: Counted, out: list[RewriteResult]) -> Iterator[bytes]:
+    """The load body: the agent's data frames as they come; events go to the reporter."""
+    try:
+        for kind, payload in agent.frames:
+            if kind == DATA:
+                wire.bytes += len(payload)
+                yield payload
+                continue
+            if kind != EVENT:
+                raise ArchiveError(f"the source host's filter sent an unknown frame {kind!r}")
+            event = json.loads(payload)
+            name = event.get("event")
+            if name == "progress":
+                for what, key, n in event["items"]:
+                    _progress(reporter, what, key, n)
+            elif name == "result":
+                out.append(result_from_json(event["result"]))
+            elif name == "error":
+                raise agent.error(event)
+    except (TimeoutError, OSError, EOFError, paramiko.SSHException) as exc:
+        raise EngineError(f"the ssh connection to the source host failed mid-stream: {exc}") from exc
+    if not out:
+        raise EngineError(f"the filter on the source host stopped before the end ({agent.ended()})")
+
+
+def _progress(reporter: Reporter, what: str, key: str, n: int) -> None:
+    if what == "skipped":
+        reporter.layer_skipped(key, n)
+    elif what == "started":
+        reporter.layer_started(key, n)
+    elif what == "advanced":
+        reporter.layer_advanced(key, n)
+    elif what == "finished":
+        reporter.layer_finished(key)
+
+
+def _fallback_note(src: Engine, plan: TransferPlan, why: str) -> str:
+    layers = plan.unique_layers().values()
+    whole = sum(lay.size or 0 for lay in layers)
+    missing = plan.bytes_to_send
+    host = src.endpoint.host
+    return (
+        f"the source host {host} cannot filter the export: {why}. The whole export (~ {human_size(whole)}) "
+        f"crosses the link uncompressed instead of only the missing layers (~ {human_size(missing)} before "
+        f"compression). Install python3 (3.8 or later) on {host} for the fast path, or pass --remote-filter never "
+        "to choose the plain stream"
+    )
+
+
+def remote_transfer(
+    src: Engine,
+    dst: Engine,
+    plan: TransferPlan,
+    ids: list[str],
+    spec: StreamSpec,
+    reporter: Reporter,
+    compress: Compression,
+    result: CopyResult,
+) -> RewriteResult | None:
+    """Filter at the source host and load what it sends; None: the host cannot, use the plain stream."""
+    connection = connection_for(src.endpoint, src.timeouts)
+    if connection in _UNUSABLE:
+        log.info("source %s: plain export stream (%s)", src.endpoint, _UNUSABLE[connection])
+        return None
+    job = {
+        "socket": src.endpoint.path or DEFAULT_UNIX_SOCKET,
+        "api": src.api_version,
+        "names": ids,
+        "spec": spec_to_json(spec),
+        "compress": accepted(compress, dst),
+    }
+    try:
+        agent, hello = _start(src, job)
+    except AgentUnavailable as exc:
+        _UNUSABLE[connection] = str(exc)
+        log.info("source %s: plain export stream (%s)", src.endpoint, exc)
+        reporter.note(_fallback_note(src, plan, str(exc)))
+        return None
+    except D2DError as exc:
+        raise exc.with_side("source", str(src.endpoint)) from exc
+    log.info(
+        "source %s: filtering at the source host (python %s, %s on the wire)",
+        src.endpoint,
+        hello.get("python"),
+        hello.get("compression"),
+    )
+    result.compression = Compression(hello.get("compression", "none"))
+    wire = Counted()
+    out: list[RewriteResult] = []
+    try:
+        dst.load(_relay(agent, reporter, wire, out))
+    except D2DError as exc:
+        # Raised inside the body generator (the source's side) unless named already.
+        raise exc.with_side("source", str(src.endpoint)) from exc
+    finally:
+        agent.channel.close()
+        result.wire_bytes += wire.bytes
+    return out[0]
