@@ -46,8 +46,13 @@ def _free_port() -> int:
 
 
 class Registry:
-    def __init__(self, base: Path) -> None:
+    """`listen`: where it binds (0.0.0.0 to be reached from network namespaces); `user` and
+    `password`: htpasswd (basic) authentication, as a registry that needs `docker login`."""
+
+    def __init__(self, base: Path, listen: str = "127.0.0.1", user: str | None = None, password: str = "") -> None:
         self.base = base
+        self.listen = listen
+        self.user, self.password = user, password
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -79,7 +84,8 @@ class Registry:
                             "filesystem": {"rootdirectory": str(self.base / "data")},
                             "delete": {"enabled": True},
                         },
-                        "http": {"addr": self.address},
+                        "http": {"addr": f"{self.listen}:{self.port}"},
+                        **self._auth(),
                     }
                 )
             )
@@ -94,6 +100,20 @@ class Registry:
                 return
         raise RegistryStartError(f"docker-registry did not start:\n{log.read_text(errors='replace')[-2000:]}")
 
+    def _auth(self) -> dict[str, Any]:
+        if not self.user:
+            return {}
+        line = subprocess.run(
+            ["htpasswd", "-nbB", self.user, self.password], capture_output=True, text=True, check=True
+        ).stdout
+        (self.base / "htpasswd").write_text(line)
+        return {"auth": {"htpasswd": {"realm": "d2d", "path": str(self.base / "htpasswd")}}}
+
+    def blob_bytes(self) -> int:
+        """What the registry stores in blobs: the bytes it was sent."""
+        blobs = self.base / "data/docker/registry/v2/blobs"
+        return sum(p.stat().st_size for p in blobs.rglob("data")) if blobs.exists() else 0
+
     def _wait_ready(self, timeout: float) -> bool:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
@@ -101,7 +121,7 @@ class Registry:
             if self.proc.poll() is not None:
                 return False
             try:
-                if httpx.get(f"{self.url}/v2/", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/v2/", timeout=2).status_code in (200, 401):
                     return True
             except httpx.HTTPError:
                 pass

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import d2d_path, run_d2d
-from tests.harness.distribution import DistributionRegistry
 from tests.harness.engines import SPECS, Engine
 from tests.harness.images import Builder, image_exists, image_layers, unique
 from tests.harness.netns import NetNS
+from tests.harness.registry import Registry
 from tests.harness.sshd import SshClientHome, Sshd
 
 from .helpers import random_file
@@ -127,7 +127,7 @@ class FarHosts:
     client: SshClientHome
     hosts: list[tuple[str, Engine]]  # ssh URL, engine
     namespaces: list[NetNS]
-    registry: DistributionRegistry  # reachable from every namespace at `registry_host`
+    registry: Registry  # reachable from every namespace at `registry_host`
     registry_host: str
 
 
@@ -137,7 +137,8 @@ def far_hosts() -> Iterator[FarHosts]:
     client = SshClientHome(work / "home")
     client.key()
     suffix = os.getpid() % 10000
-    registry = DistributionRegistry(work / "registry", listen="0.0.0.0").start()
+    registry = Registry(work / "registry", listen="0.0.0.0")
+    registry.start()
     registry_host = f"10.232.10.1:{registry.port}"  # the first namespace's host side; routed from the others
     (work / "registries.conf").write_text(f'[[registry]]\nlocation = "{registry_host}"\ninsecure = true\n')
     hosts: list[tuple[NetNS, Engine, Sshd]] = []

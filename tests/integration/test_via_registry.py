@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import run_d2d
-from tests.harness.distribution import DistributionRegistry
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, image_layers, unique
+from tests.harness.registry import Registry
 
 from .helpers import random_file
 
 pytestmark = pytest.mark.engines
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributionRegistry]:
-    reg = DistributionRegistry(tmp_path_factory.mktemp("registry")).start()
-    yield reg
-    reg.stop()
 
 
 def events(stdout: str) -> list[dict[str, Any]]:
@@ -38,7 +30,7 @@ def tags_of(engine: Engine) -> set[str]:
 
 
 def test_via_registry_to_three_engines_then_an_update(
-    engines: dict[str, Engine], builder: Builder, registry: DistributionRegistry
+    engines: dict[str, Engine], builder: Builder, registry: Registry
 ) -> None:
     src = engines["docker20"]
     base = builder.base(unique("vbase") + ":1", size=500_000)
@@ -51,7 +43,7 @@ def test_via_registry_to_three_engines_then_an_update(
     before = {d.spec.name: tags_of(d) for d in dests}
     hosts = ",".join(d.host for d in dests)
 
-    first = run_d2d("copy", "--json", "--via", registry.host, "-s", src.host, "-d", hosts, v1)
+    first = run_d2d("copy", "--json", "--via", registry.address, "-s", src.host, "-d", hosts, v1)
     assert first.returncode == 0, first.stderr
     stored = registry.blob_bytes()
     fleet = next(e for e in events(first.stdout) if e["event"] == "fleet")
@@ -59,7 +51,7 @@ def test_via_registry_to_three_engines_then_an_update(
     assert {n["destination"] for n in notes} == {d.host for d in dests}  # per-host progress
     assert fleet["failed"] == 0 and fleet["export_bytes"] > 2_000_000  # two layers' tars went to the registry
 
-    second = run_d2d("copy", "--json", "--via", registry.host, "-s", src.host, "-d", hosts, v2)
+    second = run_d2d("copy", "--json", "--via", registry.address, "-s", src.host, "-d", hosts, v2)
     assert second.returncode == 0, second.stderr
     fleet2 = next(e for e in events(second.stdout) if e["event"] == "fleet")
     # Only the update's layer (a 700 kB file in a tar) plus its config and manifest went to the registry.
@@ -76,23 +68,24 @@ def test_via_registry_to_three_engines_then_an_update(
 def test_via_a_registry_with_credentials_from_the_docker_config(
     engines: dict[str, Engine], builder: Builder, tmp_path: Path
 ) -> None:
-    reg = DistributionRegistry(tmp_path / "auth-registry", user="deploy", password="s3cret").start()
+    reg = Registry(tmp_path / "auth-registry", user="deploy", password="s3cret")
+    reg.start()
     try:
         src, dst = engines["docker26"], engines["docker20-twin"]
         app = builder.base(unique("vauth") + ":1", size=200_000)
         builder.place(src, app)
         without = tmp_path / "no-login"
         without.mkdir()
-        proc = run_d2d("copy", "--via", reg.host, "-s", src.host, "-d", dst.host, app, env={"DOCKER_CONFIG": str(without)})
+        proc = run_d2d("copy", "--via", reg.address, "-s", src.host, "-d", dst.host, app, env={"DOCKER_CONFIG": str(without)})
         assert proc.returncode == 1
-        assert f"docker login {reg.host}" in proc.stderr and "Traceback" not in proc.stderr
+        assert f"docker login {reg.address}" in proc.stderr and "Traceback" not in proc.stderr
         assert not image_exists(dst, app)
 
         login = tmp_path / "login"
         login.mkdir()
         token = base64.b64encode(b"deploy:s3cret").decode()
-        (login / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
-        proc = run_d2d("copy", "--via", reg.host, "-s", src.host, "-d", dst.host, app, env={"DOCKER_CONFIG": str(login)})
+        (login / "config.json").write_text(json.dumps({"auths": {reg.address: {"auth": token}}}))
+        proc = run_d2d("copy", "--via", reg.address, "-s", src.host, "-d", dst.host, app, env={"DOCKER_CONFIG": str(login)})
         assert proc.returncode == 0, proc.stderr
         assert image_layers(dst, app) == image_layers(src, app)
     finally:
