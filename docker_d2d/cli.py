@@ -15,7 +15,7 @@ import typer
 from . import __version__
 from .compress import Compression
 from .console import BaseReporter, JsonReporter, PlainReporter, QuietReporter, RichReporter
-from .contexts import resolve
+from .contexts import config_dir, resolve
 from .copy import CopyOptions, copy_images
 from .endpoint import Endpoint, Scheme
 from .errors import Cancelled, D2DError, UsageError, printable
@@ -25,6 +25,7 @@ from .transport.watch import CONNECT_TIMEOUT, STALL_TIMEOUT, Timeouts
 
 if TYPE_CHECKING:
     from .registry import Via
+from .registry_first import RegistryFirst
 from .remote import RemoteFilter
 
 app = typer.Typer(
@@ -105,6 +106,14 @@ PlatformOpt = Annotated[
         "--platform",
         help="os/arch or os/arch/variant of a multi-platform image to copy from a containerd-store source "
         "(default: the destination's platform).",
+    ),
+]
+RegistryFirstOpt = Annotated[
+    RegistryFirst,
+    typer.Option(
+        "--registry-first",
+        help="auto: where the image's lower layers are a base the source pulled from a registry "
+        "(RepoDigests), the destination pulls that base itself and only the rest comes from the source.",
     ),
 ]
 RemoteFilterOpt = Annotated[
@@ -250,6 +259,7 @@ def _copy(
     timeouts: Timeouts | None = None,
     platform: str | None = None,
     remote_filter: RemoteFilter = RemoteFilter.AUTO,
+    registry_first: RegistryFirst = RegistryFirst.AUTO,
 ) -> None:
     def action() -> int | None:
         nonlocal images
@@ -259,6 +269,9 @@ def _copy(
             compress=compress,
             timeouts=timeouts or Timeouts(),
             platform=Platform.parse(platform) if platform else None,
+            remote_filter=remote_filter,
+            registry_first=registry_first,
+            docker_config=config_dir(GLOBALS, os.environ),
         )
         if compose_files:
             from .compose import Selection, compose_images
@@ -387,11 +400,12 @@ def copy_command(
     connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
     stall_timeout: StallTimeout = STALL_TIMEOUT,
     remote_filter: RemoteFilterOpt = RemoteFilter.AUTO,
+    registry_first: RegistryFirstOpt = RegistryFirst.AUTO,
 ) -> None:
     """Copy IMAGES from the source engine to the destination engine."""
     _copy(
         source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
-        Timeouts(connect_timeout, stall_timeout), platform, remote_filter,
+        Timeouts(connect_timeout, stall_timeout), platform, remote_filter, registry_first,
     )
 
 
@@ -417,11 +431,12 @@ def push_command(
     platform: PlatformOpt = None,
     connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
     stall_timeout: StallTimeout = STALL_TIMEOUT,
+    registry_first: RegistryFirstOpt = RegistryFirst.AUTO,
 ) -> None:
     """Push IMAGES from the local engine to DESTINATION."""
     _copy(
         None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
-        Timeouts(connect_timeout, stall_timeout), platform,
+        Timeouts(connect_timeout, stall_timeout), platform, RemoteFilter.AUTO, registry_first,
     )
 
 
@@ -442,11 +457,12 @@ def pull_command(
     connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
     stall_timeout: StallTimeout = STALL_TIMEOUT,
     remote_filter: RemoteFilterOpt = RemoteFilter.AUTO,
+    registry_first: RegistryFirstOpt = RegistryFirst.AUTO,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
     _copy(
         source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
-        Timeouts(connect_timeout, stall_timeout), platform, remote_filter,
+        Timeouts(connect_timeout, stall_timeout), platform, remote_filter, registry_first,
     )
 
 

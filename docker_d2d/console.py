@@ -377,6 +377,7 @@ def result_dict(result: CopyResult) -> dict[str, Any]:
     left_out = {k: size for k, size in result.layers_left_out.items() if k not in result.layers_sent}
     sizes = {lay.diff_id: lay.size or 0 for p in result.plan.images for lay in p.layers}
     image_size = sum(sizes.values())
+    pulled = list(result.pulled_bases.values())
     return {
         "tagged": result.tagged,
         "untagged": result.untagged,
@@ -391,6 +392,8 @@ def result_dict(result: CopyResult) -> dict[str, Any]:
         "images_present": sum(1 for p in result.plan.images if p.present_as),
         "transfers": len(result.transfers),
         "resent": result.resent,
+        "from_registry": [b.ref for b in pulled],
+        "layers_from_registry": sum(b.missing for b in pulled),
         "elapsed": round(result.elapsed, 3),
     }
 

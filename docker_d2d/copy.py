@@ -6,6 +6,7 @@ Every command (copy, push, pull) comes through `copy_images`.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +35,7 @@ from .model import (
 from .plan import ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
 from .prefetch import prefetch
 from .probe import Descriptor, held_as, uncompressed
+from .registry_first import PulledBase, RegistryFirst, find_bases, pull_bases
 from .remote import RemoteFilter
 from .transport import Timeouts
 
@@ -56,6 +58,8 @@ class CopyOptions:
     timeouts: Timeouts = field(default_factory=Timeouts)
     platform: Platform | None = None  # of a multi-platform image; default: the destination's
     remote_filter: RemoteFilter = RemoteFilter.AUTO
+    registry_first: RegistryFirst = RegistryFirst.AUTO
+    docker_config: Path | None = None  # where the user's registry credentials are (registry-first)
 
 
 @dataclass
@@ -76,6 +80,7 @@ class CopyResult:
     # Destination ids of images whose archive went out whole: the destination may finish
     # loading them even if we stop (Docker 20.10 does), so an interrupt must clean them up.
     loaded: list[str] = field(default_factory=list)
+    pulled_bases: dict[str, PulledBase] = field(default_factory=dict)  # destination id -> base pulled (registry-first)
     # Every rewrite begun, also those whose load failed: what a failed run may have to remove.
     begun: list[RewriteResult] = field(default_factory=list, repr=False)
 
@@ -127,7 +132,7 @@ def _copy(
         reporter.connected("destination", destination, dst_info)
         platform = options.platform or dst_info.platform
         requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]
-        result = plan_for(src_info, dst, requested, reporter, options)
+        result = plan_for(src_info, dst, requested, reporter, options, src.all_images)
         if not options.dry_run:
             deliver(src, dst, result, reporter, options)
     result.elapsed = time.monotonic() - started
@@ -149,13 +154,29 @@ class Source(Protocol):
 
 
 def plan_for(
-    src_info: EngineInfo, dst: Engine, requested: Sequence[Requested], reporter: Reporter, options: CopyOptions
+    src_info: EngineInfo,
+    dst: Engine,
+    requested: Sequence[Requested],
+    reporter: Reporter,
+    options: CopyOptions,
+    source_images: Callable[[], Sequence[ImageInfo]] | None = None,
 ) -> CopyResult:
-    """The plan against a connected destination."""
+    """The plan against a connected destination. With registry-first, bases the destination lacks
+    are pulled there first (`source_images`: what the source holds, asked only when needed), and the
+    plan is made again against what it then holds."""
     assert dst.info
     plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, dst.all_images()))
+    pulled: dict[str, PulledBase] = {}
+    if options.registry_first is RegistryFirst.AUTO and source_images and not options.dry_run and plan.exported:
+        bases = find_bases(plan, [i for i in source_images() if i.repo_digests])
+        if bases:
+            pulled = pull_bases(dst, bases, options.docker_config, os.environ, reporter.note)
+        if pulled:
+            plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, dst.all_images()))
     reporter.planned(plan)
-    return CopyResult(plan, src_info, dst.info, compression=choose(options.compress, dst.endpoint, dst.info))
+    result = CopyResult(plan, src_info, dst.info, compression=choose(options.compress, dst.endpoint, dst.info))
+    result.pulled_bases = pulled
+    return result
 
 
 def deliver(
@@ -170,10 +191,22 @@ def deliver(
     holds more than this destination needs (one export shared by several destinations)."""
     plan = result.plan
     dest_ids = {p.source.id: p.present_as for p in plan.images if p.present_as}
-    with _leftovers_removed_on_interrupt(dst, result, reporter):
-        if plan.exported:
-            dest_ids.update(_transfer_and_verify(src, dst, plan, reporter, options, result, exported))
-        apply_tags(dst, result, dest_ids)
+    try:
+        with _leftovers_removed_on_interrupt(dst, result, reporter):
+            if plan.exported:
+                dest_ids.update(_transfer_and_verify(src, dst, plan, reporter, options, result, exported))
+            apply_tags(dst, result, dest_ids)
+    finally:
+        _drop_pulled_bases(dst, result, set(dest_ids.values()))
+
+
+def _drop_pulled_bases(dst: Engine, result: CopyResult, keep: set[str]) -> None:
+    """A base pulled for registry-first was not asked for: its name goes again (the layers stay,
+    held by the copied image), so the destination holds exactly what was requested."""
+    for base_id in result.pulled_bases:
+        if base_id not in keep:
+            with contextlib.suppress(D2DError):
+                dst.remove(base_id)
 
 
 def apply_tags(dst: Engine, result: CopyResult, dest_ids: dict[str, str]) -> None:
@@ -324,7 +357,7 @@ def _load_batch(
         return _verify(dst, batch, src.info.kind, rewritten)
     before = set(dst.list_image_ids())
     if spec.skip:
-        spec = _name_left_out(src, dst, batch, spec, reporter)
+        spec = _name_left_out(src, dst, batch, spec, reporter, result)
     try:
         rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
         result.transfers.append(rewritten)
@@ -360,14 +393,18 @@ def _probe(
     return held
 
 
-def _name_left_out(src: Source, dst: Engine, batch: TransferPlan, spec: StreamSpec, reporter: Reporter) -> StreamSpec:
+def _name_left_out(
+    src: Source, dst: Engine, batch: TransferPlan, spec: StreamSpec, reporter: Reporter, result: CopyResult
+) -> StreamSpec:
     """Before the stream: which left-out layers the containerd store holds under their uncompressed
     digest (layers docker-d2d or `docker load` put there). The others it holds compressed, as a
     registry pull or its own build left them; a containerd source has them under its own
     compressed digest, learned from its export, which is what a store that pulled from the same
-    registry (or got them from this source) holds too; any other source has no name for them."""
+    registry (or got them from this source) holds too; a base just pulled for registry-first is
+    named as its registry's manifest describes it; any other source has no name for them."""
     assert src.info
-    held = _probe(dst, batch, spec.skip, lambda d: [uncompressed(d)])
+    pulled = {d: dict(desc) for base in result.pulled_bases.values() for d, desc in base.layers.items()}
+    held = _probe(dst, batch, spec.skip, lambda d: [uncompressed(d), *([pulled[d]] if d in pulled else [])])
     if src.info.kind is EngineKind.CONTAINERD:
         return replace(spec, left_out=held, prefer_source=True)
     unnamed = spec.skip - held.keys()

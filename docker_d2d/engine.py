@@ -284,11 +284,14 @@ class Engine:
         # An image whose config has no history: Podman answers null (issue 11).
         return [_size(h.get("Size")) if isinstance(h, dict) else 0 for h in reversed(data or [])]
 
-    def list_images(self) -> dict[str, tuple[str, ...]]:
-        """id -> tags of every image. all=1: graphdriver engines keep intermediate images whose
-        layers count as held too."""
+    def list_images(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """id -> (tags, repo digests) of every image. all=1: graphdriver engines keep intermediate
+        images whose layers count as held too."""
         listed = self._get_json("/images/json", "image list", all="1")
-        return {_full_id(img["Id"]): tuple(img.get("RepoTags") or ()) for img in listed}
+        return {
+            _full_id(img["Id"]): (tuple(img.get("RepoTags") or ()), tuple(img.get("RepoDigests") or ()))
+            for img in listed
+        }
 
     def list_image_ids(self) -> list[str]:
         return list(self.list_images())
@@ -307,10 +310,10 @@ class Engine:
         cache.keep_only(listed)
         cache.save()
         images = []
-        for image_id, tags in listed.items():
+        for image_id, (tags, digests) in listed.items():
             held = cache.get(image_id)
             if held:
-                images.append(replace(held, repo_tags=tags))
+                images.append(replace(held, repo_tags=tags, repo_digests=digests))
         return images
 
     def speaks(self, version: str) -> bool:
@@ -462,6 +465,7 @@ def image_info(data: dict[str, Any]) -> ImageInfo:
         diff_ids=diff_ids,
         repo_tags=tuple(data.get("RepoTags") or ()),
         created=data.get("Created") or "",
+        repo_digests=tuple(data.get("RepoDigests") or ()),
         fingerprint=hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest(),
         size=int(data.get("Size") or 0),
         platform=Platform(*(str(data.get(k) or "") for k in ("Os", "Architecture", "Variant"))),

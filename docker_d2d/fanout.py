@@ -30,6 +30,7 @@ from .errors import D2DError, UsageError
 from .model import EngineInfo, ImageInfo, Platform, parse_ref
 from .plan import TransferPlan
 from .registry import Registry, Via
+from .registry_first import RegistryFirst
 from .shared_export import SharedExport
 from .via import PushResult, pull_from_registry, push_to_registry
 
@@ -102,8 +103,18 @@ def copy_to_many(
             platform = options.platform or _common_platform(e.info for e, h in zip(engines, hosts) if h.ok)
             requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]
 
+            held_at_source: list[ImageInfo] = []
+
+            def source_images() -> list[ImageInfo]:
+                if not held_at_source:  # once, for every destination
+                    held_at_source.extend(src.all_images())
+                return held_at_source
+
+            if options.registry_first is RegistryFirst.AUTO:
+                source_images()  # before the threads: the engine client is not asked from several at once
+
             def plan(i: int) -> None:
-                hosts[i].result = plan_for(src_info, engines[i], requested, reporters[i], options)
+                hosts[i].result = plan_for(src_info, engines[i], requested, reporters[i], options, source_images)
 
             _each(hosts, plan, only_ok=True)
             fleet = FleetResult(src_info, hosts, dry_run=options.dry_run)

@@ -2,8 +2,8 @@
 
 An image id is a content address (a config digest, or a manifest digest in the containerd store),
 so what inspect tells about its layers and config never changes: planning against a destination
-that holds hundreds of images needs to ask only about ids it has not seen before. Tags are not
-kept (they move); the image list brings them. One file per engine under the user's cache dir
+that holds hundreds of images needs to ask only about ids it has not seen before. Names (tags and
+repo digests) are not kept: they move; the image list brings them. One file per engine under the user's cache dir
 (`$XDG_CACHE_HOME/docker-d2d`, `DOCKER_D2D_CACHE_DIR` to move it), rewritten with only the ids the
 engine still lists, so it never outgrows the engine.
 """
@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from .model import EngineKind, ImageInfo
+from .model import EngineKind, ImageInfo, Platform
 
-VERSION = 1
+VERSION = 2
 # A source engine's cache is never pruned against a full list: keep the newest entries only.
 MAX_ENTRIES = 20_000
 
@@ -53,7 +53,7 @@ class InspectCache:
         # only what cannot change any more is kept.
         if info.diff_ids:
             self._entries.pop(info.id, None)  # re-inserted: the newest entries are kept when trimming
-            self._entries[info.id] = replace(info, repo_tags=())
+            self._entries[info.id] = replace(info, repo_tags=(), repo_digests=())
             self._dirty = True
 
     def keep_only(self, ids: Iterable[str]) -> None:
@@ -72,7 +72,14 @@ class InspectCache:
         doc = {
             "version": VERSION,
             "images": {
-                i.id: {"diff_ids": i.diff_ids, "fingerprint": i.fingerprint, "created": i.created, "size": i.size}
+                i.id: {
+                    "diff_ids": i.diff_ids,
+                    "fingerprint": i.fingerprint,
+                    "created": i.created,
+                    "size": i.size,
+                    "platform": [i.platform.os, i.platform.architecture, i.platform.variant] if i.platform else None,
+                    "media_type": i.media_type,
+                }
                 for i in self._entries.values()
             },
         }
@@ -99,6 +106,8 @@ def _read(path: Path) -> dict[str, ImageInfo]:
                 fingerprint=e["fingerprint"],
                 created=e["created"],
                 size=int(e["size"]),
+                platform=Platform(*e["platform"]) if e.get("platform") else None,
+                media_type=str(e.get("media_type") or ""),
             )
             for image_id, e in doc["images"].items()
         }

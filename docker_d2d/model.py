@@ -170,6 +170,7 @@ class ImageInfo:
     # manifest, the export names `export_as` (the index) and asks for `export_platform`.
     export_as: str = ""
     export_platform: Platform | None = None
+    repo_digests: tuple[str, ...] = ()  # repository@sha256:... it was pulled as
 
     @property
     def is_index(self) -> bool:

@@ -1,0 +1,148 @@
+"""Registry-first bases: the lower layers come from the registry they were pulled from.
+
+When the image's lowest layers are exactly an image the source holds with a RepoDigest (a base
+pulled from a registry: `debian@sha256:...`) and the destination lacks some of them, the
+destination pulls that reference itself (over its own, usually faster, link to the registry) and
+only the layers above it come from the source. A pull that fails costs one warning; the layers
+then travel from the source as usual. Credentials: only what the user's Docker config holds for
+that registry, passed to the engine as a `docker pull` would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .engine import Engine
+from .errors import D2DError
+from .model import ImageInfo, Platform, short
+from .plan import Decision, TransferPlan
+
+if TYPE_CHECKING:
+    from .registry import Credentials
+
+
+class RegistryFirst(str, Enum):
+    AUTO = "auto"
+    NEVER = "never"
+
+
+@dataclass(frozen=True)
+class Base:
+    """A pullable image the source holds whose layers are the bottom of an image to copy."""
+
+    ref: str  # repository@sha256:...
+    info: ImageInfo
+    missing: int  # how many of its layers the destination lacks
+
+
+def find_bases(plan: TransferPlan, held_at_source: Sequence[ImageInfo]) -> list[Base]:
+    """For each image with layers to send, the longest pullable base whose layers are its lowest and
+    of which the destination lacks at least one; each base once. Pure."""
+    bases: dict[str, Base] = {}
+    for image in plan.exported:
+        sending = [lay.decision is Decision.SEND for lay in image.layers]
+        best: Base | None = None
+        for held in held_at_source:
+            n = len(held.diff_ids)
+            if not held.repo_digests or not 0 < n < len(image.source.diff_ids):
+                continue
+            if held.diff_ids != image.source.diff_ids[:n] or not any(sending[:n]):
+                continue
+            if best is None or n > len(best.info.diff_ids):
+                best = Base(held.repo_digests[0], held, sum(sending[:n]))
+        if best is not None:
+            bases.setdefault(best.ref, best)
+    return list(bases.values())
+
+
+@dataclass(frozen=True)
+class PulledBase:
+    base: Base
+    # diff id -> the descriptor its registry's manifest gives the layer: the name under which a
+    # containerd store that pulled it holds the (compressed) blob; empty where it could not be read.
+    layers: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def ref(self) -> str:
+        return self.base.ref
+
+    @property
+    def missing(self) -> int:
+        return self.base.missing
+
+
+def registry_of(ref: str) -> str:
+    """The registry host of a reference, as the docker CLI decides it (docker.io for Hub names)."""
+    first, sep, _ = ref.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def pull_bases(
+    dst: Engine,
+    bases: Sequence[Base],
+    docker_config: Path | None,
+    env: Mapping[str, str],
+    note: Callable[[str], None],
+) -> dict[str, PulledBase]:
+    """Have the destination pull each base; returns the pulled ones by the destination's id. A failed
+    pull is one warning (through `note`) and the layers come from the source instead."""
+    from .registry import registry_credentials
+
+    pulled: dict[str, PulledBase] = {}
+    for base in bases:
+        repository, _, digest = base.ref.partition("@")
+        host = registry_of(base.ref)
+        creds = registry_credentials(host, docker_config, env) if docker_config else None
+        try:
+            dst.pull(repository, digest, creds.engine_header(host) if creds else None)
+            layers = _registry_layers(base, creds, dst.info.platform if dst.info else None)
+            pulled[dst.inspect(base.ref).id] = PulledBase(base, layers)
+        except D2DError as exc:
+            note(
+                f"registry-first: the destination could not pull {base.ref} ({exc.message}); "
+                f"sending its {base.missing} layer(s) from the source"
+            )
+            continue
+        note(
+            f"registry-first: {base.missing} layer(s) came from {host} ({base.ref.split('@')[0]}@"
+            f"{short(digest.split(':')[-1])}), not from the source"
+        )
+    return pulled
+
+
+def _registry_layers(base: Base, creds: Credentials | None, platform: Platform | None) -> dict[str, dict[str, Any]]:
+    """The base's layer descriptors as its registry lists them (best effort: {} when it cannot be
+    read from here, and the layers the store holds compressed are then sent)."""
+    from .registry import Registry, RegistryRef, parse_registry
+
+    repository, _, digest = base.ref.partition("@")
+    host = registry_of(base.ref)
+    path = repository[len(host) + 1 :] if repository.startswith(host + "/") else repository
+    if host == "docker.io":
+        host, path = "registry-1.docker.io", path if "/" in path else f"library/{path}"
+    ref = RegistryRef(host, path, parse_registry(host).insecure)
+    try:
+        with Registry(ref, creds, timeout=10) as registry:
+            doc = registry.get_manifest(digest)
+            manifests = doc.get("manifests")
+            if isinstance(manifests, list):  # an index: the destination pulled its own platform
+                wanted = [m for m in manifests if platform is None or platform.matches(m.get("platform") or {})]
+                if not wanted:
+                    return {}
+                doc = registry.get_manifest(wanted[0]["digest"])
+    except (D2DError, ValueError, KeyError, TypeError):
+        return {}
+    layers = doc.get("layers") or []
+    if len(layers) != len(base.info.diff_ids):
+        return {}
+    return {
+        diff: {k: desc[k] for k in ("mediaType", "digest", "size")}
+        for diff, desc in zip(base.info.diff_ids, layers)
+        if isinstance(desc, dict) and {"mediaType", "digest", "size"} <= desc.keys()
+    }
