@@ -100,7 +100,7 @@ def copy_to_many(
                 reporters[i].connected("destination", hosts[i].endpoint, engines[i].connect())
 
             _each(hosts, connect)
-            platform = options.platform or _common_platform(e.info for e, h in zip(engines, hosts) if h.ok)
+            platform = options.platform or _common_platform(e.info for e, h in zip(engines, hosts) if not h.error)
             requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]
 
             held_at_source: list[ImageInfo] = []
@@ -116,7 +116,7 @@ def copy_to_many(
             def plan(i: int) -> None:
                 hosts[i].result = plan_for(src_info, engines[i], requested, reporters[i], options, source_images)
 
-            _each(hosts, plan, only_ok=True)
+            _each(hosts, plan, skip_failed=True)
             fleet = FleetResult(src_info, hosts, dry_run=options.dry_run)
             union = list(dict.fromkeys(p.source.id for r in _results(hosts) for p in r.plan.exported))
             if union and not options.dry_run and via is not None:
@@ -131,7 +131,7 @@ def copy_to_many(
                     assert result is not None
                     pull_from_registry(engines[i], result, pushed, via.engine_auth(), reporters[i])
 
-                _each(hosts, pull, only_ok=True)
+                _each(hosts, pull, skip_failed=True)
             elif union and not options.dry_run:
                 exported = _unique(info for _, info, _ in requested if info.id in union)
                 export_plan = TransferPlan(tuple(p for r in _results(hosts) for p in r.plan.exported))
@@ -146,7 +146,7 @@ def copy_to_many(
                         assert host.result is not None
                         deliver(shared, engines[i], host.result, reporters[i], options, exported)
 
-                    _each(hosts, send, only_ok=True, cancel=export.cancel)
+                    _each(hosts, send, skip_failed=True, cancel=export.cancel)
                     fleet.export_bytes = export.size
             elif not options.dry_run:
 
@@ -155,7 +155,7 @@ def copy_to_many(
                     assert result is not None
                     deliver(src, engines[i], result, reporters[i], options)
 
-                _each(hosts, tag_only, only_ok=True)
+                _each(hosts, tag_only, skip_failed=True)
             for host in hosts:
                 if host.result is not None:
                     host.result.elapsed = time.monotonic() - host.started
@@ -184,7 +184,7 @@ def _results(hosts: Sequence[HostResult]) -> list[CopyResult]:
 def _each(
     hosts: list[HostResult],
     work: Callable[[int], None],
-    only_ok: bool = False,
+    skip_failed: bool = False,
     cancel: Callable[[], None] | None = None,
 ) -> None:
     """Run `work` for every host concurrently; a host's error is its own. Ctrl-C calls `cancel`
@@ -199,7 +199,7 @@ def _each(
             where = str(hosts[i].endpoint)
             hosts[i].error = D2DError(f"{type(exc).__name__}: {exc}", side="destination", endpoint=where)
 
-    todo = [i for i, h in enumerate(hosts) if not only_ok or h.ok]
+    todo = [i for i, h in enumerate(hosts) if not (skip_failed and h.error)]
     if not todo:
         return
     pool = ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="d2d-host")

@@ -49,9 +49,18 @@ class Registry:
     """`listen`: where it binds (0.0.0.0 to be reached from network namespaces); `user` and
     `password`: htpasswd (basic) authentication, as a registry that needs `docker login`."""
 
-    def __init__(self, base: Path, listen: str = "127.0.0.1", user: str | None = None, password: str = "") -> None:
+    def __init__(
+        self,
+        base: Path,
+        listen: str = "127.0.0.1",
+        user: str | None = None,
+        password: str = "",
+        netns: tuple[str, str] | None = None,
+    ) -> None:
+        """`netns`: (namespace, its address) to run inside a network namespace host."""
         self.base = base
         self.listen = listen
+        self.netns = netns
         self.user, self.password = user, password
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -59,7 +68,7 @@ class Registry:
     @property
     def address(self) -> str:
         """host:port, the prefix of every reference into this registry."""
-        return f"127.0.0.1:{self.port}"
+        return f"{self.netns[1] if self.netns else '127.0.0.1'}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -90,8 +99,9 @@ class Registry:
                 )
             )
             with open(log, "ab") as out:
+                enter = ["nsenter", f"--net=/var/run/netns/{self.netns[0]}"] if self.netns else []
                 self.proc = subprocess.Popen(
-                    ["docker-registry", "serve", str(config)],
+                    [*enter, "docker-registry", "serve", str(config)],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
