@@ -57,13 +57,14 @@ def main() -> None:
     # The registry runs inside the destination's namespace: the mirror near the server.
     registry = Registry(work / "registry", listen="0.0.0.0", netns=(ns.name, ns.addr))
     registry.start()
-    src = Engine(SPECS["docker26"], work / "src", insecure_registries=(registry.address,))
-    dst = Engine(SPECS["docker26"], work / "dst", insecure_registries=(registry.address,))
+    insecure = (f"--insecure-registry={registry.address}",)  # plain http, as a mirror on the LAN
+    src = Engine(SPECS["docker26"], work / "src")
+    dst = Engine(SPECS["docker26"], work / "dst")
     sshd = Sshd(work / "sshd", address=ns.addr, port=22, netns=ns.name)
     rows = []
     try:
-        src.start()
-        dst.start(netns=ns.name)
+        src.start(extra_args=insecure)
+        dst.start(netns=ns.name, extra_args=insecure)
         sshd.start({"root": [client.ssh / "id_ed25519"]})
         client.trust(sshd)
         build_image(src, work, "rfb-base:1", None, args.base_mb, 0)

@@ -140,15 +140,12 @@ def far_hosts() -> Iterator[FarHosts]:
     registry = Registry(work / "registry", listen="0.0.0.0")
     registry.start()
     registry_host = f"10.232.10.1:{registry.port}"  # the first namespace's host side; routed from the others
-    (work / "registries.conf").write_text(f'[[registry]]\nlocation = "{registry_host}"\ninsecure = true\n')
     hosts: list[tuple[NetNS, Engine, Sshd]] = []
-    saved = os.environ.get("CONTAINERS_REGISTRIES_CONF")
-    os.environ["CONTAINERS_REGISTRIES_CONF"] = str(work / "registries.conf")  # read by podman at start
     try:
         for i, (kind, rate) in enumerate([("docker20", "100mbit"), ("docker26c", "50mbit"), ("podman", "20mbit")]):
             ns = NetNS(f"fo{suffix}{i}", f"10.232.{i + 10}.1", f"10.232.{i + 10}.2", rate=rate).up()
             subprocess.run(["ip", "-n", ns.name, "route", "add", "default", "via", ns.host_addr], check=True)
-            engine = Engine(SPECS[kind], work / f"engine{i}")
+            engine = Engine(SPECS[kind], work / f"engine{i}", insecure_registries=(registry_host,))
             sshd = Sshd(work / f"sshd{i}", address=ns.addr, port=22, netns=ns.name)
             hosts.append((ns, engine, sshd))
             extra = ("--insecure-registry=10.232.0.0/16",) if SPECS[kind].kind == "docker" else ()
@@ -163,10 +160,6 @@ def far_hosts() -> Iterator[FarHosts]:
             registry_host,
         )
     finally:
-        if saved is None:
-            os.environ.pop("CONTAINERS_REGISTRIES_CONF", None)
-        else:
-            os.environ["CONTAINERS_REGISTRIES_CONF"] = saved
         for ns, engine, sshd in hosts:
             sshd.stop()
             engine.destroy()
