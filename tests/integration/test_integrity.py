@@ -89,6 +89,7 @@ def _refused(fake: fe.FakeEngine, dst: Engine, ref: str, cause: str) -> int:
     assert not image_exists(dst, ref)
     assert all_images(dst) == before, "nothing was loaded"
     assert "GET /images/get" in fake.requests
+    print(f"peak RSS of docker-d2d: {rss >> 20} MB ({cause})")
     return rss
 
 
