@@ -407,7 +407,7 @@ class Rewriter:
             _check_claims(entry.name, hasher)
             spool.seek(0)
             layer = yield from self._layer(
-                entry, hasher.diff_digest(), hasher.raw_digest(), _read_file(spool), hashed=hasher
+                entry, self._diff_of(hasher, None), hasher.raw_digest(), _read_file(spool), hashed=hasher
             )
             layer.uncompressed_size = hasher.uncompressed
             return layer
@@ -461,8 +461,8 @@ class Rewriter:
         if hashed is None:
             hasher.finish()
             _check_claims(entry.name, hasher)
-        layer.diff_id = hasher.diff_digest()
-        layer.media_type = hasher.media_type or MT_LAYER
+        layer.diff_id = self._diff_of(hasher, diff)
+        layer.media_type = (hasher.media_type or MT_LAYER) if layer.diff_id != hasher.raw_digest() else MT_LAYER
         layer.uncompressed_size = hasher.uncompressed
         self._remaining[layer.diff_id] = 0
         yield padding(entry.size)
@@ -470,6 +470,14 @@ class Rewriter:
         self.result.layers_sent += 1
         self.result.bytes_sent += entry.size
         return layer
+
+    def _diff_of(self, hasher: _DiffHasher, expected: str | None) -> str:
+        """A layer's diff id from its content. A plain layer whose first bytes merely look like
+        gzip or zstd is known by its raw digest being the one expected (or still to come)."""
+        raw = hasher.raw_digest()
+        if raw == expected or (expected is None and self._remaining[raw] > 0):
+            return raw
+        return hasher.diff_digest()
 
     def _output_name(self, digest: str, source_name: str) -> str:
         hexpart = digest.split(":")[-1] or hashlib.sha256(source_name.encode()).hexdigest()
@@ -662,7 +670,7 @@ def _config_diff_ids(name: str, config: bytes) -> tuple[str, ...]:
 
 def _check_claims(name: str, hasher: _DiffHasher) -> None:
     blob, diff = _claimed_digests(name)
-    if (blob and hasher.raw_digest() != blob) or (diff and hasher.diff_digest() != diff):
+    if (blob and hasher.raw_digest() != blob) or (diff and diff not in (hasher.raw_digest(), hasher.diff_digest())):
         raise ArchiveError(f"the export's layer {name} does not match its digest (altered on the way?)")
 
 

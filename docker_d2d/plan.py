@@ -207,7 +207,8 @@ def _limits(plan: TransferPlan) -> tuple[dict[str, int], int | None]:
     unbounded = False
     for image in plan.exported:
         for layer in image.layers:
-            estimate = layer.size if layer.size is not None else image.source.size or None
+            # A size of 0 may mean "not unpacked here" (the containerd store): fall back too.
+            estimate = layer.size or image.source.size or None
             if estimate is None:
                 unbounded = True
                 continue

@@ -89,6 +89,7 @@ def _refused(fake: fe.FakeEngine, dst: Engine, ref: str, cause: str) -> int:
     assert not image_exists(dst, ref)
     assert all_images(dst) == before, "nothing was loaded"
     assert "GET /images/get" in fake.requests
+    print(f"peak RSS of docker-d2d: {rss >> 20} MB ({cause})")
     return rss
 
 
@@ -217,7 +218,9 @@ def test_docker20_image_with_its_base_in_one_run(
     result = copy(src, dst, app, base)
 
     assert sorted(result["tagged"]) == sorted([app, base])
-    assert result["layers_sent"] == 2 and result["layers_skipped"] == 0
+    # Podman loads one image per archive: the app's batch leaves out the base loaded just before.
+    assert result["layers_sent"] == 2
+    assert result["layers_skipped"] == (1 if destination == "podman" else 0)
     assert result["bytes_sent"] == sum(_layer_bytes(src, app).values())
     _assert_same(src, dst, app)
     _assert_same(src, dst, base)
@@ -230,7 +233,7 @@ def test_image_that_repeats_a_layer(
     src, dst = engines[source], engines[destination]
     base = builder.base(unique("base") + ":1")
     app = unique("repeat") + ":1"
-    builder.build(app, base, ["COPY a /a", "COPY b /b", "COPY a /a"], {"a": random_file(200_000), "b": b"b"})
+    builder.build(app, base, ["COPY a /a", "COPY b /b", "COPY a /a"], {"a": random_file(200_000), "b": random_file(1000)})
     layers = image_layers(builder.engine, app)
     assert layers[1] == layers[3], "test setup: the same diff id twice"
     builder.place(src, app)

@@ -128,7 +128,7 @@ def test_truncated_or_altered_stream_is_our_error_or_a_prefix(
         assert got == full[: len(got)]
 
 
-def test_truncation_at_every_byte() -> None:
+def test_truncation_anywhere() -> None:
     whole = write_tar(
         [
             ("a" * 150, tarfile.REGTYPE, b"x" * 700),
