@@ -271,7 +271,7 @@ class Engine:
                 text = resp.read().decode(errors="replace")
         except httpx.HTTPError as exc:
             if stall_cause(exc):
-                raise self._error(exc, "the load", call=False) from exc
+                raise self._error(exc, "the load") from exc  # sending it, or waiting for its answer
             raise self._at(EngineError(f"the load failed: {exc}")) from exc
         messages = []
         for msg in _json_stream(text):

@@ -83,10 +83,13 @@ def stopped(engine: Engine) -> Iterator[None]:
 
 class SlowLink:
     """A unix-socket relay in front of an engine that passes at most `rate` bytes per second
-    in one direction ("up": towards the engine, "down": from it)."""
+    in one direction ("up": towards the engine, "down": from it). With `hold`, the answer to a
+    request that carried more than 1 MB (a load) is held back that many seconds: an engine busy
+    registering layers, which still answers pings on other connections."""
 
-    def __init__(self, target: Path, path: Path, rate: int, direction: str) -> None:
-        self.target, self.path, self.rate, self.direction = target, path, rate, direction
+    def __init__(self, target: Path, path: Path, rate: int, direction: str, hold: float = 0) -> None:
+        self.target, self.path, self.rate, self.direction, self.hold = target, path, rate, direction, hold
+        self.held = 0
         self.server = socket.socket(socket.AF_UNIX)
         self.server.bind(str(path))
         self.server.listen(16)
@@ -104,13 +107,22 @@ class SlowLink:
                 return
             engine = socket.socket(socket.AF_UNIX)
             engine.connect(str(self.target))
-            threading.Thread(target=self._pipe, args=(client, engine, self.direction == "up"), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(engine, client, self.direction == "down"), daemon=True).start()
+            up = [0]  # bytes this connection carried towards the engine
+            threading.Thread(target=self._pipe, args=(client, engine, self.direction == "up", up), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(engine, client, self.direction == "down", up, True), daemon=True
+            ).start()
 
-    def _pipe(self, a: socket.socket, b: socket.socket, slow: bool) -> None:
+    def _pipe(self, a: socket.socket, b: socket.socket, slow: bool, up: list[int], answer: bool = False) -> None:
         try:
             while data := a.recv(65536):
+                if answer and self.hold and up[0] > 1 << 20:
+                    time.sleep(self.hold)
+                    self.held += 1
+                    up[0] = 0
                 b.sendall(data)
+                if not answer:
+                    up[0] += len(data)
                 if slow:
                     time.sleep(len(data) / self.rate)
             b.shutdown(socket.SHUT_WR)
@@ -192,6 +204,20 @@ def test_a_wedged_engine_mid_transfer(pair: tuple[Engine, Engine], big: str, sid
     again = run_d2d("copy", "-q", "-s", src.host, "-d", dst.host, tag)
     assert again.returncode == 0, again.stderr
     assert image_exists(dst, tag)
+
+
+def test_a_long_silent_load_is_not_a_stall_while_the_engine_answers_pings(
+    pair: tuple[Engine, Engine], big: str, tmp_path: Path
+) -> None:
+    src, dst = pair
+    # The load's answer comes 4 s after its last byte, with a stall timeout of 1 s.
+    link = SlowLink(dst.socket, tmp_path / "busy.sock", 1 << 40, "up", hold=4)
+    try:
+        proc = run_d2d("copy", "-q", "--stall-timeout", "1", "-s", src.host, "-d", link.host, big, timeout=120)
+    finally:
+        link.close()
+    assert proc.returncode == 0, proc.stderr
+    assert link.held == 1 and image_exists(dst, big)
 
 
 @contextmanager
