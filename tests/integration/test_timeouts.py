@@ -263,6 +263,27 @@ def test_an_ssh_host_that_never_speaks(pair: tuple[Engine, Engine]) -> None:
     assert took < bound, (took, bound)
 
 
+def test_tcp_and_tls_engines_that_never_speak(pair: tuple[Engine, Engine]) -> None:
+    bound = 2 + 2 * startup() + SLACK
+    env = {"DOCKER_HOST": pair[0].host}
+    with silent_listener() as port:
+        plain, took_plain = timed("push", "-q", "--connect-timeout", "2", f"tcp://127.0.0.1:{port}", "x:1", env=env)
+        tls, took_tls = timed(
+            "--tlsverify", "push", "-q", "--connect-timeout", "2", f"tcp://127.0.0.1:{port}", "x:1", env=env
+        )
+    assert one_line(plain.stderr) == (
+        f"docker-d2d: destination tcp://127.0.0.1:{port}: the engine accepted the connection but did not answer "
+        "the ping within 2 s (is it hung? --connect-timeout changes the wait)"
+    )
+    # The TLS handshake is part of connecting.
+    assert one_line(tls.stderr) == (
+        f"docker-d2d: destination tcp://127.0.0.1:{port}: no answer from 127.0.0.1:{port} within 2 s "
+        "(--connect-timeout changes the wait)"
+    )
+    assert plain.returncode == tls.returncode == 1
+    assert took_plain < bound and took_tls < bound, (took_plain, took_tls, bound)
+
+
 def test_the_default_timeouts_come_from_the_environment(pair: tuple[Engine, Engine]) -> None:
     bound = 1 + 2 * startup() + SLACK
     with silent_listener() as port:
