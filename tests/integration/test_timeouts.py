@@ -312,6 +312,55 @@ def test_completion_answers_within_its_promise_against_silent_hosts(pair: tuple[
         assert time.monotonic() - started < 2.5 and out.stdout.strip() == ":4"
 
 
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [d for child in map(int, out) for d in (child, *_descendants(child))]
+
+
+def test_an_ssh_server_that_stops_mid_transfer(
+    engine_base: Path, pair: tuple[Engine, Engine], big: str, tmp_path: Path
+) -> None:
+    """sshd's session processes stopped (SIGSTOP) while the load goes through them."""
+    src, dst = pair
+    client = SshClientHome(tmp_path / "home")
+    client.key()
+    sshd = Sshd(engine_base / unique("stopsshd")).start({"root": [client.ssh / "id_ed25519"]})
+    client.trust(sshd)
+    slow_source = SlowLink(src.socket, tmp_path / "slow.sock", 6_000_000, "down")
+    url = f"ssh://root@127.0.0.1:{sshd.port}{dst.socket}"
+    args = ["copy", "--json", "--stall-timeout", str(STALL), "-s", slow_source.host, "-d", url, big]
+    try:
+        proc = subprocess.Popen(
+            [d2d_path(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=client.env()
+        )
+        assert proc.stdout is not None and sshd.proc is not None
+        for line in proc.stdout:
+            if '"sending"' in line:
+                break
+        sessions = _descendants(sshd.proc.pid)
+        assert sessions
+        for pid in sessions:
+            os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        try:
+            _, stderr = proc.communicate(timeout=120)
+            took = time.monotonic() - started
+        finally:
+            for pid in sessions:
+                os.kill(pid, signal.SIGCONT)
+        line = one_line(stderr)
+        assert proc.returncode == 1
+        assert line.startswith(f"docker-d2d: destination {url}: stalled "), line
+        assert took < STALL + SLACK, took
+        assert not image_exists(dst, big)
+        again = run_d2d("copy", "-q", "-s", src.host, "-d", url, big, env=client.env())
+        assert again.returncode == 0, again.stderr
+        assert image_exists(dst, big)
+    finally:
+        slow_source.close()
+        sshd.stop()
+
+
 # --- a link that dies: an engine on another "host" (a network namespace) reached over ssh ----
 
 
