@@ -182,8 +182,8 @@ class Engine:
 
     def connect(self) -> EngineInfo:
         """Ping, negotiate the API version like the docker CLI, and find out what kind of engine this is."""
-        # The first contact is bounded by the connect timeout as a whole: an engine that
-        # accepts connections and never answers (wedged, stopped) is no reason to wait.
+        # Each first call waits at most the connect timeout, with no watchdog patience: an engine
+        # that accepts connections and never answers (wedged, stopped) is no reason to wait.
         first = self.timeouts.connect
         resp = self._request("GET", "/_ping", "the ping", timeout=first)
         if resp.status_code >= 500 or ("Api-Version" not in resp.headers and resp.status_code != 200):
