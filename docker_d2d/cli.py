@@ -204,7 +204,8 @@ def _logging(debug: bool) -> None:
         return
     logging.getLogger().addHandler(logging.NullHandler())  # no "last resort" printing to stderr
     ours = logging.StreamHandler()
-    ours.setFormatter(logging.Formatter("docker-d2d: %(levelname)s: %(message)s"))
+    ours.setLevel(logging.WARNING)
+    ours.setFormatter(logging.Formatter("warning: %(message)s"))  # like the plain-tcp warning
     logging.getLogger("docker_d2d").addHandler(ours)
 
 

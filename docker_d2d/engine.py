@@ -197,8 +197,8 @@ class Engine:
 
     def connect(self) -> EngineInfo:
         """Ping, negotiate the API version like the docker CLI, and find out what kind of engine this is."""
-        # The first contact is bounded by the connect timeout as a whole: an engine that
-        # accepts connections and never answers (wedged, stopped) is no reason to wait.
+        # Each first call waits at most the connect timeout, with no watchdog patience: an engine
+        # that accepts connections and never answers (wedged, stopped) is no reason to wait.
         first = self.timeouts.connect
         ping = self._request("GET", "/_ping", "the ping", timeout=first)
         if ping.status_code >= 500 or ("Api-Version" not in ping.headers and ping.status_code != 200):
@@ -378,7 +378,7 @@ class Engine:
                 text = resp.read().decode(errors="replace")
         except httpx.HTTPError as exc:
             if stall_cause(exc):
-                raise self._error(exc, "the load", call=False) from exc
+                raise self._error(exc, "the load") from exc  # sending it, or waiting for its answer
             raise self._at(EngineError(f"the load failed: {exc}")) from exc
         messages = []
         for msg in _json_stream(text):

@@ -132,6 +132,9 @@ class SSHConnection:
         self.methods: dict[str, str] = {}  # socket path -> the way that reaches it
         self._conn: Any = None
         self.dead = ""  # why the watchdog closed the connection
+        self._guard_lock = threading.Lock()
+        self._guarded: dict[object, tuple[float, float]] = {}  # guarded block -> (deadline, seconds)
+        self._watcher: threading.Thread | None = None
 
     # --- connecting ------------------------------------------------------------------------
 
@@ -328,13 +331,30 @@ class SSHConnection:
         timeout: on a dead link, with a window still open, a send blocks forever and holds the
         transport's write lock, so no ping could even be asked. A TCP socket that takes no byte
         for this long means the link or the server is gone."""
-        timer = threading.Timer(seconds, self._kill, (seconds,))
-        timer.daemon = True
-        timer.start()
+        # One watcher thread per connection, not a timer per send: a send is 64 KiB at most.
+        key = object()
+        with self._guard_lock:
+            self._guarded[key] = (time.monotonic() + seconds, seconds)
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="d2d-ssh-watch", daemon=True)
+                self._watcher.start()
         try:
             yield
         finally:
-            timer.cancel()
+            with self._guard_lock:
+                del self._guarded[key]
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.2)
+            now = time.monotonic()
+            with self._guard_lock:
+                if self.dead or (self._conn is None and not self._guarded):
+                    self._watcher = None
+                    return
+                late = [seconds for deadline, seconds in self._guarded.values() if now > deadline]
+            if late:
+                self._kill(late[0])
 
     def _kill(self, seconds: float) -> None:
         self.dead = (

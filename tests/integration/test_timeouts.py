@@ -83,10 +83,13 @@ def stopped(engine: Engine) -> Iterator[None]:
 
 class SlowLink:
     """A unix-socket relay in front of an engine that passes at most `rate` bytes per second
-    in one direction ("up": towards the engine, "down": from it)."""
+    in one direction ("up": towards the engine, "down": from it). With `hold`, the answer to a
+    request that carried more than 1 MB (a load) is held back that many seconds: an engine busy
+    registering layers, which still answers pings on other connections."""
 
-    def __init__(self, target: Path, path: Path, rate: int, direction: str) -> None:
-        self.target, self.path, self.rate, self.direction = target, path, rate, direction
+    def __init__(self, target: Path, path: Path, rate: int, direction: str, hold: float = 0) -> None:
+        self.target, self.path, self.rate, self.direction, self.hold = target, path, rate, direction, hold
+        self.held = 0
         self.server = socket.socket(socket.AF_UNIX)
         self.server.bind(str(path))
         self.server.listen(16)
@@ -104,13 +107,22 @@ class SlowLink:
                 return
             engine = socket.socket(socket.AF_UNIX)
             engine.connect(str(self.target))
-            threading.Thread(target=self._pipe, args=(client, engine, self.direction == "up"), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(engine, client, self.direction == "down"), daemon=True).start()
+            up = [0]  # bytes this connection carried towards the engine
+            threading.Thread(target=self._pipe, args=(client, engine, self.direction == "up", up), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(engine, client, self.direction == "down", up, True), daemon=True
+            ).start()
 
-    def _pipe(self, a: socket.socket, b: socket.socket, slow: bool) -> None:
+    def _pipe(self, a: socket.socket, b: socket.socket, slow: bool, up: list[int], answer: bool = False) -> None:
         try:
             while data := a.recv(65536):
+                if answer and self.hold and up[0] > 1 << 20:
+                    time.sleep(self.hold)
+                    self.held += 1
+                    up[0] = 0
                 b.sendall(data)
+                if not answer:
+                    up[0] += len(data)
                 if slow:
                     time.sleep(len(data) / self.rate)
             b.shutdown(socket.SHUT_WR)
@@ -194,6 +206,20 @@ def test_a_wedged_engine_mid_transfer(pair: tuple[Engine, Engine], big: str, sid
     assert image_exists(dst, tag)
 
 
+def test_a_long_silent_load_is_not_a_stall_while_the_engine_answers_pings(
+    pair: tuple[Engine, Engine], big: str, tmp_path: Path
+) -> None:
+    src, dst = pair
+    # The load's answer comes 4 s after its last byte, with a stall timeout of 1 s.
+    link = SlowLink(dst.socket, tmp_path / "busy.sock", 1 << 40, "up", hold=4)
+    try:
+        proc = run_d2d("copy", "-q", "--stall-timeout", "1", "-s", src.host, "-d", link.host, big, timeout=120)
+    finally:
+        link.close()
+    assert proc.returncode == 0, proc.stderr
+    assert link.held == 1 and image_exists(dst, big)
+
+
 @contextmanager
 def silent_listener() -> Iterator[int]:
     """A TCP port that accepts connections and never says a word."""
@@ -237,6 +263,27 @@ def test_an_ssh_host_that_never_speaks(pair: tuple[Engine, Engine]) -> None:
     assert took < bound, (took, bound)
 
 
+def test_tcp_and_tls_engines_that_never_speak(pair: tuple[Engine, Engine]) -> None:
+    bound = 2 + 2 * startup() + SLACK
+    env = {"DOCKER_HOST": pair[0].host}
+    with silent_listener() as port:
+        plain, took_plain = timed("push", "-q", "--connect-timeout", "2", f"tcp://127.0.0.1:{port}", "x:1", env=env)
+        tls, took_tls = timed(
+            "--tlsverify", "push", "-q", "--connect-timeout", "2", f"tcp://127.0.0.1:{port}", "x:1", env=env
+        )
+    assert one_line(plain.stderr) == (
+        f"docker-d2d: destination tcp://127.0.0.1:{port}: the engine accepted the connection but did not answer "
+        "the ping within 2 s (is it hung? --connect-timeout changes the wait)"
+    )
+    # The TLS handshake is part of connecting.
+    assert one_line(tls.stderr) == (
+        f"docker-d2d: destination tcp://127.0.0.1:{port}: no answer from 127.0.0.1:{port} within 2 s "
+        "(--connect-timeout changes the wait)"
+    )
+    assert plain.returncode == tls.returncode == 1
+    assert took_plain < bound and took_tls < bound, (took_plain, took_tls, bound)
+
+
 def test_the_default_timeouts_come_from_the_environment(pair: tuple[Engine, Engine]) -> None:
     bound = 1 + 2 * startup() + SLACK
     with silent_listener() as port:
@@ -263,6 +310,55 @@ def test_completion_answers_within_its_promise_against_silent_hosts(pair: tuple[
             [d2d_path(), "__complete", "d2d", "copy", "-s", src.host, ""], capture_output=True, text=True, timeout=30
         )
         assert time.monotonic() - started < 2.5 and out.stdout.strip() == ":4"
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [d for child in map(int, out) for d in (child, *_descendants(child))]
+
+
+def test_an_ssh_server_that_stops_mid_transfer(
+    engine_base: Path, pair: tuple[Engine, Engine], big: str, tmp_path: Path
+) -> None:
+    """sshd's session processes stopped (SIGSTOP) while the load goes through them."""
+    src, dst = pair
+    client = SshClientHome(tmp_path / "home")
+    client.key()
+    sshd = Sshd(engine_base / unique("stopsshd")).start({"root": [client.ssh / "id_ed25519"]})
+    client.trust(sshd)
+    slow_source = SlowLink(src.socket, tmp_path / "slow.sock", 6_000_000, "down")
+    url = f"ssh://root@127.0.0.1:{sshd.port}{dst.socket}"
+    args = ["copy", "--json", "--stall-timeout", str(STALL), "-s", slow_source.host, "-d", url, big]
+    try:
+        proc = subprocess.Popen(
+            [d2d_path(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=client.env()
+        )
+        assert proc.stdout is not None and sshd.proc is not None
+        for line in proc.stdout:
+            if '"sending"' in line:
+                break
+        sessions = _descendants(sshd.proc.pid)
+        assert sessions
+        for pid in sessions:
+            os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        try:
+            _, stderr = proc.communicate(timeout=120)
+            took = time.monotonic() - started
+        finally:
+            for pid in sessions:
+                os.kill(pid, signal.SIGCONT)
+        line = one_line(stderr)
+        assert proc.returncode == 1
+        assert line.startswith(f"docker-d2d: destination {url}: stalled "), line
+        assert took < STALL + SLACK, took
+        assert not image_exists(dst, big)
+        again = run_d2d("copy", "-q", "-s", src.host, "-d", url, big, env=client.env())
+        assert again.returncode == 0, again.stderr
+        assert image_exists(dst, big)
+    finally:
+        slow_source.close()
+        sshd.stop()
 
 
 # --- a link that dies: an engine on another "host" (a network namespace) reached over ssh ----
