@@ -78,7 +78,7 @@ class CopyResult:
     layers_sent: dict[str, int] = field(default_factory=dict)
     layers_left_out: dict[str, int] = field(default_factory=dict)
     # Destination ids of images whose archive went out whole: the destination may finish
-    # loading them even if we stop (Docker 20.10 does), so an interrupt must clean them up.
+    # loading them even if we stop, so an interrupt must clean them up.
     loaded: list[str] = field(default_factory=list)
     pulled_bases: dict[str, PulledBase] = field(default_factory=dict)  # destination id -> base pulled (registry-first)
     # Every rewrite begun, also those whose load failed: what a failed run may have to remove.

@@ -82,12 +82,13 @@ def test_zsh_with_docker_completion_script(config: Path, tmp_path: Path) -> None
     (fdir / "_docker").write_text(
         subprocess.run([DOCKER, "completion", "zsh"], capture_output=True, text=True, check=True).stdout
     )
-    screen = _zsh_tab(config, fdir, "compdef _docker docker", "docker d2d pu")
+    screen = _zsh_tab(config, fdir, "compdef _docker docker", "docker d2d pu", ("push  -- Push", "pull  -- Pull"))
     assert "push  -- Push IMAGES" in screen and "pull  -- Pull IMAGES" in screen
 
 
 def test_zsh_with_the_standalone_script(config: Path, tmp_path: Path) -> None:
-    screen = _zsh_tab(config, tmp_path, f"source {REPO / 'completions/docker-d2d.zsh'}", "docker-d2d pu")
+    setup = f"source {REPO / 'completions/docker-d2d.zsh'}"
+    screen = _zsh_tab(config, tmp_path, setup, "docker-d2d pu", ("push", "pull"))
     assert "push" in screen and "pull" in screen
 
 
@@ -125,18 +126,26 @@ def test_a_dead_engine_does_not_freeze_completion(tmp_path: Path) -> None:
     server.close()
 
 
-def _zsh_tab(config: Path, fdir: Path, setup: str, line: str) -> str:
+def _zsh_tab(config: Path, fdir: Path, setup: str, line: str, expect: tuple[str, ...]) -> str:
+    """Type `line`, press Tab until every string of `expect` shows in the menu (a loaded machine
+    answers slowly: poll rather than sleep a fixed time); returns the screen."""
     env = _env(config)
     pairs = [f"{k}={v}" for k, v in env.items() if k in ("PATH", "DOCKER_CONFIG", "HOME")]
     with terminal("env", *pairs, "zsh", "-f") as term:
-        time.sleep(0.5)
-        term.send(f"fpath=({fdir} $fpath); autoload -U compinit; compinit -u; {setup}", "Enter")
-        time.sleep(1)
+        term.wait_for("#")
+        term.send(f"fpath=({fdir} $fpath); autoload -U compinit; compinit -u; {setup}; echo READY", "Enter")
+        term.wait_for("\nREADY")
         term.send(line, "Tab")
-        time.sleep(2)
-        term.send("Tab")
-        time.sleep(1.5)
-        return term.text()
+        deadline = time.monotonic() + 30
+        screen = ""
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            screen = term.text()
+            menu = screen.split(line, 1)[-1]
+            if all(e in menu for e in expect):
+                return screen
+            term.send("Tab")
+        return screen
 
 
 def _empty_tar() -> bytes:

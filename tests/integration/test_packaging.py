@@ -59,6 +59,36 @@ def test_clean_venv_install(tmp_path: Path, engines: dict[str, Engine], builder:
     assert not (config / "cli-plugins/docker-d2d").exists()
 
 
+def readme_install_lines() -> list[str]:
+    """The commands of the README's marked install block, as a user would type them."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("<!-- install:begin", 1)[1].split("<!-- install:end -->", 1)[0]
+    code = block.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in code.splitlines() if line.strip()]
+
+
+def test_readme_install_on_a_stock_debian(tmp_path: Path, engines: dict[str, Engine], builder: Builder) -> None:
+    """The README's install lines, run as they are in a fresh home (pipx makes its own venv there).
+    `sudo` is dropped: the suite runs as root, where Debian has no sudo."""
+    lines = readme_install_lines()
+    assert lines[0] == "sudo apt-get install -y pipx" and lines[1] == "pipx install .", lines
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "PIPX_", "VIRTUAL_ENV"))}
+    env.update(HOME=str(home), PATH="/usr/local/bin:/usr/bin:/bin", DEBIAN_FRONTEND="noninteractive")
+    for line in lines:
+        command = line.removeprefix("sudo ")
+        proc = subprocess.run(
+            ["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, f"{line}: {proc.stdout}{proc.stderr}"
+    assert proc.stdout.startswith("docker-d2d "), proc.stdout  # `docker d2d version`, through the CLI
+    plugin = home / ".docker/cli-plugins/docker-d2d"
+    assert plugin.resolve() == (home / ".local/bin/docker-d2d").resolve()
+    assert str(home / ".local") in str(plugin.resolve()), "the pipx venv, not the test's"
+    _check_plugin(home / ".docker", engines, builder)
+
+
 def test_single_file_build_as_a_plugin(tmp_path: Path, engines: dict[str, Engine], builder: Builder) -> None:
     config = tmp_path / "cfg"
     target = config / "cli-plugins/docker-d2d"
