@@ -284,5 +284,6 @@ def lacking_bytes(src: Engine, dst: Engine, ref: str) -> int:
         held.update(chain_ids(layers) if graphdriver else layers)
     diffs = image_layers(src, ref)
     keys = chain_ids(diffs) if graphdriver else diffs
-    missing = {key: size for key, size in zip(keys, export_layer_sizes(src, ref)) if key not in held}
+    # One file serves every place a layer occurs in (Docker < 25 exports link the repeats).
+    missing = {diff: size for key, diff, size in zip(keys, diffs, export_layer_sizes(src, ref)) if key not in held}
     return sum(missing.values())

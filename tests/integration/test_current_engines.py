@@ -68,8 +68,9 @@ def _dangling(engine: Engine) -> list[str]:
             "docker26c",
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="issue 11 items 2+3: Docker 26 containerd store holds the base only compressed; the thin "
-                "load leaves a moby-dangling@ record and the image is sent whole a second time",
+                reason="issue 11 item 2: Docker 26 containerd store holds the base only compressed, so the thin "
+                "load comes out incomplete and the image is sent whole a second time (bytes sent = base + 2x the "
+                "missing layer, not the missing layer)",
             ),
         ),
         pytest.param(
@@ -77,8 +78,8 @@ def _dangling(engine: Engine) -> list[str]:
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="issue 11 items 2+3: Docker 28.5 containerd store answers inspect of the incomplete "
-                "thin load with empty RootFS.Layers ('the loaded image has layers []'), so the fallback "
-                "never runs",
+                "thin load with empty RootFS.Layers, so the fallback never runs and the copy fails ('the loaded "
+                "image has layers [], the source [...]')",
             ),
         ),
     ],

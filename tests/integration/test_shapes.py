@@ -124,27 +124,30 @@ def test_empty_layers_one_repeated(engines: dict[str, Engine], source: str, dest
     assert copy(src, dst, ref)["bytes_sent"] == 0
 
 
-HUNDRED_PAIRS = [("docker20", "docker28c"), ("docker28c", "docker28"), ("docker28", "podman5"), ("podman5", "docker20")]
+# Slow (each layer is a mount at a graphdriver, a snapshot in the store): three pairs that take
+# each reader (legacy, the store's OCI, overlay2's OCI) to each writer (OCI into the store and
+# into Podman, legacy).
+HUNDRED_PAIRS = [("docker20", "docker28c"), ("docker28c", "docker28"), ("docker28", "podman5")]
 
 
 @pytest.mark.parametrize(("source", "destination"), HUNDRED_PAIRS)
 def test_more_than_a_hundred_layers(engines: dict[str, Engine], source: str, destination: str) -> None:
     src, dst = engines[source], engines[destination]
-    layers = layer_files(121)
+    layers = layer_files(102)
     v1, v2 = unique("many") + ":1", unique("many") + ":2"
-    _load(src, v1, layers[:120], image_config([diff_id(b) for b in layers[:120]], history=None))
+    _load(src, v1, layers[:101], image_config([diff_id(b) for b in layers[:101]], history=None))
     _load(src, v2, layers, image_config([diff_id(b) for b in layers], history=None))
 
     lacking = lacking_bytes(src, dst, v1)
     cold = copy(src, dst, v1)
-    assert cold["layers_sent"] == 120
+    assert cold["layers_sent"] == 101
     assert cold["bytes_sent"] == lacking == sum(export_layer_sizes(src, v1))
     _assert_complete(src, dst, v1)
 
     lacking = lacking_bytes(src, dst, v2)
     update = copy(src, dst, v2)
-    assert update["layers_sent"] == 1 and update["layers_skipped"] == 120
-    assert update["bytes_sent"] == lacking == export_layer_sizes(src, v2)[120]
+    assert update["layers_sent"] == 1 and update["layers_skipped"] == 101
+    assert update["bytes_sent"] == lacking == export_layer_sizes(src, v2)[101]
     _assert_complete(src, dst, v2)
 
 
