@@ -299,3 +299,28 @@ def export_layer_sizes(engine: Engine, ref: str) -> list[int]:
                 )
             sizes.append(member.size)
     return sizes
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    import hashlib
+
+    chains: list[str] = []
+    for diff in diff_ids:
+        chains.append(diff if not chains else "sha256:" + hashlib.sha256(f"{chains[-1]} {diff}".encode()).hexdigest())
+    return chains
+
+
+def lacking_bytes(src: Engine, dst: Engine, ref: str) -> int:
+    """What copying `ref` from `src` must send to `dst`, measured before the copy: the export
+    sizes of its layers that `dst` does not hold the way its engine reuses them (graphdriver
+    Docker by chain id; the containerd store and Podman by diff id), each layer once."""
+    graphdriver = dst.spec.kind == "docker" and not dst.spec.containerd_store
+    held: set[str] = set()
+    for image in dst.docker("image", "ls", "-aq", "--no-trunc").stdout.decode().split():
+        layers = image_layers(dst, image)
+        held.update(chain_ids(layers) if graphdriver else layers)
+    diffs = image_layers(src, ref)
+    keys = chain_ids(diffs) if graphdriver else diffs
+    # One file serves every place a layer occurs in (Docker < 25 exports link the repeats).
+    missing = {diff: size for key, diff, size in zip(keys, diffs, export_layer_sizes(src, ref)) if key not in held}
+    return sum(missing.values())

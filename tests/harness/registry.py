@@ -177,10 +177,9 @@ class Registry:
         with httpx.Client(base_url=self.url, timeout=60) as c:
             start = c.post(f"/v2/{repo}/blobs/uploads/")
             start.raise_for_status()
-            location = start.headers["Location"]
-            done = c.put(
-                location, params={"digest": digest}, content=data, headers={"Content-Type": "application/octet-stream"}
-            )
+            # The upload URL carries its own state in its query: add to it, never replace it.
+            location = httpx.URL(start.headers["Location"]).copy_merge_params({"digest": digest})
+            done = c.put(location, content=data, headers={"Content-Type": "application/octet-stream"})
             done.raise_for_status()
         return digest
 
