@@ -31,6 +31,7 @@ from .model import (
 from .plan import ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
 from .prefetch import prefetch
 from .probe import Descriptor, held_as, uncompressed
+from .registry import layer_descriptors
 
 
 class Reporter(Progress, Protocol):
@@ -262,12 +263,36 @@ def _name_left_out(src: Engine, dst: Engine, batch: TransferPlan, spec: StreamSp
     if src.info.kind is EngineKind.CONTAINERD:
         return replace(spec, left_out=held, prefer_source=True)
     unnamed = spec.skip - held.keys()
+    pulled = _registry_candidates(dst, unnamed) if unnamed else {}
+    if pulled:
+        known = dict(held)
+
+        def candidates(diff: str) -> list[Descriptor]:
+            named = [known.get(diff), pulled.get(diff), uncompressed(diff)]
+            return [d for d in named if d is not None]
+
+        held = _probe(dst, batch, spec.skip, candidates)
+        unnamed = spec.skip - held.keys()
     if unnamed:
         reporter.note(
             f"the destination holds {len(unnamed)} layer(s) only under digests the source cannot name "
             "(compressed by a registry pull or its own build): sending them"
         )
     return replace(spec, skip=frozenset(held), left_out=held)
+
+
+def _registry_candidates(dst: Engine, diff_ids: frozenset[str]) -> dict[str, Descriptor]:
+    """The registry digests of layers the store pulled: from the manifests its images' repo
+    digests name (best effort, see registry.py)."""
+    assert dst.info
+    found: dict[str, Descriptor] = {}
+    for image in dst.all_images():
+        for repo_digest in image.repo_digests:
+            if not (diff_ids - found.keys()) & set(image.diff_ids):
+                break
+            for diff, desc in layer_descriptors(repo_digest, image.diff_ids, dst.info.platform).items():
+                found.setdefault(diff, desc)
+    return {d: desc for d, desc in found.items() if d in diff_ids}
 
 
 def _complete(

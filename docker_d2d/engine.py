@@ -323,4 +323,5 @@ def image_info(data: dict[str, Any]) -> ImageInfo:
         size=int(data.get("Size") or 0),
         platform=Platform(*(str(data.get(k) or "") for k in ("Os", "Architecture", "Variant"))),
         media_type=str((data.get("Descriptor") or {}).get("mediaType") or ""),
+        repo_digests=tuple(data.get("RepoDigests") or ()),
     )

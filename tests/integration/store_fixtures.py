@@ -48,6 +48,7 @@ def start(name: str, base: Path, label: str | None = None) -> Engine:
 class Registry:
     host: str  # 127.0.0.1:PORT
     proc: subprocess.Popen[bytes]
+    base: Path  # its private directory
 
     @property
     def url(self) -> str:
@@ -104,7 +105,7 @@ def start_registry(base: Path) -> Registry:
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                return Registry(f"127.0.0.1:{port}", proc)
+                return Registry(f"127.0.0.1:{port}", proc, base)
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
