@@ -257,7 +257,8 @@ def _name_left_out(src: Engine, dst: Engine, batch: TransferPlan, spec: StreamSp
     digest (layers docker-d2d or `docker load` put there). The others it holds compressed, as a
     registry pull or its own build left them; a containerd source has them under its own
     compressed digest, learned from its export, which is what a store that pulled from the same
-    registry (or got them from this source) holds too; any other source has no name for them."""
+    registry (or got them from this source) holds too; for any other source the registry manifest
+    of the destination's own image may name them; else they travel."""
     assert src.info
     held = _probe(dst, batch, spec.skip, lambda d: [uncompressed(d)])
     if src.info.kind is EngineKind.CONTAINERD:
@@ -312,9 +313,15 @@ def _complete(
     if not incomplete:
         return rewritten
     if spec.skip:
+        pulled = _registry_candidates(dst, spec.skip)
 
         def candidates(diff: str) -> list[Descriptor]:
-            named = [rewritten.left_out.get(diff), uncompressed(diff), rewritten.source_layers.get(diff)]
+            named = [
+                rewritten.left_out.get(diff),
+                uncompressed(diff),
+                rewritten.source_layers.get(diff),
+                pulled.get(diff),
+            ]
             return [d for d in named if d is not None]
 
         held = _probe(dst, batch, spec.skip, candidates)
