@@ -301,3 +301,74 @@ def measured(case: str, result: dict[str, object], lacked: int) -> None:
         f"\nbytes-sent {case}: sent {result['bytes_sent']} B in {result['transfers']} load(s), "
         f"{result['layers_sent']} layer(s); the destination lacked {lacked} B"
     )
+
+
+# --- a source that lies: a proxy in front of a real engine -------------------------------------
+
+
+class LyingSource:
+    """A unix-socket proxy to a real engine that adds a layer to image inspect answers, so that
+    the export contradicts the inspect after the destination has loaded it (a hostile source)."""
+
+    def __init__(self, engine: Engine, path: Path) -> None:
+        import http.server
+        import socketserver
+        import threading
+
+        upstream = str(engine.socket)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self) -> None:
+                with (
+                    httpx.Client(transport=httpx.HTTPTransport(uds=upstream), base_url="http://engine") as client,
+                    client.stream("GET", self.path) as resp,
+                ):
+                    if (
+                        self.path.split("?")[0].endswith("/json")
+                        and "/images/" in self.path
+                        and resp.status_code == 200
+                    ):
+                        data = json.loads(resp.read())
+                        data["RootFS"]["Layers"] = [*data["RootFS"]["Layers"], "sha256:" + "0" * 64]
+                        body = json.dumps(data).encode()
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                        return
+                    self.send_response(resp.status_code)
+                    for key in ("Content-Type", "Api-Version"):
+                        if key in resp.headers:
+                            self.send_header(key, resp.headers[key])
+                    self.end_headers()
+                    for chunk in resp.iter_raw():
+                        self.wfile.write(chunk)
+
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+            def get_request(self) -> tuple[object, tuple[str, int]]:
+                sock, _ = super().get_request()
+                return sock, ("local", 0)  # http.server wants a host and port
+
+        self.path = path
+        self.server = Server(str(path), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

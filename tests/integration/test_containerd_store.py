@@ -4,13 +4,17 @@ or dangling, and bytes sent equal the blobs the destination really lacked."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from tests.conftest import run_d2d
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_layers, place_compressed, unique
 
 from .helpers import copy, random_file
 from .store_fixtures import (
+    LyingSource,
     Registry,
     ctr_images,
     layer_blob_sizes,
@@ -168,3 +172,20 @@ def test_base_held_under_an_unknown_digest_sends_just_that_layer(
     assert result["bytes_sent"] == sum(sizes.values())
     assert any(e["event"] == "note" and "lacks 1 left-out layer" in e["message"] for e in result["events"])
     check_complete(src, dst, app, before)
+
+
+def test_a_failed_run_removes_what_it_loaded(stores: dict[str, Engine], store_base: Path) -> None:
+    """A source whose export contradicts its inspect: the check after the load fails, and the
+    image the run loaded into the store is removed again (nothing tagged, nothing dangling)."""
+    real, dst = stores["docker26c"], stores["docker28c"]
+    base = Builder(stores["docker26"]).base(unique("liar") + ":1", size=50_000)
+    Builder(stores["docker26"]).place(real, base)
+    liar = LyingSource(real, store_base / f"{unique('liar')}.sock")
+    before = ctr_images(dst)
+    try:
+        proc = run_d2d("copy", "-q", "-s", liar.host, "-d", dst.host, base)
+    finally:
+        liar.close()
+    assert proc.returncode == 1, proc.stderr
+    assert "differ" in proc.stderr and "Traceback" not in proc.stderr
+    assert ctr_images(dst) == before, "the loaded image must be removed again"
