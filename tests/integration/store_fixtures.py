@@ -129,8 +129,10 @@ def stop_registry(registry: Registry) -> None:
 def ctr_images(engine: Engine) -> list[str]:
     """containerd's own image list for the engine's store (the records the Engine API hides)."""
     sock = engine.base / "exec" / "containerd" / "containerd.sock"
+    own = Path(engine.spec.path_prefix) / "ctr"  # the ctr shipped beside the engine's containerd
+    ctr = str(own) if engine.spec.path_prefix and own.exists() else "ctr"
     out = subprocess.run(
-        ["ctr", "--address", str(sock), "-n", "moby", "images", "ls", "-q"], capture_output=True, text=True, check=True
+        [ctr, "--address", str(sock), "-n", "moby", "images", "ls", "-q"], capture_output=True, text=True, check=True
     )
     return out.stdout.split()
 
