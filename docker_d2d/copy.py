@@ -36,6 +36,7 @@ from .plan import ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer,
 from .prefetch import prefetch
 from .probe import Descriptor, held_as, uncompressed
 from .registry_first import PulledBase, RegistryFirst, find_bases, pull_bases
+from .registry_layers import layer_descriptors
 from .remote import RemoteFilter
 from .transport import Timeouts
 
@@ -80,6 +81,7 @@ class CopyResult:
     # Destination ids of images whose archive went out whole: the destination may finish
     # loading them even if we stop, so an interrupt must clean them up.
     loaded: list[str] = field(default_factory=list)
+    held: Sequence[ImageInfo] = ()  # what the destination held when planned (the probes start from it)
     pulled_bases: dict[str, PulledBase] = field(default_factory=dict)  # destination id -> base pulled (registry-first)
     # Every rewrite begun, also those whose load failed: what a failed run may have to remove.
     begun: list[RewriteResult] = field(default_factory=list, repr=False)
@@ -165,17 +167,19 @@ def plan_for(
     are pulled there first (`source_images`: what the source holds, asked only when needed), and the
     plan is made again against what it then holds."""
     assert dst.info
-    plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, dst.all_images()))
+    held = dst.all_images()
+    plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, held))
     pulled: dict[str, PulledBase] = {}
     if options.registry_first is RegistryFirst.AUTO and source_images and not options.dry_run and plan.exported:
         bases = find_bases(plan, [i for i in source_images() if i.repo_digests])
         if bases:
             pulled = pull_bases(dst, bases, options.docker_config, os.environ, reporter.note)
         if pulled:
-            plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, dst.all_images()))
+            held = dst.all_images()
+            plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, held))
     reporter.planned(plan)
     result = CopyResult(plan, src_info, dst.info, compression=choose(options.compress, dst.endpoint, dst.info))
-    result.pulled_bases = pulled
+    result.pulled_bases, result.held = pulled, held
     return result
 
 
@@ -194,7 +198,7 @@ def deliver(
     try:
         with _leftovers_removed_on_interrupt(dst, result, reporter):
             if plan.exported:
-                dest_ids.update(_transfer_and_verify(src, dst, plan, reporter, options, result, exported))
+                dest_ids.update(_transfer_and_verify(src, dst, plan, result.held, reporter, options, result, exported))
             apply_tags(dst, result, dest_ids)
     finally:
         _drop_pulled_bases(dst, result, set(dest_ids.values()))
@@ -313,6 +317,7 @@ def _transfer_and_verify(
     src: Source,
     dst: Engine,
     plan: TransferPlan,
+    held: Sequence[ImageInfo],
     reporter: Reporter,
     options: CopyOptions,
     result: CopyResult,
@@ -327,7 +332,7 @@ def _transfer_and_verify(
         if src.info.kind is EngineKind.CONTAINERD and not save_platform(batch):
             # The export holds every platform present; only the images' own layers travel.
             spec = replace(spec, keep=frozenset(d for p in batch.exported for d in p.source.diff_ids))
-        dest_ids.update(_load_batch(src, dst, batch, spec, reporter, options, result))
+        dest_ids.update(_load_batch(src, dst, batch, spec, held, reporter, options, result))
     return dest_ids
 
 
@@ -346,6 +351,7 @@ def _load_batch(
     dst: Engine,
     batch: TransferPlan,
     spec: StreamSpec,
+    held: Sequence[ImageInfo],
     reporter: Reporter,
     options: CopyOptions,
     result: CopyResult,
@@ -357,11 +363,11 @@ def _load_batch(
         return _verify(dst, batch, src.info.kind, rewritten)
     before = set(dst.list_image_ids())
     if spec.skip:
-        spec = _name_left_out(src, dst, batch, spec, reporter, result)
+        spec = _name_left_out(src, dst, batch, spec, held, reporter)
     try:
         rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
         result.transfers.append(rewritten)
-        rewritten = _complete(src, dst, batch, spec, rewritten, reporter, options, result)
+        rewritten = _complete(src, dst, batch, spec, held, rewritten, reporter, options, result)
         return _verify(dst, batch, src.info.kind, rewritten)
     except D2DError:
         # Leave no incomplete or unverified image of ours behind (a tagged image stays tagged).
@@ -372,48 +378,87 @@ def _load_batch(
         raise
 
 
-def _skipped_prefix(image: ImagePlan, skip: frozenset[str]) -> list[str]:
-    """The image's lower layers that are left out (a prefix: the plan skips by chain)."""
-    prefix: list[str] = []
-    for diff in image.source.diff_ids:
-        if diff not in skip:
-            break
-        prefix.append(diff)
-    return prefix
-
-
 def _probe(
-    dst: Engine, batch: TransferPlan, skip: frozenset[str], candidates: Callable[[str], list[Descriptor]]
+    dst: Engine, held: Sequence[ImageInfo], wanted: frozenset[str], candidates: Callable[[str], list[Descriptor]]
 ) -> dict[str, Descriptor]:
-    held: dict[str, Descriptor] = {}
-    for image in batch.exported:
-        prefix = _skipped_prefix(image, skip)
-        if prefix and not set(prefix) <= held.keys():
-            held.update(held_as(dst, prefix, {d: ([held[d]] if d in held else candidates(d)) for d in prefix}))
-    return held
+    """Which digest the store holds each wanted layer under. Probes name a prefix of one of the
+    store's own images, whose snapshots it has, so nothing is unpacked (see probe.py)."""
+    found: dict[str, Descriptor] = {}
+    tried: set[tuple[str, ...]] = set()
+    for image in sorted(held, key=lambda i: len(i.diff_ids)):  # short prefixes: fewer other layers to name
+        while True:
+            open_ = [i for i, d in enumerate(image.diff_ids) if d in wanted and d not in found]
+            prefix = tuple(image.diff_ids[: open_[-1] + 1]) if open_ else ()
+            if not prefix or prefix in tried:
+                break
+            tried.add(prefix)
+            found.update(held_as(dst, prefix, {d: [found[d]] if d in found else candidates(d) for d in prefix}))
+    return {d: desc for d, desc in found.items() if d in wanted}
+
+
+def _chain_held(batch: TransferPlan, held: Sequence[ImageInfo]) -> frozenset[str]:
+    """Layers the store holds as snapshots under the same parents in every image of the batch:
+    naming such a layer by a digest the store lacks leaves an incomplete image, any other fails
+    the load (the store then needs the blob to unpack it)."""
+    chains = {c for image in held for c in image.chain_ids}
+    ok: set[str] = set()
+    bad: set[str] = set()
+    for plan in batch.exported:
+        for diff, chain in zip(plan.source.diff_ids, plan.source.chain_ids):
+            (ok if chain in chains else bad).add(diff)
+    return frozenset(ok - bad)
 
 
 def _name_left_out(
-    src: Source, dst: Engine, batch: TransferPlan, spec: StreamSpec, reporter: Reporter, result: CopyResult
+    src: Source, dst: Engine, batch: TransferPlan, spec: StreamSpec, held: Sequence[ImageInfo], reporter: Reporter
 ) -> StreamSpec:
     """Before the stream: which left-out layers the containerd store holds under their uncompressed
     digest (layers docker-d2d or `docker load` put there). The others it holds compressed, as a
     registry pull or its own build left them; a containerd source has them under its own
     compressed digest, learned from its export, which is what a store that pulled from the same
-    registry (or got them from this source) holds too; a base just pulled for registry-first is
-    named as its registry's manifest describes it; any other source has no name for them."""
+    registry (or got them from this source) holds too; for any other source the registry manifest
+    of the destination's own image may name them; else they travel."""
     assert src.info
-    pulled = {d: dict(desc) for base in result.pulled_bases.values() for d, desc in base.layers.items()}
-    held = _probe(dst, batch, spec.skip, lambda d: [uncompressed(d), *([pulled[d]] if d in pulled else [])])
+    found = _probe(dst, held, spec.skip, lambda d: [uncompressed(d)])
+    unnamed = spec.skip - found.keys()
     if src.info.kind is EngineKind.CONTAINERD:
-        return replace(spec, left_out=held, prefer_source=True)
-    unnamed = spec.skip - held.keys()
+        # Named by the source's descriptor, checked after the load; only where a wrong guess
+        # leaves an incomplete image to repair rather than a failed load.
+        guessed = unnamed & _chain_held(batch, held)
+        unnamed -= guessed
+        if unnamed:
+            reporter.note(f"the destination holds {len(unnamed)} layer(s) under other parents only: sending them")
+        return replace(spec, skip=frozenset(found) | guessed, left_out=found, prefer_source=True)
+    pulled = _registry_candidates(held, dst, unnamed) if unnamed else {}
+    if pulled:
+        known = dict(found)
+
+        def candidates(diff: str) -> list[Descriptor]:
+            named = [known.get(diff), pulled.get(diff), uncompressed(diff)]
+            return [d for d in named if d is not None]
+
+        found = _probe(dst, held, spec.skip, candidates)
+        unnamed = spec.skip - found.keys()
     if unnamed:
         reporter.note(
             f"the destination holds {len(unnamed)} layer(s) only under digests the source cannot name "
             "(compressed by a registry pull or its own build): sending them"
         )
-    return replace(spec, skip=frozenset(held), left_out=held)
+    return replace(spec, skip=frozenset(found), left_out=found)
+
+
+def _registry_candidates(held: Sequence[ImageInfo], dst: Engine, diff_ids: frozenset[str]) -> dict[str, Descriptor]:
+    """The registry digests of layers the store pulled: from the manifests its images' repo
+    digests name (best effort, see registry.py)."""
+    assert dst.info
+    found: dict[str, Descriptor] = {}
+    for image in held:
+        for repo_digest in image.repo_digests:
+            if not (diff_ids - found.keys()) & set(image.diff_ids):
+                break
+            for diff, desc in layer_descriptors(repo_digest, image.diff_ids, dst.info.platform).items():
+                found.setdefault(diff, desc)
+    return {d: desc for d, desc in found.items() if d in diff_ids}
 
 
 def _complete(
@@ -421,6 +466,7 @@ def _complete(
     dst: Engine,
     batch: TransferPlan,
     spec: StreamSpec,
+    held: Sequence[ImageInfo],
     rewritten: RewriteResult,
     reporter: Reporter,
     options: CopyOptions,
@@ -433,16 +479,22 @@ def _complete(
     if not incomplete:
         return rewritten
     if spec.skip:
+        pulled = _registry_candidates(held, dst, spec.skip)
 
         def candidates(diff: str) -> list[Descriptor]:
-            named = [rewritten.left_out.get(diff), uncompressed(diff), rewritten.source_layers.get(diff)]
+            named = [
+                rewritten.left_out.get(diff),
+                uncompressed(diff),
+                rewritten.source_layers.get(diff),
+                pulled.get(diff),
+            ]
             return [d for d in named if d is not None]
 
-        held = _probe(dst, batch, spec.skip, candidates)
-        missing = spec.skip - held.keys()
+        found = _probe(dst, held, spec.skip, candidates)
+        missing = spec.skip - found.keys()
         reporter.note(f"the destination lacks {len(missing)} left-out layer(s) under any digest we know: sending those")
         # What the first load sent is in the store now (its image record keeps it): named, not sent again.
-        known = {**rewritten.sent, **held}
+        known = {**rewritten.sent, **found}
         retry = replace(spec, skip=frozenset(known), left_out=known, prefer_source=False)
         first = incomplete
         rewritten = _transfer(src, dst, batch, retry, reporter, options, result)

@@ -165,12 +165,12 @@ class ImageInfo:
     size: int = 0
     layer_sizes: tuple[int | None, ...] = field(default=())
     platform: Platform | None = None  # what the config says
+    repo_digests: tuple[str, ...] = ()
     media_type: str = ""  # the containerd store's descriptor (API 1.48+): an index or a manifest
     # One platform of a multi-platform image (containerd store, API 1.49+): `id` is that platform's
     # manifest, the export names `export_as` (the index) and asks for `export_platform`.
     export_as: str = ""
     export_platform: Platform | None = None
-    repo_digests: tuple[str, ...] = ()  # repository@sha256:... it was pulled as
 
     @property
     def is_index(self) -> bool:

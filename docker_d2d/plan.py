@@ -46,11 +46,10 @@ class Holdings:
     images: tuple[ImageInfo, ...]
 
     def has_layer(self, diff_id: str, chain_id: str) -> bool:
-        # Graphdriver engines skip a layer only when its whole chain exists; Podman reuses a layer
-        # by its uncompressed digest under any parent. The containerd store reuses blobs by digest,
-        # but which digest it holds a layer under is only found out by a probe (probe.py), and a
-        # probe is cheap only for a chain the store has unpacked already: chains there too.
-        if self.kind is not EngineKind.PODMAN:
+        # Graphdriver engines skip a layer only when its whole chain exists; Podman and the
+        # containerd store reuse a layer by its uncompressed digest under any parent (the store
+        # by the digest it holds the blob under: copy.py finds that out by probes).
+        if self.kind is EngineKind.GRAPHDRIVER:
             return chain_id in self.chain_ids
         return diff_id in self.diff_ids
 

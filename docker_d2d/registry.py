@@ -198,23 +198,6 @@ class Registry:
         if resp.status_code != 201:
             raise self._fail(f"upload of {digest}", f"HTTP {resp.status_code}: {resp.text.strip()[:200]}")
 
-    def get_manifest(self, reference: str) -> dict[str, Any]:
-        accept = ", ".join(
-            [
-                "application/vnd.oci.image.index.v1+json",
-                "application/vnd.oci.image.manifest.v1+json",
-                "application/vnd.docker.distribution.manifest.list.v2+json",
-                "application/vnd.docker.distribution.manifest.v2+json",
-            ]
-        )
-        resp = self._request("GET", f"/v2/{self.ref.repository}/manifests/{reference}", headers={"Accept": accept})
-        if resp.status_code != 200:
-            raise self._fail(f"manifest {reference}", f"HTTP {resp.status_code}")
-        doc = resp.json()
-        if not isinstance(doc, dict):
-            raise self._fail(f"manifest {reference}", "not a JSON object")
-        return doc
-
     def put_manifest(self, tag: str, media_type: str, body: bytes) -> None:
         resp = self._request(
             "PUT", f"/v2/{self.ref.repository}/manifests/{tag}", content=body, headers={"Content-Type": media_type}

@@ -14,15 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .engine import Engine
 from .errors import D2DError
-from .model import ImageInfo, Platform, short
+from .model import ImageInfo, short
 from .plan import Decision, TransferPlan
-
-if TYPE_CHECKING:
-    from .registry import Credentials
 
 
 class RegistryFirst(str, Enum):
@@ -61,10 +57,10 @@ def find_bases(plan: TransferPlan, held_at_source: Sequence[ImageInfo]) -> list[
 
 @dataclass(frozen=True)
 class PulledBase:
+    """A base the destination pulled. A containerd store holds its layers compressed, under the
+    digests its registry lists: copy.py names them from the base's repo digest (registry_layers.py)."""
+
     base: Base
-    # diff id -> the descriptor its registry's manifest gives the layer: the name under which a
-    # containerd store that pulled it holds the (compressed) blob; empty where it could not be read.
-    layers: Mapping[str, Mapping[str, Any]]
 
     @property
     def ref(self) -> str:
@@ -101,8 +97,7 @@ def pull_bases(
         creds = registry_credentials(host, docker_config, env) if docker_config else None
         try:
             dst.pull(repository, digest, creds.engine_header(host) if creds else None)
-            layers = _registry_layers(base, creds, dst.info.platform if dst.info else None)
-            pulled[dst.inspect(base.ref).id] = PulledBase(base, layers)
+            pulled[dst.inspect(base.ref).id] = PulledBase(base)
         except D2DError as exc:
             note(
                 f"registry-first: the destination could not pull {base.ref} ({exc.message}); "
@@ -115,34 +110,3 @@ def pull_bases(
         )
     return pulled
 
-
-def _registry_layers(base: Base, creds: Credentials | None, platform: Platform | None) -> dict[str, dict[str, Any]]:
-    """The base's layer descriptors as its registry lists them (best effort: {} when it cannot be
-    read from here, and the layers the store holds compressed are then sent)."""
-    from .registry import Registry, RegistryRef, parse_registry
-
-    repository, _, digest = base.ref.partition("@")
-    host = registry_of(base.ref)
-    path = repository[len(host) + 1 :] if repository.startswith(host + "/") else repository
-    if host == "docker.io":
-        host, path = "registry-1.docker.io", path if "/" in path else f"library/{path}"
-    ref = RegistryRef(host, path, parse_registry(host).insecure)
-    try:
-        with Registry(ref, creds, timeout=10) as registry:
-            doc = registry.get_manifest(digest)
-            manifests = doc.get("manifests")
-            if isinstance(manifests, list):  # an index: the destination pulled its own platform
-                wanted = [m for m in manifests if platform is None or platform.matches(m.get("platform") or {})]
-                if not wanted:
-                    return {}
-                doc = registry.get_manifest(wanted[0]["digest"])
-    except (D2DError, ValueError, KeyError, TypeError):
-        return {}
-    layers = doc.get("layers") or []
-    if len(layers) != len(base.info.diff_ids):
-        return {}
-    return {
-        diff: {k: desc[k] for k in ("mediaType", "digest", "size")}
-        for diff, desc in zip(base.info.diff_ids, layers)
-        if isinstance(desc, dict) and {"mediaType", "digest", "size"} <= desc.keys()
-    }

@@ -48,6 +48,7 @@ def start(name: str, base: Path, label: str | None = None) -> Engine:
 class Registry:
     host: str  # 127.0.0.1:PORT
     proc: subprocess.Popen[bytes]
+    base: Path  # its private directory
 
     @property
     def url(self) -> str:
@@ -104,7 +105,7 @@ def start_registry(base: Path) -> Registry:
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                return Registry(f"127.0.0.1:{port}", proc)
+                return Registry(f"127.0.0.1:{port}", proc, base)
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
@@ -128,8 +129,10 @@ def stop_registry(registry: Registry) -> None:
 def ctr_images(engine: Engine) -> list[str]:
     """containerd's own image list for the engine's store (the records the Engine API hides)."""
     sock = engine.base / "exec" / "containerd" / "containerd.sock"
+    own = Path(engine.spec.path_prefix) / "ctr"  # the ctr shipped beside the engine's containerd
+    ctr = str(own) if engine.spec.path_prefix and own.exists() else "ctr"
     out = subprocess.run(
-        ["ctr", "--address", str(sock), "-n", "moby", "images", "ls", "-q"], capture_output=True, text=True, check=True
+        [ctr, "--address", str(sock), "-n", "moby", "images", "ls", "-q"], capture_output=True, text=True, check=True
     )
     return out.stdout.split()
 
@@ -184,7 +187,11 @@ def _descriptor(media_type: str, data: bytes, **extra: object) -> dict[str, obje
     return {"mediaType": media_type, "digest": sha256(data), "size": len(data), **extra}
 
 
+PUSHED: dict[str, bytes] = {}  # every blob and manifest pushed, by digest (for oci_layout)
+
+
 def _push_blob(client: httpx.Client, repo: str, data: bytes) -> None:
+    PUSHED[sha256(data)] = data
     start = client.post(f"/v2/{repo}/blobs/uploads/")
     start.raise_for_status()
     location = start.headers["Location"]
@@ -193,6 +200,7 @@ def _push_blob(client: httpx.Client, repo: str, data: bytes) -> None:
 
 
 def _push_manifest(client: httpx.Client, repo: str, ref: str, media_type: str, data: bytes) -> None:
+    PUSHED[sha256(data)] = data
     client.put(f"/v2/{repo}/manifests/{ref}", content=data, headers={"Content-Type": media_type}).raise_for_status()
 
 
@@ -294,9 +302,120 @@ def push_multiplatform(registry: Registry, repo: str, tag: str, layer_size: int 
     return images
 
 
+def oci_layout(images: list[PlatformImage], name: str) -> bytes:
+    """The whole index (both platforms and the attestations) as an OCI archive for `docker load`:
+    how a store comes to hold attestation manifests (a pull by platform skips them)."""
+    index_digest = next(
+        d
+        for d, b in PUSHED.items()
+        if b.startswith(b"{") and images[0].manifest in b.decode(errors="replace") and b'"manifests"' in b
+    )
+    index = PUSHED[index_digest]
+    blobs = {index_digest: index}
+    for desc in json.loads(index)["manifests"]:
+        manifest = PUSHED[desc["digest"]]
+        blobs[desc["digest"]] = manifest
+        doc = json.loads(manifest)
+        for d in [doc["config"], *doc["layers"]]:
+            blobs[d["digest"]] = PUSHED[d["digest"]]
+    top = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": MT_INDEX,
+                    "digest": index_digest,
+                    "size": len(index),
+                    "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "1"},
+                }
+            ],
+        }
+    ).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        entries = [*((f"blobs/sha256/{d[7:]}", b) for d, b in blobs.items())]
+        entries += [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", top)]
+        for entry, data in entries:
+            info = tarfile.TarInfo(entry)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
 def measured(case: str, result: dict[str, object], lacked: int) -> None:
     """One line per case for the record (`pytest -s ... | grep bytes-sent`)."""
     print(
         f"\nbytes-sent {case}: sent {result['bytes_sent']} B in {result['transfers']} load(s), "
         f"{result['layers_sent']} layer(s); the destination lacked {lacked} B"
     )
+
+
+# --- a source that lies: a proxy in front of a real engine -------------------------------------
+
+
+class LyingSource:
+    """A unix-socket proxy to a real engine that adds a layer to image inspect answers, so that
+    the export contradicts the inspect after the destination has loaded it (a hostile source)."""
+
+    def __init__(self, engine: Engine, path: Path) -> None:
+        import http.server
+        import socketserver
+        import threading
+
+        upstream = str(engine.socket)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self) -> None:
+                with (
+                    httpx.Client(transport=httpx.HTTPTransport(uds=upstream), base_url="http://engine") as client,
+                    client.stream("GET", self.path) as resp,
+                ):
+                    if (
+                        self.path.split("?")[0].endswith("/json")
+                        and "/images/" in self.path
+                        and resp.status_code == 200
+                    ):
+                        data = json.loads(resp.read())
+                        data["RootFS"]["Layers"] = [*data["RootFS"]["Layers"], "sha256:" + "0" * 64]
+                        body = json.dumps(data).encode()
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                        return
+                    self.send_response(resp.status_code)
+                    for key in ("Content-Type", "Api-Version"):
+                        if key in resp.headers:
+                            self.send_header(key, resp.headers[key])
+                    self.end_headers()
+                    for chunk in resp.iter_raw():
+                        self.wfile.write(chunk)
+
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+            def get_request(self) -> tuple[object, tuple[str, int]]:
+                sock, _ = super().get_request()
+                return sock, ("local", 0)  # http.server wants a host and port
+
+        self.path = path
+        self.server = Server(str(path), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -4,13 +4,27 @@ or dangling, and bytes sent equal the blobs the destination really lacked."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from tests.conftest import run_d2d
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_layers, place_compressed, unique
 
 from .helpers import copy, random_file
-from .store_fixtures import Registry, ctr_images, layer_blob_sizes, leftovers, measured, pulled, saved_blobs
+from .store_fixtures import (
+    LyingSource,
+    Registry,
+    ctr_images,
+    layer_blob_sizes,
+    leftovers,
+    measured,
+    pulled,
+    saved_blobs,
+    start_registry,
+    stop_registry,
+)
 
 pytestmark = pytest.mark.engines
 
@@ -41,17 +55,19 @@ def test_registry_base_at_destination(stores: dict[str, Engine], store_registry:
 
     result = copy(src, dst, app)
 
-    # The store holds the base only as the registry's gzip blob, whose digest an overlay2 source
-    # cannot name: the base travels once (never twice), with the new layer, in one load.
+    # The store holds the base only as the registry's gzip blob, which an overlay2 source cannot
+    # name; the manifest its repo digest names (fetched from the registry) can, a probe confirms:
+    # only the new layer travels.
     sizes = layer_blob_sizes(src, app)
-    measured(f"registry base at {destination}, overlay2 source", result, sum(sizes.values()))
-    assert result["transfers"] == 1
-    assert result["bytes_sent"] == sum(sizes.values())
-    assert any(e["event"] == "note" and "cannot name" in e["message"] for e in result["events"])
+    new = image_layers(src, app)[-1]
+    measured(f"registry base at {destination}, overlay2 source", result, sizes[new])
+    assert result["transfers"] == 1 and result["layers_sent"] == 1 and result["layers_skipped"] == 1
+    assert result["bytes_sent"] == sizes[new]
+    assert not any(e["event"] == "note" for e in result["events"])
     assert result["tagged"] == [app]
     check_complete(src, dst, app, before)
 
-    # Now the store also holds the base as docker-d2d loaded it: the next app sends its own layer only.
+    # The next app on that base: the same again.
     app2 = unique("regapp") + ":2"
     Builder(src).build(app2, base, ["COPY b /b"], {"b": random_file(50_000)})
     again = copy(src, dst, app2)
@@ -60,6 +76,28 @@ def test_registry_base_at_destination(stores: dict[str, Engine], store_registry:
     assert again["transfers"] == 1 and again["layers_skipped"] == 1
     assert again["bytes_sent"] == sizes2[image_layers(src, app2)[-1]]
     check_complete(src, dst, app2, before)
+
+
+def test_registry_out_of_reach_base_travels_once(stores: dict[str, Engine], store_registry: Registry) -> None:
+    """The same, with the registry gone by the time of the copy: no digest names the base, so it
+    travels, once, in the one load (no second export, no incomplete image)."""
+    src, dst = stores["docker26"], stores["docker28c"]
+    reg = start_registry(store_registry.base.parent / unique("shortlived"))
+    base = registry_base(stores, reg)
+    pulled(dst, base)
+    stop_registry(reg)
+    app = unique("regapp") + ":1"
+    Builder(src).build(app, base, ["COPY a /a"], {"a": random_file(100_000)})
+    before = ctr_images(dst)
+
+    result = copy(src, dst, app)
+
+    sizes = layer_blob_sizes(src, app)
+    measured("registry base at docker28c, registry gone, overlay2 source", result, sum(sizes.values()))
+    assert result["transfers"] == 1 and result["layers_sent"] == 2
+    assert result["bytes_sent"] == sum(sizes.values())
+    assert any(e["event"] == "note" and "cannot name" in e["message"] for e in result["events"])
+    check_complete(src, dst, app, before)
 
 
 @pytest.mark.parametrize(("source", "destination"), [("docker26c", "docker28c"), ("docker28c", "docker26c")])
@@ -134,3 +172,20 @@ def test_base_held_under_an_unknown_digest_sends_just_that_layer(
     assert result["bytes_sent"] == sum(sizes.values())
     assert any(e["event"] == "note" and "lacks 1 left-out layer" in e["message"] for e in result["events"])
     check_complete(src, dst, app, before)
+
+
+def test_a_failed_run_removes_what_it_loaded(stores: dict[str, Engine], store_base: Path) -> None:
+    """A source whose export contradicts its inspect: the check after the load fails, and the
+    image the run loaded into the store is removed again (nothing tagged, nothing dangling)."""
+    real, dst = stores["docker26c"], stores["docker28c"]
+    base = Builder(stores["docker26"]).base(unique("liar") + ":1", size=50_000)
+    Builder(stores["docker26"]).place(real, base)
+    liar = LyingSource(real, store_base / f"{unique('liar')}.sock")
+    before = ctr_images(dst)
+    try:
+        proc = run_d2d("copy", "-q", "-s", liar.host, "-d", dst.host, base)
+    finally:
+        liar.close()
+    assert proc.returncode == 1, proc.stderr
+    assert "differ" in proc.stderr and "Traceback" not in proc.stderr
+    assert ctr_images(dst) == before, "the loaded image must be removed again"

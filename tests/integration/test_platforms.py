@@ -20,6 +20,7 @@ from .store_fixtures import (
     ctr_images,
     leftovers,
     measured,
+    oci_layout,
     push_multiplatform,
     saved_blobs,
 )
@@ -121,3 +122,38 @@ def test_source_pulled_lazily(stores: dict[str, Engine], store_registry: Registr
     assert len(lines) == 1 and "lacks content" in lines[0] and "linux/amd64" in lines[0], proc.stderr
     assert not any(json.loads(x).get("event") == "result" for x in proc.stdout.splitlines() if x.startswith("{"))
     assert not image_exists(dst, ref)
+
+
+@pytest.mark.parametrize("source", ["docker26c", "docker28c"])
+def test_attestations_in_the_store_do_not_travel(
+    stores: dict[str, Engine], store_registry: Registry, source: str
+) -> None:
+    """The whole index loaded into the store, attestation manifests included (`docker load` of
+    an OCI archive): still only the destination platform's layers, config and a manifest travel."""
+    src, dst = stores[source], stores["docker28c" if source == "docker26c" else "docker26c"]
+    repo = unique("attested")
+    images = push_multiplatform(store_registry, repo, "1")
+    ref = f"{store_registry.host}/{repo}:1"
+    src.docker("load", input=oci_layout(images, ref))
+    exported = _export_names(src, ref)
+    before = ctr_images(dst)
+
+    result = copy(src, dst, ref)
+
+    amd64 = images[0]
+    measured(f"index with attestations in {source}", result, sum(amd64.layer_sizes))
+    assert result["bytes_sent"] == sum(amd64.layer_sizes)
+    assert image_layers(dst, ref) == amd64.diff_ids
+    blobs = saved_blobs(dst, ref)
+    assert len(blobs) == 3, "config and two layers; no attestation"
+    # index, 2 x (manifest, config, 2 layers), 2 x (attestation manifest, config, statement)
+    assert len(exported) == 15, "test setup: the store's own export holds the attestations"
+    assert leftovers(dst, before) == []
+
+
+def _export_names(engine: Engine, ref: str) -> list[str]:
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(engine.docker("save", ref).stdout)) as tar:
+        return [m.name for m in tar.getmembers() if m.name.startswith("blobs/sha256/")]

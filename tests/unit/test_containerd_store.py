@@ -18,6 +18,7 @@ from docker_d2d import probe
 from docker_d2d.archive import OutputFormat, Rewriter, StreamSpec
 from docker_d2d.errors import UsageError
 from docker_d2d.model import Platform
+from docker_d2d.registry_layers import split_repo_digest
 
 
 def sha(b: bytes) -> str:
@@ -191,3 +192,21 @@ def test_platform_matches_descriptors() -> None:
     assert Platform("linux", "arm64", "v8").matches({"os": "linux", "architecture": "arm64"})
     assert not arm64.matches({"os": "linux", "architecture": "amd64"})
     assert not Platform("linux", "arm", "v7").matches({"os": "linux", "architecture": "arm", "variant": "v6"})
+
+
+@pytest.mark.parametrize(
+    ("repo_digest", "expected"),
+    [
+        ("127.0.0.1:5000/team/app@sha256:" + "a" * 64, ("127.0.0.1:5000", "team/app", "sha256:" + "a" * 64)),
+        (
+            "docker.io/library/debian@sha256:" + "b" * 64,
+            ("registry-1.docker.io", "library/debian", "sha256:" + "b" * 64),
+        ),
+        ("debian@sha256:" + "c" * 64, ("registry-1.docker.io", "library/debian", "sha256:" + "c" * 64)),
+        ("user/app@sha256:" + "d" * 64, ("registry-1.docker.io", "user/app", "sha256:" + "d" * 64)),
+        ("localhost/app@sha256:" + "e" * 64, ("localhost", "app", "sha256:" + "e" * 64)),
+        ("sha256:" + "f" * 64, None),
+    ],
+)
+def test_split_repo_digest(repo_digest: str, expected: tuple[str, str, str] | None) -> None:
+    assert split_repo_digest(repo_digest) == expected

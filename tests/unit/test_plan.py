@@ -24,14 +24,14 @@ def test_legacy_v1_ids_match_docker_20_10() -> None:
     ]
 
 
-def test_docker_skips_by_chain_podman_by_diff() -> None:
+def test_graphdriver_skips_by_chain_podman_by_diff() -> None:
     held = image([D[0], D[1]])
     wanted = image([D[2], D[1]], ident="sha256:" + "8" * 64, fp="other")
     ref = parse_ref("app:1")
     for kind, expected in [
         (EngineKind.GRAPHDRIVER, [Decision.SEND, Decision.SEND]),
         (EngineKind.PODMAN, [Decision.SEND, Decision.SKIP]),
-        (EngineKind.CONTAINERD, [Decision.SEND, Decision.SEND]),
+        (EngineKind.CONTAINERD, [Decision.SEND, Decision.SKIP]),
     ]:
         plan = plan_transfer([(ref, wanted, (10, 20))], EngineKind.GRAPHDRIVER, holdings(kind, [held]))
         assert [lay.decision for lay in plan.images[0].layers] == expected, kind
