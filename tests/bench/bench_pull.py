@@ -9,12 +9,13 @@ network namespace with its own sshd and Docker 26.1, `tc tbf` on both veth ends.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from tests.bench.bench_ssh import d2d, timed
+from tests.bench.bench_ssh import d2d, timed, zstd3_of_layer
 from tests.harness.engines import SPECS, Engine
 from tests.harness.netns import NetNS
 from tests.harness.realistic import build_image
@@ -67,6 +68,7 @@ def main() -> None:
     builder = Engine(SPECS["docker26"], work / "builder")
     local = Engine(SPECS["docker26"], work / "local")
     rows: list[tuple[str, float, int, float, int, str]] = []
+    ideal = 1
     try:
         a = Far(work, client, "a", subnet, args.rate)
         fars.append(a)
@@ -113,6 +115,8 @@ def main() -> None:
         ours_t, res = d2d(env, "copy", "-s", a.url, "-d", b.url, "bench:2")
         r2r_b = b.wire() - before_b
         rows.append(("update a → b", plain_t, plain_w, ours_t, a.wire() - before, str(res["compression"])))
+        top = json.loads(a.engine.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", "bench:2").stdout)
+        ideal = zstd3_of_layer(a.engine, "bench:2", top[-1])
     finally:
         for far in fars:
             far.destroy()
@@ -129,6 +133,11 @@ def main() -> None:
     for name, pt, pw, ot, ow, how in rows:
         print(f"| {name} | {pt:.1f}s | {pw / 1e6:.0f} MB | {ot:.1f}s | {ow / 1e6:.1f} MB ({how}) | {pt / ot:.1f}x |")
     print(f"| no-op pull | - | - | {noop_t:.1f}s | | |")
+    update_wire = rows[1][4]
+    print(
+        f"\nupdate pull: {update_wire / 1e6:.1f} MB on the wire = {update_wire / ideal:.2f}x zstd -3 of the missing "
+        f"layer ({ideal / 1e6:.1f} MB; target <= 1.2x + 2 MB)"
+    )
     print(f"\nremote to remote: {r2r_b / 1e6:.1f} MB went out on b's link (a's link: see the table)")
 
 
