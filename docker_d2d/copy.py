@@ -199,10 +199,10 @@ def _transfer(
     result: CopyResult,
 ) -> RewriteResult:
     ids = list(dict.fromkeys(p.source.id for p in plan.exported))
-    if options.remote_filter is RemoteFilter.AUTO and src.endpoint.scheme is Scheme.SSH:
+    if src.endpoint.scheme is Scheme.SSH:
         from .remote.run import remote_transfer
 
-        filtered = remote_transfer(src, dst, plan, ids, spec, reporter, options.compress, result)
+        filtered = remote_transfer(src, dst, plan, ids, spec, reporter, options, result)
         if filtered is not None:
             return filtered
     with (

@@ -260,8 +260,9 @@ def test_host_without_python3_falls_back_and_says_so(world: World) -> None:
         assert image_exists(world.local, v2)
         remove(world.local, v2)
         # never: no attempt, no note
-        proc = run_d2d("pull", world.a.url("docker26", srv), v2, "--remote-filter", "never", env=world.env())
+        proc = run_d2d("pull", world.a.url("docker26", srv), v2, "--remote-filter", "never", "-D", env=world.env())
         assert proc.returncode == 0 and "cannot filter" not in proc.stderr, proc.stderr
+        assert "plain export stream (--remote-filter never)" in proc.stderr
     finally:
         srv.stop()
         remove(world.local, v2)
