@@ -336,3 +336,33 @@ def test_pull_from_a_containerd_store_holding_compressed_blobs(world: World, bui
     assert wire <= 1.2 * reference(layer_bytes(builder.engine, app, missing), "gzip") + 2 * MB
     assert layers_of(dst, app) == layers_of(src, app)
     assert list((world.base / "tmpa").iterdir()) == []
+
+
+def test_destination_failing_mid_pull_ends_the_helper(world: World) -> None:
+    """An error on the other side (here the destination engine dies) closes the channel: the helper
+    and its export on the source host end too."""
+    dst, big = world.local20, world.images["big"]
+    proc = subprocess.Popen(
+        [d2d_path(), "pull", world.a.url("docker26"), big, "--compress", "none"],
+        env=world.env(dst),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not agent_processes():
+            time.sleep(0.1)
+        assert agent_processes(), "the agent never started"
+        time.sleep(1.0)
+        dst.stop()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and "destination" in err, err
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and agent_processes():
+            time.sleep(0.2)
+        assert agent_processes() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        dst.start()
