@@ -538,14 +538,13 @@ def _transfer(
     platform = save_platform(plan)
     ids = list(dict.fromkeys((p.source.export_as if platform else "") or p.source.id for p in plan.exported))
     if (
-        options.remote_filter is RemoteFilter.AUTO
-        and src.endpoint.scheme is Scheme.SSH
+        src.endpoint.scheme is Scheme.SSH
         and isinstance(src, Engine)  # not an export already shared by several destinations
         and platform is None  # the agent asks for the whole image
     ):
         from .remote.run import remote_transfer
 
-        filtered = remote_transfer(src, dst, plan, ids, spec, reporter, options.compress, result)
+        filtered = remote_transfer(src, dst, plan, ids, spec, reporter, options, result)
         if filtered is not None:
             return filtered
     try:

@@ -24,11 +24,12 @@ from ..endpoint import DEFAULT_UNIX_SOCKET
 from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound
 from ..model import human_size
 from ..transport.ssh import WINDOW, SSHConnection, connection_for
+from . import RemoteFilter
 from .agent import DATA, EVENT, HEADER, spec_to_json
 from .pack import EXIT_TOO_OLD, command, program
 
 if TYPE_CHECKING:
-    from ..copy import CopyResult, Reporter
+    from ..copy import CopyOptions, CopyResult, Reporter
     from ..engine import Engine
     from ..plan import TransferPlan
 
@@ -211,10 +212,13 @@ def remote_transfer(
     ids: list[str],
     spec: StreamSpec,
     reporter: Reporter,
-    compress: Compression,
+    options: CopyOptions,
     result: CopyResult,
 ) -> RewriteResult | None:
-    """Filter at the source host and load what it sends; None: the host cannot, use the plain stream."""
+    """Filter at the source host and load what it sends; None: the plain stream instead."""
+    if options.remote_filter is RemoteFilter.NEVER:
+        log.info("source %s: plain export stream (--remote-filter never)", src.endpoint)
+        return None
     connection = connection_for(src.endpoint, src.timeouts)
     if connection in _UNUSABLE:
         log.info("source %s: plain export stream (%s)", src.endpoint, _UNUSABLE[connection])
@@ -224,7 +228,7 @@ def remote_transfer(
         "api": src.api_version,
         "names": ids,
         "spec": spec_to_json(spec),
-        "compress": accepted(compress, dst),
+        "compress": accepted(options.compress, dst),
     }
     try:
         agent, hello = _start(src, job)

@@ -24,7 +24,7 @@ import zstandard
 
 from tests.conftest import d2d_path, run_d2d
 from tests.harness.engines import SPECS, Engine
-from tests.harness.images import Builder, image_exists, unique
+from tests.harness.images import Builder, image_exists, place_compressed, unique
 from tests.harness.netns import NetNS
 from tests.harness.realistic import build_image
 from tests.harness.sshd import SshClientHome, Sshd
@@ -260,8 +260,9 @@ def test_host_without_python3_falls_back_and_says_so(world: World) -> None:
         assert image_exists(world.local, v2)
         remove(world.local, v2)
         # never: no attempt, no note
-        proc = run_d2d("pull", world.a.url("docker26", srv), v2, "--remote-filter", "never", env=world.env())
+        proc = run_d2d("pull", world.a.url("docker26", srv), v2, "--remote-filter", "never", "-D", env=world.env())
         assert proc.returncode == 0 and "cannot filter" not in proc.stderr, proc.stderr
+        assert "plain export stream (--remote-filter never)" in proc.stderr
     finally:
         srv.stop()
         remove(world.local, v2)
@@ -314,3 +315,54 @@ def test_cutting_the_pull_leaves_nothing_on_the_source_host(world: World, how: s
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_pull_from_a_containerd_store_holding_compressed_blobs(world: World, builder: Builder) -> None:
+    """As after a registry pull: the host's reader spools each gzip blob (an unnamed temporary
+    file, gone with the process) to learn its diff id, and sends only the missing one, as it is."""
+    src, dst = world.a.engines["docker26c"], world.local
+    name = unique("rfgz")
+    base, app = f"{name}:1", f"{name}:2"
+    build_image(builder.engine, world.base, base, None, 6, 40)
+    build_image(builder.engine, world.base, app, base, 3, 46)
+    place_compressed(builder, src, app)
+    builder.place(dst, base)
+    missing = set(layers_of(src, app)) - set(layers_of(dst, base))
+    assert len(missing) == 1
+    before = world.a.wire()
+    res, log = d2d_json(world, "pull", world.a.url("docker26c"), app)
+    wire = world.a.wire() - before
+    assert "filtering at the source host" in log
+    assert wire <= 1.2 * reference(layer_bytes(builder.engine, app, missing), "gzip") + 2 * MB
+    assert layers_of(dst, app) == layers_of(src, app)
+    assert list((world.base / "tmpa").iterdir()) == []
+
+
+def test_destination_failing_mid_pull_ends_the_helper(world: World) -> None:
+    """An error on the other side (here the destination engine dies) closes the channel: the helper
+    and its export on the source host end too."""
+    dst, big = world.local20, world.images["big"]
+    proc = subprocess.Popen(
+        [d2d_path(), "pull", world.a.url("docker26"), big, "--compress", "none"],
+        env=world.env(dst),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not agent_processes():
+            time.sleep(0.1)
+        assert agent_processes(), "the agent never started"
+        time.sleep(1.0)
+        dst.stop()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and "destination" in err, err
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and agent_processes():
+            time.sleep(0.2)
+        assert agent_processes() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        dst.start()
