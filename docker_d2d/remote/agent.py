@@ -271,17 +271,39 @@ def _watch_stdin(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 def spec_from_json(doc: dict[str, Any]) -> StreamSpec:
+    def optional_set(value: Any) -> frozenset[str] | None:
+        return None if value is None else frozenset(value)
+
     return StreamSpec(
-        OutputFormat(doc["output"]), frozenset(doc["skip"]), dict(doc["named"]), tuple(doc.get("unnamed", ()))
+        OutputFormat(doc["output"]),
+        frozenset(doc["skip"]),
+        dict(doc["named"]),
+        tuple(doc["unnamed"]),
+        wanted=optional_set(doc["wanted"]),
+        image_ids=frozenset(doc["image_ids"]),
+        limits=dict(doc["limits"]),
+        max_layer=doc["max_layer"],
+        left_out={k: dict(v) for k, v in doc["left_out"].items()},
+        prefer_source=bool(doc["prefer_source"]),
+        keep=optional_set(doc["keep"]),
     )
 
 
 def spec_to_json(spec: StreamSpec) -> dict[str, Any]:
+    """Every field: what the host's reader checks and how it names layers must be what the local
+    one would do (a unit test holds this to StreamSpec's fields)."""
     return {
         "output": spec.output.value,
         "skip": sorted(spec.skip),
         "named": dict(spec.named),
         "unnamed": list(spec.unnamed),
+        "wanted": None if spec.wanted is None else sorted(spec.wanted),
+        "image_ids": sorted(spec.image_ids),
+        "limits": dict(spec.limits),
+        "max_layer": spec.max_layer,
+        "left_out": {k: dict(v) for k, v in spec.left_out.items()},
+        "prefer_source": spec.prefer_source,
+        "keep": None if spec.keep is None else sorted(spec.keep),
     }
 
 

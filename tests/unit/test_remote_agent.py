@@ -222,3 +222,26 @@ def test_closing_stdin_ends_the_agent_and_its_children(
         assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
+
+
+def test_every_field_of_the_spec_reaches_the_host() -> None:
+    import dataclasses
+
+    from docker_d2d.remote.agent import spec_from_json
+
+    spec = StreamSpec(
+        OutputFormat.OCI,
+        frozenset({DIFFS[0]}),
+        {"blobs/sha256/x": DIFFS[1]},
+        (DIFFS[2],),
+        wanted=frozenset({"sha256:img"}),
+        image_ids=frozenset({"sha256:img"}),
+        limits={DIFFS[1]: 123},
+        max_layer=456,
+        left_out={DIFFS[0]: {"mediaType": "m", "digest": "sha256:c", "size": 7}},
+        prefer_source=True,
+        keep=frozenset({DIFFS[1]}),
+    )
+    doc = json.loads(json.dumps(spec_to_json(spec)))
+    assert set(doc) == {f.name for f in dataclasses.fields(StreamSpec)}
+    assert spec_from_json(doc) == spec
