@@ -177,7 +177,7 @@ class Engine:
     def history_sizes(self, ref: str) -> list[int]:
         """Sizes of the history entries, oldest first (0 for steps without a layer)."""
         data = self._get_json(f"/images/{quote(ref, safe='/:@')}/history", f"history of {ref}")
-        # An image whose config has no history: Podman answers null (issue 11).
+        # An image whose config has no history: the containerd store answers null (issue 11).
         return [_size(h.get("Size")) if isinstance(h, dict) else 0 for h in reversed(data or [])]
 
     def list_image_ids(self) -> list[str]:
