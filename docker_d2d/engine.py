@@ -288,7 +288,7 @@ class Engine:
             )
             self._check(resp, f"history of {ref}")
             data = resp.json()
-        # An image whose config has no history: Podman answers null (issue 11).
+        # An image whose config has no history: the containerd store answers null (issue 11).
         return [_size(h.get("Size")) if isinstance(h, dict) else 0 for h in reversed(data or [])]
 
     def list_images(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
