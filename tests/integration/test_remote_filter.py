@@ -62,11 +62,15 @@ def _host(base: Path, client: SshClientHome, suffix: str, subnet: int, kinds: li
     ns = NetNS(f"rf{RUN}{suffix}", f"10.231.{subnet}.1", f"10.231.{subnet}.2", rate="100mbit").up()
     engines: dict[str, Engine] = {}
     host = Host(ns, Sshd(base / f"sshd{suffix}", address=ns.addr, port=22, netns=ns.name), engines)
-    for kind in kinds:
-        engines[kind] = Engine(SPECS[kind], base / f"{kind}{suffix}")
-        engines[kind].start(netns=ns.name)
-    host.sshd.options["SetEnv"] = _clean_env(base, suffix)
-    host.sshd.start({"root": [client.ssh / "id_ed25519"]})
+    try:
+        for kind in kinds:
+            engines[kind] = Engine(SPECS[kind], base / f"{kind}{suffix}")
+            engines[kind].start(netns=ns.name)
+        host.sshd.options["SetEnv"] = _clean_env(base, suffix)
+        host.sshd.start({"root": [client.ssh / "id_ed25519"]})
+    except BaseException:
+        _destroy(host)  # what started so far must not outlive the test
+        raise
     client.trust(host.sshd)
     return host
 
