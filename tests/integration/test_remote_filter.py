@@ -370,3 +370,17 @@ def test_destination_failing_mid_pull_ends_the_helper(world: World) -> None:
         if proc.poll() is None:
             proc.kill()
         dst.start()
+
+
+def test_host_python_too_old_falls_back_and_says_so(world: World) -> None:
+    srv = _sshd(world, "py37sshd", "/root/.pyenv/versions/3.7.16/bin:/usr/bin:/bin")
+    v2 = world.images["v2"]
+    try:
+        proc = run_d2d("pull", world.a.url("docker26", srv), v2, env=world.env())
+        assert proc.returncode == 0, proc.stderr
+        notes = [line for line in proc.stderr.splitlines() if "cannot filter the export" in line]
+        assert len(notes) == 1 and "python 3.7 is older than 3.8" in notes[0], proc.stderr
+        assert image_exists(world.local, v2)
+    finally:
+        srv.stop()
+        remove(world.local, v2)
