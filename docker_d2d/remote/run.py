@@ -63,6 +63,9 @@ def read_frames(recv: Callable[[int], bytes]) -> Iterator[tuple[bytes, bytes]]:
                 raise ArchiveError("the source host's filter stream ended inside a frame header")
             return
         kind, size = HEADER.unpack_from(buf)
+        if kind not in (DATA, EVENT):
+            # e.g. a shell startup file printing to stdout before python runs
+            raise ArchiveError(f"the source host's filter stream is not framed: {bytes(buf[:40])!r}")
         if not fill(HEADER.size + size):
             raise ArchiveError("the source host's filter stream ended inside a frame")
         payload = bytes(buf[HEADER.size : HEADER.size + size])
@@ -143,6 +146,9 @@ def _start(src: Engine, job: dict[str, Any]) -> tuple[_Agent, dict[str, Any]]:
     except (TimeoutError, OSError, EOFError, paramiko.SSHException) as exc:
         channel.close()
         raise ConnectError(f"the filter on the source host did not start: {exc}") from exc
+    except ArchiveError as exc:
+        channel.close()
+        raise AgentUnavailable(str(exc)) from exc
     except BaseException:
         channel.close()
         raise
@@ -164,8 +170,6 @@ def _relay(agent: _Agent, reporter: Reporter, wire: Counted, out: list[RewriteRe
                 wire.bytes += len(payload)
                 yield payload
                 continue
-            if kind != EVENT:
-                raise ArchiveError(f"the source host's filter sent an unknown frame {kind!r}")
             event = json.loads(payload)
             name = event.get("event")
             if name == "progress":

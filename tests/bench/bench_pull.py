@@ -28,13 +28,17 @@ class Far:
     def __init__(self, work: Path, client: SshClientHome, suffix: str, subnet: int, rate: str) -> None:
         self.ns = NetNS(f"rfb{RUN}{suffix}", f"10.231.{subnet}.1", f"10.231.{subnet}.2", rate=rate).up()
         self.engine = Engine(SPECS["docker26"], work / f"far{suffix}")
-        self.engine.start(netns=self.ns.name)
         home = work / f"farhome{suffix}"
         home.mkdir()
         # An empty HOME: the sessions see sshd's PATH (the system python3 and docker), not root's .bashrc.
         self.sshd = Sshd(work / f"sshd{suffix}", address=self.ns.addr, port=22, netns=self.ns.name)
         self.sshd.options["SetEnv"] = f"HOME={home}"
-        self.sshd.start({"root": [client.ssh / "id_ed25519"]})
+        try:
+            self.engine.start(netns=self.ns.name)
+            self.sshd.start({"root": [client.ssh / "id_ed25519"]})
+        except BaseException:
+            self.destroy()
+            raise
         client.trust(self.sshd)
         self.ssh = (
             f"ssh -i {client.ssh}/id_ed25519 -o UserKnownHostsFile={client.ssh}/known_hosts -o BatchMode=yes "

@@ -62,11 +62,15 @@ def _host(base: Path, client: SshClientHome, suffix: str, subnet: int, kinds: li
     ns = NetNS(f"rf{RUN}{suffix}", f"10.231.{subnet}.1", f"10.231.{subnet}.2", rate="100mbit").up()
     engines: dict[str, Engine] = {}
     host = Host(ns, Sshd(base / f"sshd{suffix}", address=ns.addr, port=22, netns=ns.name), engines)
-    for kind in kinds:
-        engines[kind] = Engine(SPECS[kind], base / f"{kind}{suffix}")
-        engines[kind].start(netns=ns.name)
-    host.sshd.options["SetEnv"] = _clean_env(base, suffix)
-    host.sshd.start({"root": [client.ssh / "id_ed25519"]})
+    try:
+        for kind in kinds:
+            engines[kind] = Engine(SPECS[kind], base / f"{kind}{suffix}")
+            engines[kind].start(netns=ns.name)
+        host.sshd.options["SetEnv"] = _clean_env(base, suffix)
+        host.sshd.start({"root": [client.ssh / "id_ed25519"]})
+    except BaseException:
+        _destroy(host)  # what started so far must not outlive the test
+        raise
     client.trust(host.sshd)
     return host
 
@@ -366,3 +370,17 @@ def test_destination_failing_mid_pull_ends_the_helper(world: World) -> None:
         if proc.poll() is None:
             proc.kill()
         dst.start()
+
+
+def test_host_python_too_old_falls_back_and_says_so(world: World) -> None:
+    srv = _sshd(world, "py37sshd", "/root/.pyenv/versions/3.7.16/bin:/usr/bin:/bin")
+    v2 = world.images["v2"]
+    try:
+        proc = run_d2d("pull", world.a.url("docker26", srv), v2, env=world.env())
+        assert proc.returncode == 0, proc.stderr
+        notes = [line for line in proc.stderr.splitlines() if "cannot filter the export" in line]
+        assert len(notes) == 1 and "python 3.7 is older than 3.8" in notes[0], proc.stderr
+        assert image_exists(world.local, v2)
+    finally:
+        srv.stop()
+        remove(world.local, v2)

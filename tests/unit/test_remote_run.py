@@ -53,6 +53,11 @@ def test_a_stream_cut_inside_a_frame_is_an_error(cut: int) -> None:
         list(read_frames(feeder(data, 100)))  # type: ignore[arg-type]
 
 
+def test_output_that_is_not_frames_is_refused_at_once() -> None:
+    with pytest.raises(ArchiveError, match="not framed"):
+        list(read_frames(feeder(b"Welcome to the server!\n" + b"x" * 100, 100)))  # type: ignore[arg-type]
+
+
 def test_result_round_trips_through_json() -> None:
     result = RewriteResult(
         images=[WrittenImage("sha256:c", ("sha256:a", "sha256:b"), "sha256:m")],
