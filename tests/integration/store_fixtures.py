@@ -1,6 +1,5 @@
-"""Fixtures for the containerd-store tests: Docker 28.5 engines and a distribution registry on
-loopback, started here in a minimal way (the `engines` helper branch adds matrix specs and a
-shared registry fixture; swap these for those when merged)."""
+"""Fixtures for the containerd-store tests: the session's engines and a registry of their own with
+the registry-API index builder."""
 
 from __future__ import annotations
 
@@ -20,28 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness.engines import ENGINES_DIR, SPECS, Engine, EngineSpec
-
-DOCKER28 = ENGINES_DIR / "docker28" / "usr"
-STORE_SPECS: dict[str, EngineSpec] = {
-    **SPECS,
-    "docker28": EngineSpec(
-        "docker28", "docker", dockerd=str(DOCKER28 / "sbin/dockerd"), path_prefix=str(DOCKER28 / "bin")
-    ),
-    "docker28c": EngineSpec(
-        "docker28c",
-        "docker",
-        dockerd=str(DOCKER28 / "sbin/dockerd"),
-        path_prefix=str(DOCKER28 / "bin"),
-        containerd_store=True,
-    ),
-}
-
-
-def start(name: str, base: Path, label: str | None = None) -> Engine:
-    engine = Engine(STORE_SPECS[name], base / (label or name))
-    engine.start()
-    return engine
+from tests.harness.engines import Engine
 
 
 @dataclass
@@ -55,31 +33,25 @@ class Registry:
         return f"http://{self.host}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store_base() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="d2d-store-", dir="/var/tmp"))
     yield base
     shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store_registry(store_base: Path) -> Iterator[Registry]:
     reg = start_registry(store_base / "registry")
     yield reg
     stop_registry(reg)
 
 
-@pytest.fixture(scope="module")
-def stores(store_base: Path) -> Iterator[dict[str, Engine]]:
-    """docker26 (overlay2: builds and pushes bases, a graphdriver source), docker26c, docker28c."""
-    started: dict[str, Engine] = {}
-    try:
-        for name in ("docker26", "docker26c", "docker28c"):
-            started[name] = start(name, store_base)
-        yield started
-    finally:
-        for engine in started.values():
-            engine.destroy()
+@pytest.fixture(scope="session")
+def stores(engines: dict[str, Engine]) -> dict[str, Engine]:
+    """docker26 (overlay2: builds and pushes bases, a graphdriver source), docker26c, docker28c: the
+    session's own engines (tests/conftest.py), started once for every module."""
+    return {name: engines[name] for name in ("docker26", "docker26c", "docker28c")}
 
 
 def _free_port() -> int:
