@@ -251,7 +251,10 @@ class SSHConnection:
                 self.connect()
             if path not in self.methods:
                 self.methods[path] = self._choose_method(path)
-        return self._open_by(self.methods[path], path, timeout)
+        # Connecting has timeouts of its own at every step; opening one more channel on a live
+        # connection writes a packet, which on a dead link would block forever (see guard).
+        with self.guard((timeout or self.timeouts.connect) + 1):
+            return self._open_by(self.methods[path], path, timeout)
 
     @staticmethod
     def _methods(path: str) -> list[tuple[str, str]]:
@@ -317,10 +320,7 @@ class SSHConnection:
         return channel
 
     def stream(self, path: str, patience: Patience, timeout: float | None = None) -> _Stream:
-        if timeout is None:
-            return _Stream(self.open_channel(path), patience, self)
-        with self.guard(timeout + 1):
-            return _Stream(self.open_channel(path, timeout), patience, self)
+        return _Stream(self.open_channel(path, timeout), patience, self)
 
     @contextmanager
     def guard(self, seconds: float) -> Iterator[None]:

@@ -26,7 +26,7 @@ import httpx
 
 T = TypeVar("T")
 
-CONNECT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 15.0
 STALL_TIMEOUT = 60.0
 
 
