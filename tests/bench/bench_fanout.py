@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -48,12 +47,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="d2dbf-", dir="/var/tmp"))
     client = SshClientHome(work / "home")
     client.key()
-    suffix = os.getpid() % 10000
     src = start_engine("docker26", work / "src")
     hosts: list[tuple[NetNS, Engine, Sshd]] = []
     try:
         for i in range(3):
-            ns = NetNS(f"bf{suffix}{i}", f"10.233.{i + 10}.1", f"10.233.{i + 10}.2", rate=args.rate).up()
+            ns = NetNS(f"benchfan{i}", rate=args.rate).up()
             engine = Engine(SPECS["docker26"], work / f"e{i}")
             sshd = Sshd(work / f"s{i}", address=ns.addr, port=22, netns=ns.name)
             hosts.append((ns, engine, sshd))

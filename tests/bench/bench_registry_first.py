@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -53,7 +52,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="d2drf-", dir="/var/tmp"))
     client = SshClientHome(work / "home")
     client.key()
-    ns = NetNS(f"rf{os.getpid() % 10000}b", "10.234.10.1", "10.234.10.2", rate=args.rate).up()
+    ns = NetNS("benchregfirst", rate=args.rate).up()
     # The registry runs inside the destination's namespace: the mirror near the server.
     registry = Registry(work / "registry", listen="0.0.0.0", netns=(ns.name, ns.addr))
     registry.start()

@@ -136,35 +136,39 @@ def far_hosts() -> Iterator[FarHosts]:
     work = Path(tempfile.mkdtemp(prefix="d2dfo-", dir="/var/tmp"))  # podman's runroot must stay short
     client = SshClientHome(work / "home")
     client.key()
-    suffix = os.getpid() % 10000
-    registry = Registry(work / "registry", listen="0.0.0.0")
-    registry.start()
-    registry_host = f"10.232.10.1:{registry.port}"  # the first namespace's host side; routed from the others
     hosts: list[tuple[NetNS, Engine, Sshd]] = []
+    kinds = [("docker20", "100mbit"), ("docker26c", "50mbit"), ("podman", "20mbit")]
+    namespaces = [NetNS(f"fanout{i}", rate=rate) for i, (_, rate) in enumerate(kinds)]
+    registry = Registry(work / "registry", listen="0.0.0.0")
     try:
-        for i, (kind, rate) in enumerate([("docker20", "100mbit"), ("docker26c", "50mbit"), ("podman", "20mbit")]):
-            ns = NetNS(f"fo{suffix}{i}", f"10.232.{i + 10}.1", f"10.232.{i + 10}.2", rate=rate).up()
+        for ns in namespaces:
+            ns.up()
+            # Every host reaches the others' host-side addresses (the registry's) through this host.
             subprocess.run(["ip", "-n", ns.name, "route", "add", "default", "via", ns.host_addr], check=True)
+        registry.start()
+        registry_host = f"{namespaces[0].host_addr}:{registry.port}"
+        for i, ((kind, _), ns) in enumerate(zip(kinds, namespaces)):
             engine = Engine(SPECS[kind], work / f"engine{i}", insecure_registries=(registry_host,))
             sshd = Sshd(work / f"sshd{i}", address=ns.addr, port=22, netns=ns.name)
             hosts.append((ns, engine, sshd))
-            extra = ("--insecure-registry=10.232.0.0/16",) if SPECS[kind].kind == "docker" else ()
+            extra = (f"--insecure-registry={registry_host}",) if SPECS[kind].kind == "docker" else ()
             engine.start(netns=ns.name, extra_args=extra)
             sshd.start({"root": [client.ssh / "id_ed25519"]})
             client.trust(sshd)
         yield FarHosts(
             client,
             [(f"ssh://root@{ns.addr}{engine.socket}", engine) for ns, engine, _ in hosts],
-            [ns for ns, _, _ in hosts],
+            namespaces,
             registry,
             registry_host,
         )
     finally:
-        for ns, engine, sshd in hosts:
+        for _, engine, sshd in hosts:
             sshd.stop()
             engine.destroy()
-            ns.down()
         registry.stop()
+        for ns in namespaces:
+            ns.down()
         shutil.rmtree(work, ignore_errors=True)
 
 
