@@ -22,6 +22,7 @@ from pathlib import Path
 import zstandard
 
 from docker_d2d.endpoint import parse_endpoint
+from docker_d2d.transport import Timeouts
 from docker_d2d.transport.ssh import SSHConnection, close_all
 from tests.conftest import d2d_path
 from tests.harness.engines import SPECS, Engine, start_engine
@@ -86,11 +87,11 @@ def raw_throughput(work: Path, client: SshClientHome, mb: int = 512) -> tuple[fl
         )
         openssh = mb / timed(f"{ssh} 'cat > /dev/null' < {src}", env)
         os.environ["HOME"] = str(client.home)
-        conn = SSHConnection(parse_endpoint(f"ssh://root@127.0.0.1:{srv.port}{sink}"))
+        conn = SSHConnection(parse_endpoint(f"ssh://root@127.0.0.1:{srv.port}{sink}"), Timeouts())
         conn.connect()
         from docker_d2d.transport.ssh import open_streamlocal
 
-        channel = open_streamlocal(conn.transport, str(sink))
+        channel = open_streamlocal(conn.transport, str(sink), Timeouts().connect)
         t = time.perf_counter()
         with open(src, "rb") as f:
             while chunk := f.read(1 << 20):
