@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO, cast
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO, TypeVar, cast
 
 import typer
 
@@ -244,69 +247,115 @@ def run_command(action: Callable[[], int | None], debug: bool) -> None:
     raise typer.Exit(code)
 
 
-def _copy(
-    source: str | None,
-    destination: str | list[str] | None,
-    images: list[str] | None,
-    dry_run: bool,
-    quiet: bool,
-    as_json: bool,
-    debug: bool,
-    spool_dir: Path | None,
-    compress: Compression,
-    compose_files: list[Path] | None,
-    profiles: list[str] | None,
-    via: str | None = None,
-    timeouts: Timeouts | None = None,
-    platform: str | None = None,
-    remote_filter: RemoteFilter = RemoteFilter.AUTO,
-    registry_first: RegistryFirst = RegistryFirst.AUTO,
-) -> None:
+@dataclass(frozen=True)
+class CopyFlags:
+    """The options every copy command takes, declared once (COPY_FLAGS)."""
+
+    dry_run: bool = False
+    quiet: bool = False
+    as_json: bool = False
+    debug: bool = False
+    spool_dir: Path | None = None
+    compress: Compression = Compression.AUTO
+    compose_files: list[Path] | None = None
+    profiles: list[str] | None = None
+    via: str | None = None
+    platform: str | None = None
+    connect_timeout: float = CONNECT_TIMEOUT
+    stall_timeout: float = STALL_TIMEOUT
+    remote_filter: RemoteFilter = RemoteFilter.AUTO
+    registry_first: RegistryFirst = RegistryFirst.AUTO
+
+
+COPY_FLAGS: dict[str, Any] = {  # name -> its typer annotation; defaults from CopyFlags
+    "dry_run": DryRun,
+    "quiet": Quiet,
+    "as_json": Json,
+    "debug": Debug,
+    "spool_dir": SpoolDir,
+    "compress": CompressOpt,
+    "compose_files": ComposeFiles,
+    "profiles": Profiles,
+    "via": ViaOpt,
+    "platform": PlatformOpt,
+    "connect_timeout": ConnectTimeout,
+    "stall_timeout": StallTimeout,
+    "remote_filter": RemoteFilterOpt,
+    "registry_first": RegistryFirstOpt,
+}
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+def copy_options(*, without: tuple[str, ...] = ()) -> Callable[[Command], Command]:
+    """Give a command (whose last parameter is `flags: CopyFlags`) every copy option: typer reads the
+    options from the signature made here, and the command gets them as one CopyFlags."""
+
+    def decorate(command: Command) -> Command:
+        own = list(inspect.signature(command, eval_str=True).parameters.values())[:-1]
+        defaults = CopyFlags()
+        shared = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=getattr(defaults, name))
+            for name, kind in COPY_FLAGS.items()
+            if name not in without
+        ]
+
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> None:
+            flags = CopyFlags(**{name: kwargs.pop(name) for name in COPY_FLAGS if name in kwargs})
+            command(**kwargs, flags=flags)
+
+        run.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+        return cast(Command, run)
+
+    return decorate
+
+
+def _copy(source: str | None, destination: str | list[str] | None, images: list[str] | None, f: CopyFlags) -> None:
     def action() -> int | None:
         nonlocal images
         options = CopyOptions(
-            dry_run=dry_run,
-            spool_dir=spool_dir,
-            compress=compress,
-            timeouts=timeouts or Timeouts(),
-            platform=Platform.parse(platform) if platform else None,
-            remote_filter=remote_filter,
-            registry_first=registry_first,
+            dry_run=f.dry_run,
+            spool_dir=f.spool_dir,
+            compress=f.compress,
+            timeouts=Timeouts(f.connect_timeout, f.stall_timeout),
+            platform=Platform.parse(f.platform) if f.platform else None,
+            remote_filter=f.remote_filter,
+            registry_first=f.registry_first,
             docker_config=config_dir(GLOBALS, os.environ),
         )
-        if compose_files:
+        if f.compose_files:
             from .compose import Selection, compose_images
 
-            selection = Selection(tuple(compose_files), tuple(profiles or ()), tuple(images or ()))
+            selection = Selection(tuple(f.compose_files), tuple(f.profiles or ()), tuple(images or ()))
             images = compose_images(selection, os.environ)
             if not images:
                 raise UsageError("the Compose project selects no service")
-        elif profiles:
+        elif f.profiles:
             raise UsageError("--profile needs -f COMPOSE_FILE")
         if not images:
             raise UsageError("name at least one image")
-        if spool_dir is not None:
+        if f.spool_dir is not None:
             from .spool import check_spool_dir
 
-            check_spool_dir(spool_dir)
+            check_spool_dir(f.spool_dir)
         src = resolve_endpoint(source)
         dests = _destinations(destination)
-        if len(dests) > 1 or via:
-            return _copy_to_many(src, dests, images, quiet, as_json, options, _via(via))
+        if len(dests) > 1 or f.via:
+            return _copy_to_many(src, dests, images, f.quiet, f.as_json, options, _via(f.via))
         dst = dests[0]
-        reporter = _reporter(quiet, as_json)
+        reporter = _reporter(f.quiet, f.as_json)
         try:
             result = copy_images(src, dst, images, reporter, options)
         finally:
             if isinstance(reporter, RichReporter):
                 reporter.close()
-        if dry_run:
+        if f.dry_run:
             reporter.dry_run(result.plan)
         else:
             reporter.finished(result)
         return None
 
-    run_command(action, debug)
+    run_command(action, f.debug)
 
 
 def _destinations(given: str | list[str] | None) -> list[Endpoint]:
@@ -381,6 +430,7 @@ def _endpoint_option(role: str, *names: str, note: str = "") -> Any:
 
 
 @app.command("copy")
+@copy_options()
 def copy_command(
     images: Images = None,
     source: Annotated[Optional[str], _endpoint_option("Source", "-s", "--source")] = None,  # noqa: UP045
@@ -388,29 +438,15 @@ def copy_command(
         Optional[list[str]],  # noqa: UP045
         _endpoint_option("Destination", "-d", "--destination", note=" (repeatable, or A,B,...: one export to all)"),
     ] = None,
-    dry_run: DryRun = False,
-    quiet: Quiet = False,
-    as_json: Json = False,
-    debug: Debug = False,
-    spool_dir: SpoolDir = None,
-    compress: CompressOpt = Compression.AUTO,
-    compose_files: ComposeFiles = None,
-    profiles: Profiles = None,
-    via: ViaOpt = None,
-    platform: PlatformOpt = None,
-    connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
-    stall_timeout: StallTimeout = STALL_TIMEOUT,
-    remote_filter: RemoteFilterOpt = RemoteFilter.AUTO,
-    registry_first: RegistryFirstOpt = RegistryFirst.AUTO,
+    *,
+    flags: CopyFlags,
 ) -> None:
     """Copy IMAGES from the source engine to the destination engine."""
-    _copy(
-        source, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
-        Timeouts(connect_timeout, stall_timeout), platform, remote_filter, registry_first,
-    )
+    _copy(source, destination, images, flags)
 
 
 @app.command("push")
+@copy_options(without=("remote_filter",))  # the source is the local engine
 def push_command(
     destination: Annotated[
         str,
@@ -420,51 +456,23 @@ def push_command(
         ),
     ],
     images: Images = None,
-    dry_run: DryRun = False,
-    quiet: Quiet = False,
-    as_json: Json = False,
-    debug: Debug = False,
-    spool_dir: SpoolDir = None,
-    compress: CompressOpt = Compression.AUTO,
-    compose_files: ComposeFiles = None,
-    profiles: Profiles = None,
-    via: ViaOpt = None,
-    platform: PlatformOpt = None,
-    connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
-    stall_timeout: StallTimeout = STALL_TIMEOUT,
-    registry_first: RegistryFirstOpt = RegistryFirst.AUTO,
+    *,
+    flags: CopyFlags,
 ) -> None:
     """Push IMAGES from the local engine to DESTINATION."""
-    _copy(
-        None, destination, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
-        Timeouts(connect_timeout, stall_timeout), platform, RemoteFilter.AUTO, registry_first,
-    )
+    _copy(None, destination, images, flags)
 
 
 @app.command("pull")
+@copy_options()
 def pull_command(
     source: Annotated[str, typer.Argument(help=f"Source engine: {ENDPOINT_HELP}.", autocompletion=_complete_endpoints)],
     images: Images = None,
-    dry_run: DryRun = False,
-    quiet: Quiet = False,
-    as_json: Json = False,
-    debug: Debug = False,
-    spool_dir: SpoolDir = None,
-    compress: CompressOpt = Compression.AUTO,
-    compose_files: ComposeFiles = None,
-    profiles: Profiles = None,
-    via: ViaOpt = None,
-    platform: PlatformOpt = None,
-    connect_timeout: ConnectTimeout = CONNECT_TIMEOUT,
-    stall_timeout: StallTimeout = STALL_TIMEOUT,
-    remote_filter: RemoteFilterOpt = RemoteFilter.AUTO,
-    registry_first: RegistryFirstOpt = RegistryFirst.AUTO,
+    *,
+    flags: CopyFlags,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
-    _copy(
-        source, None, images, dry_run, quiet, as_json, debug, spool_dir, compress, compose_files, profiles, via,
-        Timeouts(connect_timeout, stall_timeout), platform, remote_filter, registry_first,
-    )
+    _copy(source, None, images, flags)
 
 
 @app.command("version")
