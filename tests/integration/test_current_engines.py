@@ -61,29 +61,7 @@ def _dangling(engine: Engine) -> list[str]:
 
 
 @pytest.mark.parametrize("source", ["docker20", "docker28", "podman5"])
-@pytest.mark.parametrize(
-    "destination",
-    [
-        pytest.param(
-            "docker26c",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 11 item 2: Docker 26 containerd store holds the base only compressed, so the thin "
-                "load comes out incomplete and the image is sent whole a second time (bytes sent = base + 2x the "
-                "missing layer, not the missing layer)",
-            ),
-        ),
-        pytest.param(
-            "docker28c",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 11 items 2+3: Docker 28.5 containerd store answers inspect of the incomplete "
-                "thin load with empty RootFS.Layers, so the fallback never runs and the copy fails ('the loaded "
-                "image has layers [], the source [...]')",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("destination", ["docker26c", "docker28c"])
 def test_base_pulled_from_a_registry_at_a_containerd_destination(
     engines: dict[str, Engine], builder: Builder, registry: Registry, source: str, destination: str
 ) -> None:

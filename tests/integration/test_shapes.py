@@ -87,17 +87,7 @@ def test_no_history(engines: dict[str, Engine], source: str, destination: str) -
     _assert_complete(src, dst, v2)
 
 
-# Docker < 25 writes the second occurrence of a layer as a symlink to the first (engines.md).
-SYMLINKED = pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 5: the reader skips the symlinked layer.tar of a repeated layer in a Docker < 25 "
-    "export ('the export lacks the layer file'); the integrity branch reads links",
-)
-
-
-@pytest.mark.parametrize(
-    ("source", "destination"), [pytest.param(s, d, marks=SYMLINKED) if s == "docker20" else (s, d) for s, d in PAIRS]
-)
+@pytest.mark.parametrize(("source", "destination"), PAIRS)
 def test_empty_layers_one_repeated(engines: dict[str, Engine], source: str, destination: str) -> None:
     """Steps that changed no file (an empty tar, twice: the same diff id twice in one image) and
     steps without a layer (`empty_layer` history entries)."""
