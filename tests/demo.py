@@ -6,6 +6,7 @@ then an update that sends only the new layer. Run after .ci/setup-machine:
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +21,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="d2d-demo-", dir="/var/tmp"))
     src = start_engine("docker20", work)
     dst = start_engine("docker26", work)
+    fleet = [start_engine(name, work) for name in ("docker28c", "podman5")]
     try:
         print(f"source engine:      {src.host} (Docker 20.10)\ndestination engine: {dst.host} (Docker 26.1)\n")
         build_image(src, work, "demo:1", None, 120, 0)
@@ -34,9 +36,12 @@ def main() -> None:
             print()
         out = dst.docker("images", "demo").stdout.decode()
         print(f"destination now holds:\n{out}")
+        hosts = ",".join(e.host for e in (dst, *fleet))
+        print(f"$ docker-d2d push {hosts} demo:2    # three engines, one export (DOCKER_HOST={src.host})")
+        subprocess.run([d2d_path(), "push", hosts, "demo:2"], check=True, env={**os.environ, "DOCKER_HOST": src.host})
     finally:
-        src.destroy()
-        dst.destroy()
+        for engine in (src, dst, *fleet):
+            engine.destroy()
         shutil.rmtree(work, ignore_errors=True)
 
 
