@@ -32,7 +32,7 @@ from .model import (
     parse_ref,
     short,
 )
-from .plan import ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
+from .plan import Decision, ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
 from .prefetch import prefetch
 from .probe import Descriptor, held_as, uncompressed
 from .registry_first import PulledBase, RegistryFirst, find_bases, pull_bases
@@ -170,7 +170,7 @@ def plan_for(
     held = dst.all_images()
     plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, held))
     pulled: dict[str, PulledBase] = {}
-    if options.registry_first is RegistryFirst.AUTO and source_images and not options.dry_run and plan.exported:
+    if options.registry_first is RegistryFirst.AUTO and source_images and not options.dry_run and _lacks_lower(plan):
         bases = find_bases(plan, [i for i in source_images() if i.repo_digests])
         if bases:
             pulled = pull_bases(dst, bases, options.docker_config, os.environ, reporter.note)
@@ -181,6 +181,12 @@ def plan_for(
     result = CopyResult(plan, src_info, dst.info, compression=choose(options.compress, dst.endpoint, dst.info))
     result.pulled_bases, result.held = pulled, held
     return result
+
+
+def _lacks_lower(plan: TransferPlan) -> bool:
+    """Whether the destination lacks a layer below some image's top: only then can a base help, and
+    only then is the source's image list worth asking for (an update sends just its top layers)."""
+    return any(lay.decision is Decision.SEND for p in plan.exported for lay in p.layers[:-1])
 
 
 def deliver(

@@ -344,12 +344,10 @@ class LyingSource:
                     httpx.Client(transport=httpx.HTTPTransport(uds=upstream), base_url="http://engine") as client,
                     client.stream("GET", self.path) as resp,
                 ):
-                    if (
-                        self.path.split("?")[0].endswith("/json")
-                        and "/images/" in self.path
-                        and resp.status_code == 200
-                    ):
-                        data = json.loads(resp.read())
+                    path = self.path.split("?")[0]
+                    inspect = path.endswith("/json") and "/images/" in path and not path.endswith("/images/json")
+                    if inspect and resp.status_code == 200:
+                        data = json.loads(resp.read())  # an inspect answer (not the list): lie about it
                         data["RootFS"]["Layers"] = [*data["RootFS"]["Layers"], "sha256:" + "0" * 64]
                         body = json.dumps(data).encode()
                         self.send_response(200)
