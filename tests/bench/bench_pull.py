@@ -48,7 +48,7 @@ class Far:
         self.docker = f"docker -H unix://{self.engine.socket}"
 
     def wire(self) -> int:
-        stats = Path(f"/sys/class/net/{self.ns.name[:8]}-h/statistics")
+        stats = Path(f"/sys/class/net/{self.ns.host_if}/statistics")
         return sum(int((stats / f).read_text()) for f in ("rx_bytes", "tx_bytes"))
 
     def destroy(self) -> None:

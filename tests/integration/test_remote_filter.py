@@ -48,7 +48,7 @@ class Host:
 
     @property
     def veth(self) -> Path:
-        return Path(f"/sys/class/net/{self.ns.name[:8]}-h/statistics")
+        return Path(f"/sys/class/net/{self.ns.host_if}/statistics")
 
     def wire(self) -> int:
         return sum(int((self.veth / f).read_text()) for f in ("rx_bytes", "tx_bytes"))
