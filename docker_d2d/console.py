@@ -429,7 +429,7 @@ def render_summary(result: CopyResult) -> str:
         rate = human_size(result.wire_bytes / result.sending_seconds)
         how = f", {result.compression.value}" if result.compression is not Compression.NONE else ""
         size += f" ({human_size(result.wire_bytes)} on the wire at {rate}/s{how})"
-    extra = "; the image went a second time, whole (see the note above)" if result.resent else ""
+    extra = "; a second load sent what the store still lacked (see the note above)" if result.resent else ""
     return f"{'; '.join(parts)}\n{layers}; {size}{extra} in {result.elapsed:.1f}s"
 
 

@@ -92,7 +92,8 @@ class CopyResult:
 
     @property
     def resent(self) -> bool:
-        """An image went out twice (the containerd store's fallback), not one load per image."""
+        """An image was loaded twice: the containerd store's repair, which sends the layers the first
+        load left it lacking (not one load per image, as for Podman)."""
         configs = [w.config_digest for t in self.transfers for w in t.images]
         return len(configs) != len(set(configs))
 

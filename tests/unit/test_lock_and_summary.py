@@ -101,4 +101,4 @@ def test_summary_counts_what_the_lines_showed() -> None:
     resent = _result([["c1"], ["c1"]], {"a": 10, "base": 5}, {"base": 5})
     assert result_dict(resent)["resent"] is True  # type: ignore[arg-type]
     assert "2 layer(s) sent, 0 already there" in render_summary(resent)  # type: ignore[arg-type]
-    assert "the image went a second time, whole" in render_summary(resent)  # type: ignore[arg-type]
+    assert "a second load sent what the store still lacked" in render_summary(resent)  # type: ignore[arg-type]
