@@ -19,7 +19,8 @@ from .fanout import FleetResult
 from .model import EngineInfo, human_size, short
 from .plan import Decision, TransferPlan
 
-OUTPUT_LOCK = threading.Lock()
+# Reentrant: a signal handler (the deferred interrupt's note) may print while its thread is printing.
+OUTPUT_LOCK = threading.RLock()
 
 
 class BaseReporter:

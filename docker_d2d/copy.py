@@ -574,8 +574,8 @@ def _transfer(
                 # The destination has the whole archive: from here it may finish the load even if we stop.
                 result.loaded.extend(_destination_id(w, kind) for w in rewriter.result.images)
                 result.sending_seconds += time.monotonic() - started
+                deferred.arm()  # before the phase is told: an interrupt that follows it is deferred
                 reporter.phase("loading")
-                deferred.start()
 
             body = compressed(rewriter.stream(), result.compression, wire, lambda: rewriter.emitting_compressed)
             started = time.monotonic()
@@ -622,18 +622,17 @@ class _DeferredInterrupt:
         self.reporter = reporter
         self.previous: dict[int, Any] = {}
         self.pending: int | None = None
+        self.armed = False
 
-    def start(self) -> None:
-        import signal
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for name in self.SIGNALS:
-            signum = getattr(signal, name)
-            self.previous[signum] = signal.signal(signum, self._handle)
+    def arm(self) -> None:
+        """The whole body went out. Called from whichever thread the transport sends the body on:
+        the handlers themselves are installed by `with` (signal handlers need the main thread)."""
+        self.armed = True
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if not self.armed:  # the body is still going out: the interrupt takes effect at once
+            self._restore()
+            self._raise(signum, frame)
         if self.pending is None:
             self.pending = signum
             self.reporter.note(
@@ -660,6 +659,13 @@ class _DeferredInterrupt:
         raise KeyboardInterrupt
 
     def __enter__(self) -> _DeferredInterrupt:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                signum = getattr(signal, name)
+                self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, kind: object, exc: object, tb: object) -> None:
