@@ -8,6 +8,7 @@ pace; each one's rewrite keeps only its own images and leaves out what it holds.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,6 @@ from .errors import D2DError, UsageError
 from .model import EngineInfo, ImageInfo, Platform, parse_ref
 from .plan import TransferPlan
 from .registry import Registry, Via
-from .registry_first import RegistryFirst
 from .shared_export import SharedExport
 from .via import PushResult, pull_from_registry, push_to_registry
 
@@ -104,14 +104,13 @@ def copy_to_many(
             requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]
 
             held_at_source: list[ImageInfo] = []
+            asking = threading.Lock()
 
             def source_images() -> list[ImageInfo]:
-                if not held_at_source:  # once, for every destination
-                    held_at_source.extend(src.all_images())
+                with asking:  # once for every destination, and only if some plan wants it
+                    if not held_at_source:
+                        held_at_source.extend(src.all_images())
                 return held_at_source
-
-            if options.registry_first is RegistryFirst.AUTO:
-                source_images()  # before the threads: the engine client is not asked from several at once
 
             def plan(i: int) -> None:
                 hosts[i].result = plan_for(src_info, engines[i], requested, reporters[i], options, source_images)
