@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness.engines import Engine
+from tests.harness.engines import SPECS, Engine
 
 
 @dataclass
@@ -48,10 +48,19 @@ def store_registry(store_base: Path) -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="session")
-def stores(engines: dict[str, Engine]) -> dict[str, Engine]:
-    """docker26 (overlay2: builds and pushes bases, a graphdriver source), docker26c, docker28c: the
-    session's own engines (tests/conftest.py), started once for every module."""
-    return {name: engines[name] for name in ("docker26", "docker26c", "docker28c")}
+def stores(store_base: Path) -> Iterator[dict[str, Engine]]:
+    """docker26 (overlay2: builds and pushes bases, a graphdriver source), docker26c, docker28c, of
+    their own (these tests leave probes' and registry pulls' content in the stores that other tests
+    should not meet), started once for every module that uses them."""
+    started: dict[str, Engine] = {}
+    try:
+        for name in ("docker26", "docker26c", "docker28c"):
+            started[name] = Engine(SPECS[name], store_base / name)
+            started[name].start()
+        yield started
+    finally:
+        for engine in started.values():
+            engine.destroy()
 
 
 def _free_port() -> int:
