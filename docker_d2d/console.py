@@ -321,16 +321,20 @@ class RichReporter(BaseReporter):
         self.progress.advance(self._tasks[key], nbytes)
         if self._overall is not None:
             # Sizes from history are estimates: the total grows rather than pass 100%.
-            total = self.progress.tasks[self._overall].total or 0
+            total = self._task(self._overall).total or 0
             self.progress.update(self._overall, advance=nbytes, total=max(total, self._read))
 
     def layer_finished(self, key: str) -> None:
         self._shown.add(key)
         task = self._tasks.pop(key, None)
         if task is not None:
-            description = self.progress.tasks[task].description
+            description = self._task(task).description
             self.progress.remove_task(task)
             self.progress.console.print(f"{description}... {human_size(self._sent.get(key, 0))}")
+
+    def _task(self, task_id: Any) -> Any:
+        """A task by its id: `Progress.tasks` is a list by position, which removals shift."""
+        return next(t for t in self.progress.tasks if t.id == task_id)
 
     def finished(self, result: CopyResult) -> None:
         self.close()
