@@ -59,7 +59,7 @@ def image_layers(engine: Engine, ref: str) -> list[str]:
     out = engine.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", ref).stdout
     import json
 
-    return list(json.loads(out))
+    return list(json.loads(out) or [])  # null for an index without this engine's platform: it holds none
 
 
 def image_exists(engine: Engine, ref: str) -> bool:
