@@ -8,34 +8,16 @@ ends), each a network namespace with sshd and Docker 26.1. The time to 3 hosts a
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from tests.conftest import d2d_path
+from tests.bench.timing import d2d
 from tests.harness.engines import SPECS, Engine, start_engine
 from tests.harness.netns import NetNS
 from tests.harness.realistic import build_image
 from tests.harness.sshd import SshClientHome, Sshd
-
-
-def push(env: dict[str, str], src: Engine, urls: list[str], image: str) -> tuple[float, dict[str, object]]:
-    t = time.perf_counter()
-    out = subprocess.run(
-        [d2d_path(), "copy", "--json", "-s", src.host, *(a for u in urls for a in ("-d", u)), image],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    elapsed = time.perf_counter() - t
-    events = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
-    last = next(e for e in reversed(events) if e["event"] in ("fleet", "result"))
-    return elapsed, last
 
 
 def main() -> None:
@@ -68,7 +50,7 @@ def main() -> None:
             for _ in range(args.runs):
                 for _, engine, _ in hosts:
                     engine.docker("rmi", "-f", image_id, check=False)
-                elapsed, last = push(env, src, urls[:n], "fan:1")
+                elapsed, last = d2d(env, "copy", "-s", src.host, *(a for u in urls[:n] for a in ("-d", u)), "fan:1", last=("fleet", "result"))
                 times.append(elapsed)
                 read = int(last.get("export_bytes", 0)) or 0  # type: ignore[call-overload]
             rows.append((n, statistics.median(times), read))

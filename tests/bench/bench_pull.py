@@ -15,7 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tests.bench.bench_ssh import d2d, timed, zstd3_of_layer
+from tests.bench.bench_ssh import timed, zstd3_of_layer
+from tests.bench.timing import d2d
 from tests.harness.engines import SPECS, Engine
 from tests.harness.netns import NetNS
 from tests.harness.realistic import build_image

@@ -13,33 +13,17 @@ layer crosses), medians of --runs.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from tests.conftest import d2d_path
+from tests.bench.timing import d2d
 from tests.harness.engines import SPECS, Engine
 from tests.harness.netns import NetNS
 from tests.harness.realistic import build_image
 from tests.harness.registry import Registry
 from tests.harness.sshd import SshClientHome, Sshd
-
-
-def push(env: dict[str, str], src: Engine, url: str, image: str, mode: str) -> tuple[float, dict[str, object]]:
-    t = time.perf_counter()
-    out = subprocess.run(
-        [d2d_path(), "copy", "--json", "--registry-first", mode, "-s", src.host, "-d", url, image],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    elapsed = time.perf_counter() - t
-    return elapsed, next(json.loads(x) for x in out.splitlines() if '"result"' in x)
 
 
 def main() -> None:
@@ -77,7 +61,7 @@ def main() -> None:
             times = []
             for _ in range(args.runs):
                 dst.docker("system", "prune", "-af", check=False)
-                elapsed, res = push(env, src, url, "rfb-app:1", mode)
+                elapsed, res = d2d(env, "copy", "--registry-first", mode, "-s", src.host, "-d", url, "rfb-app:1")
                 times.append(elapsed)
                 results[mode] = res
             rows.append((mode, statistics.median(times), results[mode]))

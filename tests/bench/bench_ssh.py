@@ -24,7 +24,7 @@ import zstandard
 from docker_d2d.endpoint import parse_endpoint
 from docker_d2d.transport import Timeouts
 from docker_d2d.transport.ssh import SSHConnection, close_all
-from tests.conftest import d2d_path
+from tests.bench.timing import d2d
 from tests.harness.engines import SPECS, Engine, start_engine
 from tests.harness.netns import NetNS
 from tests.harness.realistic import build_image
@@ -35,13 +35,6 @@ def timed(cmd: str, env: dict[str, str]) -> float:
     t = time.perf_counter()
     subprocess.run(cmd, shell=True, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t
-
-
-def d2d(env: dict[str, str], *args: str) -> tuple[float, dict[str, object]]:
-    t = time.perf_counter()
-    out = subprocess.run([d2d_path(), *args, "--json"], env=env, capture_output=True, text=True, check=True)
-    elapsed = time.perf_counter() - t
-    return elapsed, next(json.loads(x) for x in out.stdout.splitlines() if '"result"' in x)
 
 
 def zstd3_of_layer(src: Engine, image: str, diff_id: str) -> int:
