@@ -25,7 +25,7 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 from .errors import ArchiveError
 from .model import short
@@ -100,6 +100,28 @@ class StreamSpec:
     # The only layers the output may carry, where the export holds more (every platform of an
     # index, from a containerd store that cannot export one platform): the rest is dropped.
     keep: frozenset[str] | None = None
+    # Resumable copies: once this many layer bytes went into one archive, it ends, at the first
+    # point where partial images (prefixes of `chains`) hold every layer it carried; a new
+    # archive goes on (see `Rewriter.archives`). None: one archive.
+    checkpoint: int | None = None
+    chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # source image id -> diff ids
+    platform: Mapping[str, str] = field(default_factory=dict)  # os, architecture[, variant] of partial configs
+
+
+# Partial images carry this label (value: the source image's id) and nothing else of the source's config.
+PARTIAL_LABEL = "org.docker-d2d.partial-of"
+
+
+def partial_config(source_id: str, diff_ids: tuple[str, ...], platform: Mapping[str, str]) -> bytes:
+    """The config of a partial image: the first layers of `source_id`, enough to hold them at the
+    destination. Deterministic, so that the same prefix is the same image on every run."""
+    doc = {
+        **platform,
+        "config": {"Labels": {PARTIAL_LABEL: source_id}},
+        "created": "1970-01-01T00:00:00Z",
+        "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass
@@ -120,9 +142,37 @@ class WrittenImage:
     manifest_digest: str | None = None  # OCI output only
 
 
+@dataclass(frozen=True)
+class Cut:
+    """The end of one archive of a resumable stream: the partial images it holds, each with the
+    source image it is the first layers of."""
+
+    images: tuple[WrittenImage, ...]
+    sources: tuple[str, ...]
+
+
+class Archive:
+    """One archive of `Rewriter.archives()`: iterate it for its bytes; then `cut` tells whether it
+    ended at a checkpoint (and with which partial images) or was the last."""
+
+    def __init__(self, items: Iterator[Buffer | Cut]) -> None:
+        self._items = items
+        self.cut: Cut | None = None
+        self.ended = False
+
+    def __iter__(self) -> Iterator[Buffer]:
+        for item in self._items:
+            if isinstance(item, Cut):
+                self.cut = item
+                break
+            yield item
+        self.ended = True
+
+
 @dataclass
 class RewriteResult:
     images: list[WrittenImage] = field(default_factory=list)
+    partials: list[WrittenImage] = field(default_factory=list)  # written at checkpoints
     # source manifest or index digest -> config digest (the containerd store names images by manifest)
     aliases: dict[str, str] = field(default_factory=dict)
     # diff id -> the source manifest's descriptor of that layer (OCI-layout exports)
@@ -307,18 +357,52 @@ class Rewriter:
         # True while the chunks being yielded belong to an already compressed blob, so that
         # wire compression can store them instead of compressing them again.
         self.emitting_compressed = False
+        # Checkpoints (spec.checkpoint): layers sent in any archive, and in the current one.
+        self._emitted: set[str] = set()
+        self._segment: set[str] = set()
+        self._segment_bytes = 0
+        self._by_diff: dict[str, LayerEntry] = {}  # layers the export has passed, sent or not
+        # Layers that came before a layer below them was sent: held back in a spool until it is.
+        self._deferred: dict[str, tuple[Entry, str | None, IO[bytes], _DiffHasher]] = {}
+        self._flushing = False
 
     # --- the input side -----------------------------------------------------------------
 
     def stream(self) -> Iterator[Buffer]:
-        for entry in read_entries(self._reader):
-            if entry.is_link:
-                self._links[entry.name] = _link_target(entry)
-            if not entry.is_file:
-                continue
-            yield from self._entry(entry)
-        yield from self._finish()
-        yield END_OF_ARCHIVE
+        """The whole output as one archive (spec.checkpoint must be None)."""
+        for item in self._items():
+            assert not isinstance(item, Cut), "a checkpointed stream is read with archives()"
+            yield item
+
+    def archives(self) -> Iterator[Archive]:
+        """The output as a series of archives, each loaded on its own: all but the last end at a
+        checkpoint with partial images. Read each archive to its end before asking for the next."""
+        items = self._items()
+        while True:
+            archive = Archive(items)
+            yield archive
+            if not archive.ended:
+                raise RuntimeError("an archive was not read to its end")
+            if archive.cut is None:
+                return
+
+    def _items(self) -> Iterator[Buffer | Cut]:
+        try:
+            for entry in read_entries(self._reader):
+                if entry.is_link:
+                    self._links[entry.name] = _link_target(entry)
+                if not entry.is_file:
+                    continue
+                yield from self._entry(entry)
+                if self.spec.checkpoint is not None:
+                    yield from self._checkpoint()
+            self._flushing = True
+            yield from self._release()
+            yield from self._finish()
+            yield END_OF_ARCHIVE
+        finally:
+            for _, _, spool, _ in self._deferred.values():
+                spool.close()
 
     def _entry(self, entry: Entry) -> Iterator[Buffer]:
         name = entry.name
@@ -383,8 +467,9 @@ class Rewriter:
     def _unknown_layer(
         self, entry: Entry, blob: str | None, body: Iterator[memoryview], *, in_memory: bool
     ) -> LayerWriter:
-        if self.spec.keep is not None:
-            # Other platforms' blobs are in the export too: learn which layer each one is first.
+        if self.spec.keep is not None or self.spec.checkpoint is not None:
+            # Other platforms' blobs are in the export too, or each layer must go out after the
+            # ones below it: learn which layer it is first.
             return (yield from self._spooled_layer(entry, body))
         candidates = {d for d, n in self._remaining.items() if n > 0}
         may_skip = candidates & self.spec.skip
@@ -437,11 +522,15 @@ class Rewriter:
             for _ in body:
                 pass
             layer.out_name = self._sent_by_digest.get(blob or "")
+            if diff is not None and layer.out_name is None:
+                self._by_diff.setdefault(diff, layer)
             if layer.out_name is None:
                 self.result.layers_skipped += 1
                 self.result.bytes_skipped += entry.size
                 self.progress.layer_skipped(key, entry.size)
             return layer
+        if diff is not None and self._held_back(diff):
+            return self._defer(layer, entry, blob, body, hashed)
         layer.out_name = self._output_name(blob or diff or "", entry.name)
         if blob:
             self._sent_by_digest[blob] = layer.out_name
@@ -469,7 +558,108 @@ class Rewriter:
         self.progress.layer_finished(key)
         self.result.layers_sent += 1
         self.result.bytes_sent += entry.size
+        self._by_diff[layer.diff_id] = layer
+        self._emitted.add(layer.diff_id)
+        self._segment.add(layer.diff_id)
+        self._segment_bytes += entry.size
         return layer
+
+    # --- checkpoints: archives that end with partial images ----------------------------------
+
+    def _held_back(self, diff: str) -> bool:
+        """Whether a layer must wait: an archive may only carry layers that partial images can
+        hold, so with checkpoints each goes out after the layers below it (in some image)."""
+        return self.spec.checkpoint is not None and not self._flushing and not self._ready(diff)
+
+    def _ready(self, diff: str) -> bool:
+        return any(
+            all(d in self.spec.skip or d in self._emitted for d in chain[: chain.index(diff)])
+            for chain in self.spec.chains.values()
+            if diff in chain
+        ) or not any(diff in chain for chain in self.spec.chains.values())
+
+    def _defer(
+        self, layer: LayerEntry, entry: Entry, blob: str | None, body: Iterator[memoryview], hashed: _DiffHasher | None
+    ) -> LayerEntry:
+        # Closed when the layer goes out (_release) or the stream ends (_items).
+        spool = tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-held-")  # noqa: SIM115
+        hasher = hashed or _DiffHasher(self.spec.limits.get(str(layer.diff_id), self.spec.max_layer))
+        try:
+            for chunk in body:
+                if hashed is None:
+                    hasher.update(chunk)
+                spool.write(chunk)
+            if hashed is None:
+                hasher.finish()
+                _check_claims(entry.name, hasher)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        self.result.spooled_bytes += entry.size
+        self._deferred[str(layer.diff_id)] = (entry, blob, spool, hasher)
+        return layer
+
+    def _release(self) -> Iterator[Buffer | Cut]:
+        """Send the held-back layers whose lower layers are out now (all of them at the end),
+        with a checkpoint after each where one is due."""
+        while True:
+            ready = [d for d in self._deferred if self._flushing or self._ready(d)]
+            if not ready:
+                return
+            entry, blob, spool, hasher = self._deferred.pop(ready[0])
+            with spool:
+                layer = yield from self._layer(entry, ready[0], blob, _read_file(spool), hashed=hasher)
+            layer.uncompressed_size = hasher.uncompressed
+            if not self._flushing:
+                yield from self._cut()
+
+    def _checkpoint(self) -> Iterator[Buffer | Cut]:
+        yield from self._cut()
+        yield from self._release()
+
+    def _cut(self) -> Iterator[Buffer | Cut]:
+        assert self.spec.checkpoint is not None
+        if self._segment_bytes < self.spec.checkpoint:
+            return
+        if all(self._emitted.issuperset(c) or all(map(self._placed, c)) for c in self.spec.chains.values()):
+            return  # every layer is out: the images themselves come next, in this archive
+        partials: dict[tuple[str, ...], str] = {}
+        for source_id, chain in self.spec.chains.items():
+            n = 0
+            while n < len(chain) and self._placed(chain[n]):
+                n += 1
+            if self._segment & set(chain[:n]):
+                partials.setdefault(tuple(chain[:n]), source_id)
+        covered = {d for prefix in partials for d in prefix}
+        if not partials or not self._segment <= covered:
+            return  # a layer sent out of order (its name did not tell which it was): not yet
+        out_manifest: list[dict[str, Any]] = []
+        index: list[dict[str, Any]] = []
+        images = []
+        for prefix, source_id in partials.items():
+            config = partial_config(source_id, prefix, self.spec.platform)
+            layers = [self._by_diff.get(d) or LayerEntry("", 0, d, None) for d in prefix]
+            written = yield from self._write_image(config, prefix, layers, out_manifest, index)
+            images.append(written)
+        yield from self._write_index(out_manifest, index)
+        yield END_OF_ARCHIVE
+        self.result.partials.extend(images)
+        self._segment, self._segment_bytes = set(), 0
+        yield Cut(tuple(images), tuple(partials.values()))
+
+    def _placed(self, diff: str) -> bool:
+        """Whether a partial image can name this layer now: sent in this or an earlier archive, or
+        held by the destination under a name known for sure (a legacy archive names it by its
+        diff id and the engine looks at its chain; an OCI manifest needs its size and digest)."""
+        if diff in self._emitted:
+            return True
+        if diff not in self.spec.skip:
+            return False
+        if self.spec.output is OutputFormat.LEGACY or diff in self.spec.left_out:
+            return True
+        seen = self._by_diff.get(diff)
+        return seen is not None and not (self.spec.prefer_source and seen.blob_digest not in (None, diff))
 
     def _diff_of(self, hasher: _DiffHasher, expected: str | None) -> str:
         """A layer's diff id from its content. A plain layer whose first bytes merely look like
@@ -508,34 +698,48 @@ class Rewriter:
             if len(diff_ids) != len(item["Layers"]):
                 raise ArchiveError(f"{config_name}: {len(item['Layers'])} layer files for {len(diff_ids)} layers")
             layers = [self._resolve(path, diff) for path, diff in zip(item["Layers"], diff_ids)]
-            written = WrittenImage(config_digest, diff_ids)
-            if self.spec.output is OutputFormat.LEGACY:
-                name = f"{config_digest[7:]}.json"
-                yield from file_entry(name, config)
-                out_manifest.append(
-                    {
-                        "Config": name,
-                        "RepoTags": None,
-                        "Layers": [lay.out_name or f"{str(lay.diff_id)[7:]}/layer.tar" for lay in layers],
-                    }
-                )
-            else:
-                yield from file_entry(f"blobs/sha256/{config_digest[7:]}", config)
-                oci_manifest = json.dumps(
-                    {
-                        "schemaVersion": 2,
-                        "mediaType": MT_MANIFEST,
-                        "config": {"mediaType": MT_CONFIG, "digest": config_digest, "size": len(config)},
-                        "layers": [self._descriptor(lay) for lay in layers],
-                    },
-                    separators=(",", ":"),
-                ).encode()
-                digest = "sha256:" + hashlib.sha256(oci_manifest).hexdigest()
-                yield from file_entry(f"blobs/sha256/{digest[7:]}", oci_manifest)
-                index.append({"mediaType": MT_MANIFEST, "digest": digest, "size": len(oci_manifest)})
-                written = WrittenImage(config_digest, diff_ids, digest)
+            written = yield from self._write_image(config, diff_ids, layers, out_manifest, index)
             self.result.images.append(written)
         self._check_all_there()
+        yield from self._write_index(out_manifest, index)
+
+    def _write_image(
+        self,
+        config: bytes,
+        diff_ids: tuple[str, ...],
+        layers: list[LayerEntry],
+        out_manifest: list[dict[str, Any]],
+        index: list[dict[str, Any]],
+    ) -> Generator[Buffer, None, WrittenImage]:
+        """An image's config (and OCI manifest) entries; its line in manifest.json or index.json."""
+        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        if self.spec.output is OutputFormat.LEGACY:
+            name = f"{config_digest[7:]}.json"
+            yield from file_entry(name, config)
+            out_manifest.append(
+                {
+                    "Config": name,
+                    "RepoTags": None,
+                    "Layers": [lay.out_name or f"{str(lay.diff_id)[7:]}/layer.tar" for lay in layers],
+                }
+            )
+            return WrittenImage(config_digest, diff_ids)
+        yield from file_entry(f"blobs/sha256/{config_digest[7:]}", config)
+        oci_manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MT_MANIFEST,
+                "config": {"mediaType": MT_CONFIG, "digest": config_digest, "size": len(config)},
+                "layers": [self._descriptor(lay) for lay in layers],
+            },
+            separators=(",", ":"),
+        ).encode()
+        digest = "sha256:" + hashlib.sha256(oci_manifest).hexdigest()
+        yield from file_entry(f"blobs/sha256/{digest[7:]}", oci_manifest)
+        index.append({"mediaType": MT_MANIFEST, "digest": digest, "size": len(oci_manifest)})
+        return WrittenImage(config_digest, diff_ids, digest)
+
+    def _write_index(self, out_manifest: list[dict[str, Any]], index: list[dict[str, Any]]) -> Iterator[Buffer]:
         if self.spec.output is OutputFormat.LEGACY:
             yield from file_entry("manifest.json", json.dumps(out_manifest).encode())
         else:
@@ -628,7 +832,6 @@ class Rewriter:
                     self.result.aliases[digest] = self.result.aliases[desc["digest"]]
                     break
 
-
     def _collect_layers(self, manifest: dict[str, Any], config: dict[str, Any] | None) -> None:
         try:
             diff_ids = config["rootfs"]["diff_ids"] if config else []
@@ -674,6 +877,6 @@ def _check_claims(name: str, hasher: _DiffHasher) -> None:
         raise ArchiveError(f"the export's layer {name} does not match its digest (altered on the way?)")
 
 
-def _read_file(f: BinaryIO) -> Iterator[memoryview]:
+def _read_file(f: IO[bytes]) -> Iterator[memoryview]:
     while chunk := f.read(CHUNK):
         yield memoryview(chunk)

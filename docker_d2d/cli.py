@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO, TypeVar, cas
 import typer
 
 from . import __version__
+from .checkpoints import parse_checkpoint
 from .compress import Compression
 from .console import BaseReporter, JsonReporter, PlainReporter, QuietReporter, RichReporter
 from .contexts import config_dir, resolve
@@ -39,6 +40,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
+
 
 def _print_version(value: bool) -> None:
     if value:
@@ -117,6 +119,15 @@ RegistryFirstOpt = Annotated[
         "--registry-first",
         help="auto: where the image's lower layers are a base the source pulled from a registry "
         "(RepoDigests), the destination pulls that base itself and only the rest comes from the source.",
+    ),
+]
+CheckpointOpt = Annotated[
+    str,
+    typer.Option(
+        "--checkpoint",
+        help="Resumable copies: after about this many bytes of layers (e.g. 256MB, 1GiB), land what was sent as "
+        "a partial image, so that an interrupted copy sends only the rest when run again. auto = every 256 MB "
+        "on ssh and non-loopback tcp; never = off.",
     ),
 ]
 RemoteFilterOpt = Annotated[
@@ -265,6 +276,7 @@ class CopyFlags:
     stall_timeout: float = STALL_TIMEOUT
     remote_filter: RemoteFilter = RemoteFilter.AUTO
     registry_first: RegistryFirst = RegistryFirst.AUTO
+    checkpoint: str = "auto"
 
 
 COPY_FLAGS: dict[str, Any] = {  # name -> its typer annotation; defaults from CopyFlags
@@ -282,6 +294,7 @@ COPY_FLAGS: dict[str, Any] = {  # name -> its typer annotation; defaults from Co
     "stall_timeout": StallTimeout,
     "remote_filter": RemoteFilterOpt,
     "registry_first": RegistryFirstOpt,
+    "checkpoint": CheckpointOpt,
 }
 Command = TypeVar("Command", bound=Callable[..., None])
 
@@ -322,6 +335,7 @@ def _copy(source: str | None, destination: str | list[str] | None, images: list[
             remote_filter=f.remote_filter,
             registry_first=f.registry_first,
             docker_config=config_dir(GLOBALS, os.environ),
+            checkpoint=parse_checkpoint(f.checkpoint),
         )
         if f.compose_files:
             from .compose import Selection, compose_images

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from .archive import Progress, Rewriter, RewriteResult, StreamSpec, WrittenImage
+from . import checkpoints
+from .archive import Archive, Cut, Progress, Rewriter, RewriteResult, StreamSpec, WrittenImage
 from .compress import Compression, Counted, choose, compressed
 from .endpoint import Endpoint, Scheme
 from .engine import Engine
@@ -61,6 +62,7 @@ class CopyOptions:
     remote_filter: RemoteFilter = RemoteFilter.AUTO
     registry_first: RegistryFirst = RegistryFirst.AUTO
     docker_config: Path | None = None  # where the user's registry credentials are (registry-first)
+    checkpoint: checkpoints.Checkpoint = "auto"  # layer bytes between partial images (resumable copies)
 
 
 @dataclass
@@ -85,6 +87,7 @@ class CopyResult:
     pulled_bases: dict[str, PulledBase] = field(default_factory=dict)  # destination id -> base pulled (registry-first)
     # Every rewrite begun, also those whose load failed: what a failed run may have to remove.
     begun: list[RewriteResult] = field(default_factory=list, repr=False)
+    partials: list[str] = field(default_factory=list)  # partial images this run left at the destination
 
     @property
     def bytes_sent(self) -> int:
@@ -179,6 +182,9 @@ def plan_for(
             held = dst.all_images()
             plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, held))
     reporter.planned(plan)
+    resumed = checkpoints.partial_refs(held, (p.source.id for p in plan.exported))
+    if resumed:
+        reporter.note(checkpoints.resume_note(resumed))
     result = CopyResult(plan, src_info, dst.info, compression=choose(options.compress, dst.endpoint, dst.info))
     result.pulled_bases, result.held = pulled, held
     return result
@@ -207,8 +213,23 @@ def deliver(
             if plan.exported:
                 dest_ids.update(_transfer_and_verify(src, dst, plan, result.held, reporter, options, result, exported))
             apply_tags(dst, result, dest_ids)
+    except (KeyboardInterrupt, D2DError):
+        if result.partials:
+            reporter.note(checkpoints.kept_note(result.partials, str(dst.endpoint)))
+        raise
     finally:
         _drop_pulled_bases(dst, result, set(dest_ids.values()))
+    _drop_partials(dst, result)
+
+
+def _drop_partials(dst: Engine, result: CopyResult) -> None:
+    """The images are there: the partial names of this run and of interrupted ones go (their
+    layers stay, held by the images)."""
+    earlier = checkpoints.partial_refs(result.held, (p.source.id for p in result.plan.exported))
+    refs = set(result.partials) | set(earlier)
+    for ref in sorted(refs):
+        with contextlib.suppress(D2DError):
+            dst.untag(ref)
 
 
 def _drop_pulled_bases(dst: Engine, result: CopyResult, keep: set[str]) -> None:
@@ -554,6 +575,8 @@ def _transfer(
         filtered = remote_transfer(src, dst, plan, ids, spec, reporter, options, result)
         if filtered is not None:
             return filtered
+    assert dst.info is not None
+    spec = _with_checkpoints(spec, plan, dst.info, checkpoints.every(options.checkpoint, result.compression))
     try:
         with (
             tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
@@ -562,31 +585,10 @@ def _transfer(
         ):
             rewriter = Rewriter(chunks, spec, _Recorded(reporter, result), Path(spool))
             result.begun.append(rewriter.result)
-            wire = Counted()
             layers = plan.unique_layers()
             reporter.sending({d: lay.size for d, lay in layers.items() if d not in spec.skip}, result.compression)
-            assert dst.info is not None
-            kind = dst.info.kind
-
-            deferred = _DeferredInterrupt(reporter)
-
-            def all_sent() -> None:
-                # The destination has the whole archive: from here it may finish the load even if we stop.
-                result.loaded.extend(_destination_id(w, kind) for w in rewriter.result.images)
-                result.sending_seconds += time.monotonic() - started
-                deferred.arm()  # before the phase is told: an interrupt that follows it is deferred
-                reporter.phase("loading")
-
-            body = compressed(rewriter.stream(), result.compression, wire, lambda: rewriter.emitting_compressed)
-            started = time.monotonic()
-            try:
-                with deferred:
-                    dst.load(_reported(body, reporter, all_sent))
-            except D2DError as exc:
-                # Raised inside the body generator (the source's stream or its archive) unless named already.
-                raise exc.with_side("source", str(src.endpoint)) from exc
-            finally:
-                result.wire_bytes += wire.bytes
+            for archive in rewriter.archives():
+                _load_archive(src, dst, archive, rewriter, reporter, result)
     except (ArchiveError, EngineError) as exc:
         assert src.info and dst.info
         if src.info.kind is EngineKind.CONTAINERD and exc.side == "source" and _missing_content(exc):
@@ -604,6 +606,58 @@ def _transfer(
         raise
     reporter.phase("verifying")
     return rewriter.result
+
+
+def _with_checkpoints(spec: StreamSpec, plan: TransferPlan, dest: EngineInfo, every: int | None) -> StreamSpec:
+    if every is None:
+        return spec
+    image = plan.exported[0].source
+    platform = image.export_platform or image.platform or dest.platform
+    chains = {p.source.id: p.source.diff_ids for p in plan.exported}
+    return replace(spec, checkpoint=every, chains=chains, platform=platform.as_json())
+
+
+def _load_archive(
+    src: Source, dst: Engine, archive: Archive, rewriter: Rewriter, reporter: Reporter, result: CopyResult
+) -> None:
+    """One load: the whole stream, or one archive of a checkpointed one."""
+    assert dst.info is not None
+    kind = dst.info.kind
+    wire = Counted()
+    deferred = _DeferredInterrupt(reporter)
+
+    def all_sent() -> None:
+        # The destination has the whole archive: from here it may finish the load even if we stop.
+        result.sending_seconds += time.monotonic() - started
+        deferred.arm()  # before the phase is told: an interrupt that follows it is deferred
+        if archive.cut is None:
+            result.loaded.extend(_destination_id(w, kind) for w in rewriter.result.images)
+            reporter.phase("loading")
+
+    body = compressed(archive, result.compression, wire, lambda: rewriter.emitting_compressed)
+    started = time.monotonic()
+    try:
+        with deferred:
+            dst.load(_reported(body, reporter, all_sent))
+            if archive.cut is not None:
+                _keep_partials(dst, archive.cut, reporter, result)
+    except D2DError as exc:
+        # Raised inside the body generator (the source's stream or its archive) unless named already.
+        raise exc.with_side("source", str(src.endpoint)) from exc
+    finally:
+        result.wire_bytes += wire.bytes
+
+
+def _keep_partials(dst: Engine, cut: Cut, reporter: Reporter, result: CopyResult) -> None:
+    """A checkpoint's archive is loaded: name its partial images, so that they stay (an engine may
+    prune what carries no name) and the next run finds them."""
+    assert dst.info is not None
+    for image, source_id in zip(cut.images, cut.sources):
+        tag = checkpoints.partial_tag(source_id, len(image.diff_ids))
+        dst.tag(_destination_id(image, dst.info.kind), checkpoints.PARTIAL_REPO, tag)
+        ref = f"{checkpoints.PARTIAL_REPO}:{tag}"
+        result.partials.append(ref)
+        reporter.note(f"checkpoint: the first {len(image.diff_ids)} layer(s) are at the destination as {ref}")
 
 
 def _missing_content(exc: D2DError) -> bool:

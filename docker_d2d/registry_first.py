@@ -109,4 +109,3 @@ def pull_bases(
             f"{short(digest.split(':')[-1])}), not from the source"
         )
     return pulled
-

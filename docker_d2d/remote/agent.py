@@ -286,6 +286,9 @@ def spec_from_json(doc: dict[str, Any]) -> StreamSpec:
         left_out={k: dict(v) for k, v in doc["left_out"].items()},
         prefer_source=bool(doc["prefer_source"]),
         keep=optional_set(doc["keep"]),
+        checkpoint=doc["checkpoint"],
+        chains={k: tuple(v) for k, v in doc["chains"].items()},
+        platform=dict(doc["platform"]),
     )
 
 
@@ -304,6 +307,9 @@ def spec_to_json(spec: StreamSpec) -> dict[str, Any]:
         "left_out": {k: dict(v) for k, v in spec.left_out.items()},
         "prefer_source": spec.prefer_source,
         "keep": None if spec.keep is None else sorted(spec.keep),
+        "checkpoint": spec.checkpoint,
+        "chains": {k: list(v) for k, v in spec.chains.items()},
+        "platform": dict(spec.platform),
     }
 
 

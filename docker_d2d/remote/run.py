@@ -74,11 +74,11 @@ def read_frames(recv: Callable[[int], bytes]) -> Iterator[tuple[bytes, bytes]]:
 
 
 def result_from_json(doc: dict[str, Any]) -> RewriteResult:
-    images = [
-        WrittenImage(i["config_digest"], tuple(i["diff_ids"]), i.get("manifest_digest")) for i in doc["images"]
-    ]
-    fields = {k: v for k, v in doc.items() if k != "images"}
-    return RewriteResult(images=images, **fields)
+    def written(images: list[dict[str, Any]]) -> list[WrittenImage]:
+        return [WrittenImage(i["config_digest"], tuple(i["diff_ids"]), i.get("manifest_digest")) for i in images]
+
+    fields = {k: v for k, v in doc.items() if k not in ("images", "partials")}
+    return RewriteResult(images=written(doc["images"]), partials=written(doc.get("partials", [])), **fields)
 
 
 def accepted(requested: Compression, dst: Engine) -> list[str]:

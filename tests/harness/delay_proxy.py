@@ -1,7 +1,8 @@
 """A TCP proxy in front of an engine's unix socket that holds every chunk for a fixed time in each
 direction: a far engine (a round trip of 2 x delay) without netem, which this kernel lacks.
-Chunks keep their order and are not rate-limited; only their arrival is delayed. It also counts
-the HTTP requests that pass, by method and path."""
+Chunks keep their order; with `rate` (bytes a second, each direction) they are also paced, and
+`cut()` takes the link down: every connection drops at once and new ones are refused. It also counts the HTTP
+requests that pass, by method and path."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ class DelayProxy:
     target: str  # unix socket path of the engine
     delay: float  # one way, seconds
     port: int = 0
+    rate: float | None = None
     requests: collections.Counter[str] = field(default_factory=collections.Counter)
     _server: socket.socket | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _open: list[socket.socket] = field(default_factory=list)
+    _down: threading.Event = field(default_factory=threading.Event)
 
     @property
     def host(self) -> str:
@@ -41,6 +45,18 @@ class DelayProxy:
         if self._server:
             self._server.close()
 
+    def cut(self) -> None:
+        """The link goes down: every open connection ends at once, and new ones end as they come."""
+        self._down.set()
+        with self._lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
     def count(self, pattern: str) -> int:
         """How many requests matched `pattern` (a regex over 'METHOD /path')."""
         with self._lock:
@@ -53,8 +69,13 @@ class DelayProxy:
                 client, _ = self._server.accept()
             except OSError:
                 return
+            if self._down.is_set():
+                client.close()
+                continue
             upstream = socket.socket(socket.AF_UNIX)
             upstream.connect(self.target)
+            with self._lock:
+                self._open += [client, upstream]
             self._pipe(client, upstream, count=True)
             self._pipe(upstream, client, count=False)
 
@@ -84,6 +105,8 @@ class DelayProxy:
                     dst.sendall(chunk)
                 except OSError:
                     return
+                if self.rate:
+                    time.sleep(len(chunk) / self.rate)
 
         threading.Thread(target=read, daemon=True).start()
         threading.Thread(target=write, daemon=True).start()

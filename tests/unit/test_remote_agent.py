@@ -241,6 +241,9 @@ def test_every_field_of_the_spec_reaches_the_host() -> None:
         left_out={DIFFS[0]: {"mediaType": "m", "digest": "sha256:c", "size": 7}},
         prefer_source=True,
         keep=frozenset({DIFFS[1]}),
+        checkpoint=789,
+        chains={"sha256:img": (DIFFS[0], DIFFS[1])},
+        platform={"os": "linux", "architecture": "arm64"},
     )
     doc = json.loads(json.dumps(spec_to_json(spec)))
     assert set(doc) == {f.name for f in dataclasses.fields(StreamSpec)}
