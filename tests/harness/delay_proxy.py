@@ -7,6 +7,7 @@ requests that pass, by method and path."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import queue
 import re
 import socket
@@ -51,10 +52,8 @@ class DelayProxy:
         with self._lock:
             conns, self._open = self._open, []
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             conn.close()
 
     def count(self, pattern: str) -> int:
