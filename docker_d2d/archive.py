@@ -141,6 +141,10 @@ class WrittenImage:
     diff_ids: tuple[str, ...]
     manifest_digest: str | None = None  # OCI output only
 
+    def loaded_as(self, store: bool) -> str:
+        """The id the destination gives it: the manifest digest in a containerd store."""
+        return (self.manifest_digest if store else None) or self.config_digest
+
 
 @dataclass(frozen=True)
 class Cut:

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from .compress import Compression
 from .errors import UsageError
-from .model import ImageInfo, short
+from .model import EngineKind, ImageInfo, short
+
+if TYPE_CHECKING:
+    from .archive import Cut
+    from .copy import CopyResult, Reporter
+    from .engine import Engine
 
 PARTIAL_REPO = "docker-d2d-partial"
-# Past a slow link's first 256 MiB of layers, an interrupt costs minutes: checkpoint there. On a
+# Past a far link's first 256 MiB of layers, an interrupt costs minutes: checkpoint there. On a
 # local socket a copy is seconds, and holding back out-of-order layers would cost more than it saves.
 AUTO_EVERY = 256 << 20
 
@@ -45,9 +49,10 @@ def parse_checkpoint(text: str) -> Checkpoint:
     return size
 
 
-def every(option: Checkpoint, compression: Compression) -> int | None:
+def every(option: Checkpoint, far: bool) -> int | None:
+    """`far`: either engine is reached over ssh or tcp beyond loopback."""
     if option == "auto":
-        return AUTO_EVERY if compression is not Compression.NONE else None
+        return AUTO_EVERY if far else None
     return option
 
 
@@ -81,3 +86,16 @@ def kept_note(refs: Sequence[str], destination: str) -> str:
         f"{len(refs)} partial image(s) stay at {destination} ({', '.join(refs)}): "
         "run the same command again to send only what is still missing"
     )
+
+
+def keep_partials(dst: Engine, cut: Cut, reporter: Reporter, result: CopyResult) -> None:
+    """A checkpoint's archive is loaded: name its partial images, so that they stay (an engine may
+    prune what carries no name) and the next run finds them."""
+    assert dst.info is not None
+    store = dst.info.kind is EngineKind.CONTAINERD
+    for image, source_id in zip(cut.images, cut.sources):
+        tag = partial_tag(source_id, len(image.diff_ids))
+        dst.tag(image.loaded_as(store), PARTIAL_REPO, tag)
+        ref = f"{PARTIAL_REPO}:{tag}"
+        result.partials.append(ref)
+        reporter.note(f"checkpoint: the first {len(image.diff_ids)} layer(s) are at the destination as {ref}")

@@ -32,10 +32,14 @@ def accepts_zstd(dest: EngineInfo) -> bool:
         return False
 
 
+def far(endpoint: Endpoint) -> bool:
+    """Whether the engine is reached over a link that may be slow: ssh, or tcp beyond loopback."""
+    return endpoint.scheme is Scheme.SSH or (endpoint.scheme is Scheme.TCP and not endpoint.is_local)
+
+
 def choose(requested: Compression, endpoint: Endpoint, dest: EngineInfo) -> Compression:
     if requested is Compression.AUTO:
-        slow = endpoint.scheme is Scheme.SSH or (endpoint.scheme is Scheme.TCP and not endpoint.is_local)
-        if not slow:
+        if not far(endpoint):
             return Compression.NONE
         return Compression.ZSTD if accepts_zstd(dest) else Compression.GZIP
     if requested is Compression.ZSTD and not accepts_zstd(dest):

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import checkpoints
-from .archive import Archive, Cut, Progress, Rewriter, RewriteResult, StreamSpec, WrittenImage
-from .compress import Compression, Counted, choose, compressed
+from .archive import Archive, Progress, Rewriter, RewriteResult, StreamSpec
+from .compress import Compression, Counted, choose, compressed, far
 from .endpoint import Endpoint, Scheme
 from .engine import Engine
 from .errors import ArchiveError, D2DError, EngineError, ImageNotFound, PlatformError, VerifyError
@@ -565,6 +565,9 @@ def _transfer(
 ) -> RewriteResult:
     platform = save_platform(plan)
     ids = list(dict.fromkeys((p.source.export_as if platform else "") or p.source.id for p in plan.exported))
+    assert dst.info is not None
+    every = checkpoints.every(options.checkpoint, far(src.endpoint) or far(dst.endpoint))
+    spec = _with_checkpoints(spec, plan, dst.info, every)
     if (
         src.endpoint.scheme is Scheme.SSH
         and isinstance(src, Engine)  # not an export already shared by several destinations
@@ -572,11 +575,9 @@ def _transfer(
     ):
         from .remote.run import remote_transfer
 
-        filtered = remote_transfer(src, dst, plan, ids, spec, reporter, options, result)
+        filtered = remote_transfer(src, dst, plan, ids, spec, reporter, options, result, _Recorded(reporter, result))
         if filtered is not None:
             return filtered
-    assert dst.info is not None
-    spec = _with_checkpoints(spec, plan, dst.info, checkpoints.every(options.checkpoint, result.compression))
     try:
         with (
             tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
@@ -609,8 +610,8 @@ def _transfer(
 
 
 def _with_checkpoints(spec: StreamSpec, plan: TransferPlan, dest: EngineInfo, every: int | None) -> StreamSpec:
-    if every is None:
-        return spec
+    if every is None or plan.bytes_to_send <= every:
+        return spec  # no checkpoint would come: layers need not wait for the ones below them
     image = plan.exported[0].source
     platform = image.export_platform or image.platform or dest.platform
     chains = {p.source.id: p.source.diff_ids for p in plan.exported}
@@ -631,7 +632,7 @@ def _load_archive(
         result.sending_seconds += time.monotonic() - started
         deferred.arm()  # before the phase is told: an interrupt that follows it is deferred
         if archive.cut is None:
-            result.loaded.extend(_destination_id(w, kind) for w in rewriter.result.images)
+            result.loaded.extend(w.loaded_as(kind is EngineKind.CONTAINERD) for w in rewriter.result.images)
             reporter.phase("loading")
 
     body = compressed(archive, result.compression, wire, lambda: rewriter.emitting_compressed)
@@ -640,24 +641,12 @@ def _load_archive(
         with deferred:
             dst.load(_reported(body, reporter, all_sent))
             if archive.cut is not None:
-                _keep_partials(dst, archive.cut, reporter, result)
+                checkpoints.keep_partials(dst, archive.cut, reporter, result)
     except D2DError as exc:
         # Raised inside the body generator (the source's stream or its archive) unless named already.
         raise exc.with_side("source", str(src.endpoint)) from exc
     finally:
         result.wire_bytes += wire.bytes
-
-
-def _keep_partials(dst: Engine, cut: Cut, reporter: Reporter, result: CopyResult) -> None:
-    """A checkpoint's archive is loaded: name its partial images, so that they stay (an engine may
-    prune what carries no name) and the next run finds them."""
-    assert dst.info is not None
-    for image, source_id in zip(cut.images, cut.sources):
-        tag = checkpoints.partial_tag(source_id, len(image.diff_ids))
-        dst.tag(_destination_id(image, dst.info.kind), checkpoints.PARTIAL_REPO, tag)
-        ref = f"{checkpoints.PARTIAL_REPO}:{tag}"
-        result.partials.append(ref)
-        reporter.note(f"checkpoint: the first {len(image.diff_ids)} layer(s) are at the destination as {ref}")
 
 
 def _missing_content(exc: D2DError) -> bool:
@@ -726,11 +715,6 @@ class _DeferredInterrupt:
         self._restore()
         if self.pending is not None and exc is None:
             self._raise(self.pending, None)
-
-
-def _destination_id(written: WrittenImage, kind: EngineKind) -> str:
-    """The id the destination gives a loaded image (as `_verify` looks it up)."""
-    return (written.manifest_digest if kind is EngineKind.CONTAINERD else None) or written.config_digest
 
 
 def _reported(

@@ -319,11 +319,15 @@ def run(job: dict[str, Any], source: Any, frames: Frames, children: list[subproc
     frames.event("hello", python=platform.python_version(), compression=comp.name, pid=os.getpid())
     events = Events(frames)
     rewriter = Rewriter(source, spec_from_json(job["spec"]), events)
-    for chunk in rewriter.stream():
-        comp.write(chunk, rewriter.emitting_compressed)
+    for archive in rewriter.archives():
+        for chunk in archive:
+            comp.write(chunk, rewriter.emitting_compressed)
+            events.flush()
+        comp.close()  # each archive is a load body of its own: a whole compressed stream
         events.flush()
-    comp.close()
-    events.flush()
+        if archive.cut is not None:
+            frames.event("cut", images=[asdict(i) for i in archive.cut.images], sources=list(archive.cut.sources))
+            comp = compressor(job["compress"], frames, children)
     frames.event("result", result=asdict(rewriter.result))
 
 

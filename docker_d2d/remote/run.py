@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import paramiko
 
-from ..archive import RewriteResult, StreamSpec, WrittenImage
+from ..archive import Cut, Progress, RewriteResult, StreamSpec, WrittenImage
+from ..checkpoints import keep_partials
 from ..compress import Compression, Counted, accepts_zstd
 from ..endpoint import DEFAULT_UNIX_SOCKET
 from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound
@@ -73,12 +74,13 @@ def read_frames(recv: Callable[[int], bytes]) -> Iterator[tuple[bytes, bytes]]:
         yield kind, payload
 
 
-def result_from_json(doc: dict[str, Any]) -> RewriteResult:
-    def written(images: list[dict[str, Any]]) -> list[WrittenImage]:
-        return [WrittenImage(i["config_digest"], tuple(i["diff_ids"]), i.get("manifest_digest")) for i in images]
+def _written(images: list[dict[str, Any]]) -> list[WrittenImage]:
+    return [WrittenImage(i["config_digest"], tuple(i["diff_ids"]), i.get("manifest_digest")) for i in images]
 
+
+def result_from_json(doc: dict[str, Any]) -> RewriteResult:
     fields = {k: v for k, v in doc.items() if k not in ("images", "partials")}
-    return RewriteResult(images=written(doc["images"]), partials=written(doc.get("partials", [])), **fields)
+    return RewriteResult(images=_written(doc["images"]), partials=_written(doc["partials"]), **fields)
 
 
 def accepted(requested: Compression, dst: Engine) -> list[str]:
@@ -162,38 +164,50 @@ def _start(src: Engine, job: dict[str, Any]) -> tuple[_Agent, dict[str, Any]]:
     raise AgentUnavailable(f"python3 failed ({why})")
 
 
-def _relay(agent: _Agent, reporter: Reporter, wire: Counted, out: list[RewriteResult]) -> Iterator[bytes]:
-    """The load body: the agent's data frames as they come; events go to the reporter."""
-    try:
-        for kind, payload in agent.frames:
-            if kind == DATA:
-                wire.bytes += len(payload)
-                yield payload
-                continue
-            event = json.loads(payload)
-            name = event.get("event")
-            if name == "progress":
-                for what, key, n in event["items"]:
-                    _progress(reporter, what, key, n)
-            elif name == "result":
-                out.append(result_from_json(event["result"]))
-            elif name == "error":
-                raise agent.error(event)
-    except (TimeoutError, OSError, EOFError, paramiko.SSHException) as exc:
-        raise EngineError(f"the ssh connection to the source host failed mid-stream: {exc}") from exc
-    if not out:
-        raise EngineError(f"the filter on the source host stopped before the end ({agent.ended()})")
+class _Relay:
+    """One load body: the agent's data frames as they come, up to a checkpoint ("cut", then `cut`
+    is set and the next body goes on) or the end ("result", then `result` is set); events go to
+    the reporter."""
+
+    def __init__(self, agent: _Agent, progress: Progress, wire: Counted) -> None:
+        self.agent, self.progress, self.wire = agent, progress, wire
+        self.cut: Cut | None = None
+        self.result: RewriteResult | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for kind, payload in self.agent.frames:
+                if kind == DATA:
+                    self.wire.bytes += len(payload)
+                    yield payload
+                    continue
+                event = json.loads(payload)
+                name = event.get("event")
+                if name == "progress":
+                    for what, key, n in event["items"]:
+                        _progress(self.progress, what, key, n)
+                elif name == "cut":
+                    self.cut = Cut(tuple(_written(event["images"])), tuple(event["sources"]))
+                    return
+                elif name == "result":
+                    self.result = result_from_json(event["result"])
+                elif name == "error":
+                    raise self.agent.error(event)
+        except (TimeoutError, OSError, EOFError, paramiko.SSHException) as exc:
+            raise EngineError(f"the ssh connection to the source host failed mid-stream: {exc}") from exc
+        if self.result is None:
+            raise EngineError(f"the filter on the source host stopped before the end ({self.agent.ended()})")
 
 
-def _progress(reporter: Reporter, what: str, key: str, n: int) -> None:
+def _progress(progress: Progress, what: str, key: str, n: int) -> None:
     if what == "skipped":
-        reporter.layer_skipped(key, n)
+        progress.layer_skipped(key, n)
     elif what == "started":
-        reporter.layer_started(key, n)
+        progress.layer_started(key, n)
     elif what == "advanced":
-        reporter.layer_advanced(key, n)
+        progress.layer_advanced(key, n)
     elif what == "finished":
-        reporter.layer_finished(key)
+        progress.layer_finished(key)
 
 
 def _fallback_note(src: Engine, plan: TransferPlan, why: str) -> str:
@@ -218,8 +232,10 @@ def remote_transfer(
     reporter: Reporter,
     options: CopyOptions,
     result: CopyResult,
+    progress: Progress,
 ) -> RewriteResult | None:
-    """Filter at the source host and load what it sends; None: the plain stream instead."""
+    """Filter at the source host and load what it sends; None: the plain stream instead.
+    `progress` hears of each layer (and keeps count in `result`)."""
     if options.remote_filter is RemoteFilter.NEVER:
         log.info("source %s: plain export stream (--remote-filter never)", src.endpoint)
         return None
@@ -251,13 +267,17 @@ def remote_transfer(
     )
     result.compression = Compression(hello.get("compression", "none"))
     wire = Counted()
-    out: list[RewriteResult] = []
     try:
-        dst.load(_relay(agent, reporter, wire, out))
+        while True:
+            body = _Relay(agent, progress, wire)
+            dst.load(body)
+            if body.cut is None:
+                assert body.result is not None
+                return body.result
+            keep_partials(dst, body.cut, reporter, result)
     except D2DError as exc:
         # Raised inside the body generator (the source's side) unless named already.
         raise exc.with_side("source", str(src.endpoint)) from exc
     finally:
         agent.channel.close()
         result.wire_bytes += wire.bytes
-    return out[0]

@@ -50,7 +50,15 @@ def main() -> None:
             for _ in range(args.runs):
                 for _, engine, _ in hosts:
                     engine.docker("rmi", "-f", image_id, check=False)
-                elapsed, last = d2d(env, "copy", "-s", src.host, *(a for u in urls[:n] for a in ("-d", u)), "fan:1", last=("fleet", "result"))
+                elapsed, last = d2d(
+                    env,
+                    "copy",
+                    "-s",
+                    src.host,
+                    *(a for u in urls[:n] for a in ("-d", u)),
+                    "fan:1",
+                    last=("fleet", "result"),
+                )
                 times.append(elapsed)
                 read = int(last.get("export_bytes", 0)) or 0  # type: ignore[call-overload]
             rows.append((n, statistics.median(times), read))

@@ -71,7 +71,9 @@ def main() -> None:
                     warm.append(timed_noop(src.host, proxy.host, image, Path(cache)))
             rows.append((count, serial, statistics.median(cold), statistics.median(warm)))
         proxy.stop()
-        print("| images at the destination | serial inspects (0.1's planning) | no-op, empty cache | no-op, warm cache |")
+        print(
+            "| images at the destination | serial inspects (0.1's planning) | no-op, empty cache | no-op, warm cache |"
+        )
         print("|---|---|---|---|")
         for count, serial, cold_s, warm_s in rows:
             print(f"| {count} | {serial:.2f}s | {cold_s:.2f}s | {warm_s:.2f}s |")

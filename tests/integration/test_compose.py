@@ -96,7 +96,9 @@ def test_compose_project_images_land(
 
 
 @pytest.mark.parametrize("with_compose", [True, False], ids=["real-compose", "own-reader"])
-def test_compose_errors_are_one_line(engines: dict[str, Engine], project: Path, tmp_path: Path, with_compose: bool) -> None:
+def test_compose_errors_are_one_line(
+    engines: dict[str, Engine], project: Path, tmp_path: Path, with_compose: bool
+) -> None:
     env = docker_config(tmp_path, with_compose)
     bad = project / "bad.yaml"
     bad.write_text("services:\n  web:\n    image: app:${NOT_SET_ANYWHERE:?needs a tag}\n")

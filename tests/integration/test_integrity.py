@@ -232,7 +232,9 @@ def test_image_that_repeats_a_layer(
     src, dst = engines[source], engines[destination]
     base = builder.base(unique("base") + ":1")
     app = unique("repeat") + ":1"
-    builder.build(app, base, ["COPY a /a", "COPY b /b", "COPY a /a"], {"a": random_file(200_000), "b": random_file(1000)})
+    builder.build(
+        app, base, ["COPY a /a", "COPY b /b", "COPY a /a"], {"a": random_file(200_000), "b": random_file(1000)}
+    )
     layers = image_layers(builder.engine, app)
     assert layers[1] == layers[3], "test setup: the same diff id twice"
     builder.place(src, app)

@@ -53,7 +53,9 @@ def test_terminal_shows_bars_wire_and_phases(engines: dict[str, Engine], builder
     assert _mb(f"{wire[1]} {wire[2]}") < float(total[1]) / 10, screen
     assert "loading at the destination" in screen and "verifying" in screen
     assert f"tagged {app}" in screen and "1 layer(s) sent, 1 already there" in screen
-    summary = re.search(r"sent ([\d.]+MB) of a ~ [\d.]+\w+ image \(([\d.]+\w+) on the wire at [\d.]+\w+/s, zstd\)", screen)
+    summary = re.search(
+        r"sent ([\d.]+MB) of a ~ [\d.]+\w+ image \(([\d.]+\w+) on the wire at [\d.]+\w+/s, zstd\)", screen
+    )
     assert summary and _mb(summary[2]) < _mb(summary[1]) / 10, screen
 
 

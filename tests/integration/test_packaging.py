@@ -78,9 +78,7 @@ def test_readme_install_on_a_stock_debian(tmp_path: Path, engines: dict[str, Eng
     env.update(HOME=str(home), PATH="/usr/local/bin:/usr/bin:/bin", DEBIAN_FRONTEND="noninteractive")
     for line in lines:
         command = line.removeprefix("sudo ")
-        proc = subprocess.run(
-            ["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-        )
+        proc = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{line}: {proc.stdout}{proc.stderr}"
     assert proc.stdout.startswith("docker-d2d "), proc.stdout  # `docker d2d version`, through the CLI
     plugin = home / ".docker/cli-plugins/docker-d2d"

@@ -384,3 +384,49 @@ def test_host_python_too_old_falls_back_and_says_so(world: World) -> None:
     finally:
         srv.stop()
         remove(world.local, v2)
+
+
+def test_interrupted_pull_resumes_from_its_checkpoints(world: World, builder: Builder) -> None:
+    """Checkpoints come from the agent too: Ctrl-C after two of them, and the next pull moves only
+    the layers they did not hold across the link (incompressible layers: zstd cannot hide a resend)."""
+    src, dst = world.a.engines["docker26"], world.local
+    app = unique("rfresume") + ":1"
+    files = {f"r{i}": os.urandom(10 * MB) for i in range(4)}
+    builder.build(app, world.images["base"], [f"COPY r{i} /r{i}" for i in range(4)], files)
+    builder.place(src, app)
+    proc = subprocess.Popen(
+        [d2d_path(), "pull", world.a.url("docker26"), app, "--json", "--checkpoint", "8MB"],
+        env=world.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = 0
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event.get("event") == "note" and event["message"].startswith("checkpoint:"):
+            seen += 1
+            if seen == 2:
+                break
+    assert seen == 2, proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again" in out + err
+    assert not image_exists(dst, app)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and agent_processes():
+        time.sleep(0.2)
+    assert agent_processes() == []
+
+    before = world.a.wire()
+    res, _ = d2d_json(world, "pull", world.a.url("docker26"), app)
+    wire = world.a.wire() - before
+    assert res["layers_sent"] == 2, res  # the two layers above the checkpoints
+    assert 20 * MB < wire < 22 * MB + 2 * MB, wire
+    assert layers_of(dst, app) == layers_of(src, app)
+    partials = dst.docker("image", "ls", "--format", "{{.Repository}}").stdout.decode().split()
+    assert "docker-d2d-partial" not in partials
+    remove(dst, app)
+    remove(src, app)

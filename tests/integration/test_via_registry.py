@@ -76,7 +76,9 @@ def test_via_a_registry_with_credentials_from_the_docker_config(
         builder.place(src, app)
         without = tmp_path / "no-login"
         without.mkdir()
-        proc = run_d2d("copy", "--via", reg.address, "-s", src.host, "-d", dst.host, app, env={"DOCKER_CONFIG": str(without)})
+        proc = run_d2d(
+            "copy", "--via", reg.address, "-s", src.host, "-d", dst.host, app, env={"DOCKER_CONFIG": str(without)}
+        )
         assert proc.returncode == 1
         assert f"docker login {reg.address}" in proc.stderr and "Traceback" not in proc.stderr
         assert not image_exists(dst, app)
@@ -85,7 +87,9 @@ def test_via_a_registry_with_credentials_from_the_docker_config(
         login.mkdir()
         token = base64.b64encode(b"deploy:s3cret").decode()
         (login / "config.json").write_text(json.dumps({"auths": {reg.address: {"auth": token}}}))
-        proc = run_d2d("copy", "--via", reg.address, "-s", src.host, "-d", dst.host, app, env={"DOCKER_CONFIG": str(login)})
+        proc = run_d2d(
+            "copy", "--via", reg.address, "-s", src.host, "-d", dst.host, app, env={"DOCKER_CONFIG": str(login)}
+        )
         assert proc.returncode == 0, proc.stderr
         assert image_layers(dst, app) == image_layers(src, app)
     finally:

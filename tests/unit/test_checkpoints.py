@@ -12,7 +12,6 @@ import pytest
 
 from docker_d2d.archive import PARTIAL_LABEL, OutputFormat, Rewriter, StreamSpec, partial_config
 from docker_d2d.checkpoints import AUTO_EVERY, every, parse_checkpoint, partial_refs
-from docker_d2d.compress import Compression
 from docker_d2d.errors import UsageError
 from docker_d2d.model import ImageInfo
 
@@ -145,10 +144,10 @@ def test_parse_checkpoint_rejects(text: str) -> None:
         parse_checkpoint(text)
 
 
-def test_auto_checkpoints_only_on_slow_links() -> None:
-    assert every("auto", Compression.NONE) is None
-    assert every("auto", Compression.ZSTD) == AUTO_EVERY
-    assert every(1000, Compression.NONE) == 1000
+def test_auto_checkpoints_only_on_far_links() -> None:
+    assert every("auto", far=False) is None
+    assert every("auto", far=True) == AUTO_EVERY
+    assert every(1000, far=False) == 1000
 
 
 def test_partial_refs_found_by_source_id_in_either_naming() -> None:

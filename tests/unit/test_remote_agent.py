@@ -146,7 +146,10 @@ CASES = {
         StreamSpec(OutputFormat.OCI, frozenset(L_DIFFS[:1]), {f"{d[7:]}.tar": d for d in L_DIFFS}),
     ),
     # gzip blobs under unpredictable names: the reader must spool one to learn its diff id
-    "containerd gzip->oci": lambda: (oci_export(compress=True), StreamSpec(OutputFormat.OCI, frozenset(DIFFS[:1]), {}, tuple(DIFFS))),
+    "containerd gzip->oci": lambda: (
+        oci_export(compress=True),
+        StreamSpec(OutputFormat.OCI, frozenset(DIFFS[:1]), {}, tuple(DIFFS)),
+    ),
 }
 
 
@@ -187,7 +190,9 @@ def test_engine_error_is_reported(engine: tuple[_Server, str]) -> None:
     server, path = engine
     server.status = 404
     _, events, code = run_agent(OLDEST[0], job(path, CASES["oci->oci"]()[1], ["gzip"]))
-    assert code == 1 and events == [{"event": "error", "kind": "not-found", "message": "export: reference does not exist"}]
+    assert code == 1 and events == [
+        {"event": "error", "kind": "not-found", "message": "export: reference does not exist"}
+    ]
 
 
 def test_missing_socket_is_a_connect_error(tmp_path: Path) -> None:
