@@ -72,7 +72,12 @@ class DelayProxy:
                 client.close()
                 continue
             upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.target)
+            try:
+                upstream.connect(self.target)
+            except OSError:  # the engine is down (restarting): the connection is refused
+                client.close()
+                upstream.close()
+                continue
             with self._lock:
                 self._open += [client, upstream]
             self._pipe(client, upstream, count=True)

@@ -8,15 +8,18 @@ few megabytes takes seconds and can be stopped between its checkpoints."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness.delay_proxy import DelayProxy
-from tests.harness.engines import Engine
+from tests.harness.engines import SPECS, Engine
 from tests.harness.images import Builder, image_exists, image_layers, lacking_bytes, unique
 
 from .helpers import copy, random_file, saved_layers
@@ -156,3 +159,32 @@ def test_uninterrupted_checkpointed_copy_is_the_image(
     assert saved_layers(dst, app) == LAYERS + 1
     assert partial_names(dst) == []
     dst.docker("rmi", app)
+
+
+@pytest.mark.parametrize("kind", ["docker28c", "podman5"])
+def test_destination_restarting_mid_copy_resumes(engines: dict[str, Engine], app: str, kind: str) -> None:
+    """The destination engine stops after the first checkpoint (the copy fails with one message)
+    and comes back: what it loaded before is still there, and the next run sends only the rest."""
+    src = engines["docker26"]
+    base = Path(tempfile.mkdtemp(prefix="rr", dir="/var/tmp"))  # short: podman's runroot must be < 50 chars
+    dst = Engine(SPECS[kind], base / kind)
+    proxy = None
+    try:
+        dst.start()
+        proxy = DelayProxy(str(dst.socket), delay=0.0, rate=RATE).start()
+        lacked = lacking_bytes(src, dst, app)
+        proc = _start("copy", "--json", "--checkpoint", "1MB", "-s", src.host, "-d", proxy.host, app)
+        _events_until_checkpoint(proc, 1)
+        dst.stop()
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1 and "Traceback" not in err, out + err
+        assert "run the same command again" in out
+        dst.start()
+        assert not image_exists(dst, app)
+        assert len(partial_names(dst)) >= 1
+        _resumed(src, dst, app, lacked)
+    finally:
+        if proxy:
+            proxy.stop()
+        dst.destroy()
+        shutil.rmtree(base, ignore_errors=True)
