@@ -21,11 +21,11 @@ import tarfile
 import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, Union, cast
 
 from .errors import ArchiveError
 from .model import short
@@ -155,20 +155,34 @@ class Cut:
     sources: tuple[str, ...]
 
 
+class Barrier:
+    """In a checkpointed stream, before an archive's image entries: what comes next names layers
+    that earlier archives carried, so their loads must be done (see Archive.barrier)."""
+
+
+BARRIER = Barrier()
+Item = Union["Buffer", Cut, Barrier]
+
+
 class Archive:
     """One archive of `Rewriter.archives()`: iterate it for its bytes; then `cut` tells whether it
-    ended at a checkpoint (and with which partial images) or was the last."""
+    ended at a checkpoint (and with which partial images) or was the last. `barrier` is called
+    before its image entries: loads of earlier archives may still be going on until then."""
 
-    def __init__(self, items: Iterator[Buffer | Cut]) -> None:
+    def __init__(self, items: Iterator[Item]) -> None:
         self._items = items
         self.cut: Cut | None = None
         self.ended = False
+        self.barrier: Callable[[], None] = lambda: None
 
     def __iter__(self) -> Iterator[Buffer]:
         for item in self._items:
             if isinstance(item, Cut):
                 self.cut = item
                 break
+            if isinstance(item, Barrier):
+                self.barrier()
+                continue
             yield item
         self.ended = True
 
@@ -376,7 +390,8 @@ class Rewriter:
         """The whole output as one archive (spec.checkpoint must be None)."""
         for item in self._items():
             assert not isinstance(item, Cut), "a checkpointed stream is read with archives()"
-            yield item
+            if not isinstance(item, Barrier):
+                yield item
 
     def archives(self) -> Iterator[Archive]:
         """The output as a series of archives, each loaded on its own: all but the last end at a
@@ -390,7 +405,7 @@ class Rewriter:
             if archive.cut is None:
                 return
 
-    def _items(self) -> Iterator[Buffer | Cut]:
+    def _items(self) -> Iterator[Item]:
         try:
             for entry in read_entries(self._reader):
                 if entry.is_link:
@@ -402,6 +417,7 @@ class Rewriter:
                     yield from self._checkpoint()
             self._flushing = True
             yield from self._release()
+            yield BARRIER
             yield from self._finish()
             yield END_OF_ARCHIVE
         finally:
@@ -604,7 +620,7 @@ class Rewriter:
         self._deferred[str(layer.diff_id)] = (entry, blob, spool, hasher)
         return layer
 
-    def _release(self) -> Iterator[Buffer | Cut]:
+    def _release(self) -> Iterator[Item]:
         """Send the held-back layers whose lower layers are out now (all of them at the end),
         with a checkpoint after each where one is due."""
         while True:
@@ -618,11 +634,11 @@ class Rewriter:
             if not self._flushing:
                 yield from self._cut()
 
-    def _checkpoint(self) -> Iterator[Buffer | Cut]:
+    def _checkpoint(self) -> Iterator[Item]:
         yield from self._cut()
         yield from self._release()
 
-    def _cut(self) -> Iterator[Buffer | Cut]:
+    def _cut(self) -> Iterator[Item]:
         assert self.spec.checkpoint is not None
         if self._segment_bytes < self.spec.checkpoint:
             return
@@ -638,6 +654,7 @@ class Rewriter:
         covered = {d for prefix in partials for d in prefix}
         if not partials or not self._segment <= covered:
             return  # a layer sent out of order (its name did not tell which it was): not yet
+        yield BARRIER
         out_manifest: list[dict[str, Any]] = []
         index: list[dict[str, Any]] = []
         images = []

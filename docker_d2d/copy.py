@@ -9,18 +9,19 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from . import checkpoints
-from .archive import Archive, Progress, Rewriter, RewriteResult, StreamSpec
-from .compress import Compression, Counted, choose, compressed, far
+from .archive import Progress, Rewriter, RewriteResult, StreamSpec
+from .compress import Compression, choose, far
 from .endpoint import Endpoint, Scheme
 from .engine import Engine
 from .errors import ArchiveError, D2DError, EngineError, ImageNotFound, PlatformError, VerifyError
+from .loading import load_archives
 from .lock import destination_lock
 from .model import (
     EngineInfo,
@@ -588,8 +589,7 @@ def _transfer(
             result.begun.append(rewriter.result)
             layers = plan.unique_layers()
             reporter.sending({d: lay.size for d, lay in layers.items() if d not in spec.skip}, result.compression)
-            for archive in rewriter.archives():
-                _load_archive(src, dst, archive, rewriter, reporter, result)
+            load_archives(src, dst, rewriter, reporter, result)
     except (ArchiveError, EngineError) as exc:
         assert src.info and dst.info
         if src.info.kind is EngineKind.CONTAINERD and exc.side == "source" and _missing_content(exc):
@@ -618,112 +618,8 @@ def _with_checkpoints(spec: StreamSpec, plan: TransferPlan, dest: EngineInfo, ev
     return replace(spec, checkpoint=every, chains=chains, platform=platform.as_json())
 
 
-def _load_archive(
-    src: Source, dst: Engine, archive: Archive, rewriter: Rewriter, reporter: Reporter, result: CopyResult
-) -> None:
-    """One load: the whole stream, or one archive of a checkpointed one."""
-    assert dst.info is not None
-    kind = dst.info.kind
-    wire = Counted()
-    deferred = _DeferredInterrupt(reporter)
-
-    def all_sent() -> None:
-        # The destination has the whole archive: from here it may finish the load even if we stop.
-        result.sending_seconds += time.monotonic() - started
-        deferred.arm()  # before the phase is told: an interrupt that follows it is deferred
-        if archive.cut is None:
-            result.loaded.extend(w.loaded_as(kind is EngineKind.CONTAINERD) for w in rewriter.result.images)
-            reporter.phase("loading")
-
-    body = compressed(archive, result.compression, wire, lambda: rewriter.emitting_compressed)
-    started = time.monotonic()
-    try:
-        with deferred:
-            dst.load(_reported(body, reporter, all_sent))
-            if archive.cut is not None:
-                checkpoints.keep_partials(dst, archive.cut, reporter, result)
-    except D2DError as exc:
-        # Raised inside the body generator (the source's stream or its archive) unless named already.
-        raise exc.with_side("source", str(src.endpoint)) from exc
-    finally:
-        result.wire_bytes += wire.bytes
-
-
 def _missing_content(exc: D2DError) -> bool:
     return "not found" in exc.message or "lacks" in exc.message
-
-
-class _DeferredInterrupt:
-    """Once the destination has the whole archive, a first Ctrl-C (or SIGTERM) waits for the load
-    to end before it takes effect: cut off now, the load may fail or complete behind our back;
-    finished, the image it made is known and removed by the interrupt's cleanup. A second signal
-    stops at once (the cleanup then names the image the destination may still make)."""
-
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
-    def __init__(self, reporter: Reporter) -> None:
-        self.reporter = reporter
-        self.previous: dict[int, Any] = {}
-        self.pending: int | None = None
-        self.armed = False
-
-    def arm(self) -> None:
-        """The whole body went out. Called from whichever thread the transport sends the body on:
-        the handlers themselves are installed by `with` (signal handlers need the main thread)."""
-        self.armed = True
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if not self.armed:  # the body is still going out: the interrupt takes effect at once
-            self._restore()
-            self._raise(signum, frame)
-        if self.pending is None:
-            self.pending = signum
-            self.reporter.note(
-                "the destination has the whole archive and is loading it: waiting for the load to end, "
-                "to remove the image it makes (interrupt again to stop at once)"
-            )
-            return
-        self._restore()
-        self._raise(signum, frame)
-
-    def _restore(self) -> None:
-        import signal
-
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        self.previous = {}
-
-    def _raise(self, signum: int, frame: Any) -> None:
-        import signal
-
-        handler = signal.getsignal(signum)
-        if callable(handler):
-            handler(signum, frame)  # Python's own raises KeyboardInterrupt, the CLI's its Terminated
-        raise KeyboardInterrupt
-
-    def __enter__(self) -> _DeferredInterrupt:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                signum = getattr(signal, name)
-                self.previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, kind: object, exc: object, tb: object) -> None:
-        self._restore()
-        if self.pending is not None and exc is None:
-            self._raise(self.pending, None)
-
-
-def _reported(
-    body: Iterable[bytes | memoryview], reporter: Reporter, done: Callable[[], None]
-) -> Iterator[bytes | memoryview]:
-    for chunk in body:
-        yield chunk  # returns once the transport has taken it
-        reporter.wire_advanced(len(chunk))
-    done()
 
 
 class _Recorded:

@@ -88,22 +88,22 @@ def main() -> None:
         def empty() -> None:
             dst.docker("system", "prune", "-af", check=False)
 
-        def timed(checkpoint: str) -> tuple[float, dict[str, object]]:
-            times, res = [], {}
-            for _ in range(args.runs):
+        empty()
+        d2d(env, *push, "--checkpoint", "never")  # untimed: warms the source's page cache for every case
+        modes = ("never", "1", "auto")
+        times: dict[str, list[float]] = {m: [] for m in modes}
+        total = 0
+        for _ in range(args.runs):
+            for mode in modes:  # interleaved: a slow spell of the machine hits every case alike
                 empty()
-                elapsed, res = d2d(env, *push, "--checkpoint", checkpoint)
-                times.append(elapsed)
-            return statistics.median(times), res
-
-        base, res = timed("never")
-        total = int(res["bytes_sent"])  # type: ignore[call-overload]
+                elapsed, res = d2d(env, *push, "--checkpoint", mode)
+                times[mode].append(elapsed)
+                total = int(res["bytes_sent"])  # type: ignore[call-overload]
+        base = statistics.median(times["never"])
         rows.append(("uninterrupted, --checkpoint never (baseline)", base, f"{total / 1e6:.0f} MB"))
-        for checkpoint in ("1", "auto"):
-            t, res = timed(checkpoint)
-            rows.append(
-                (f"uninterrupted, --checkpoint {checkpoint}", t, f"{t / base:.3f}x the baseline")  # overhead
-            )
+        for mode in modes[1:]:
+            t = statistics.median(times[mode])
+            rows.append((f"uninterrupted, --checkpoint {mode}", t, f"{t / base:.3f}x the baseline"))
         half = total // 2
         for checkpoint in ("1", "never"):
             empty()

@@ -115,7 +115,7 @@ def test_ctrl_c_after_two_checkpoints_resumes(engines: dict[str, Engine], app: s
     assert code == 130, err
     assert "run the same command again" in err and "Traceback" not in err
     assert not image_exists(dst, app)
-    assert len(partial_names(dst)) == 2
+    assert len(partial_names(dst)) >= 2  # and the next one, if its archive went out whole meanwhile
     _resumed(src, dst, app, lacked)
     dst.docker("rmi", app)
 
