@@ -814,7 +814,7 @@ class Rewriter:
     def _resolve(self, path: str, diff: str) -> LayerEntry:
         layer = self._layers.get(self._follow(path))
         if layer is None:
-            raise ArchiveError(f"the export lacks the layer file {path}")
+            layer = self._absent(path, diff)
         if layer.diff_id is None:
             layer.diff_id = diff
         elif layer.diff_id != diff:
@@ -824,6 +824,25 @@ class Rewriter:
             )
         if layer.out_name is None and layer.blob_digest in self._sent_by_digest:
             layer.out_name = self._sent_by_digest[layer.blob_digest]
+        return layer
+
+    def _absent(self, path: str, diff: str) -> LayerEntry:
+        """A layer file the export does not carry. The containerd store's export leaves out
+        non-distributable blobs (moby daemon/containerd/image_exporter.go) and blobs a pull skipped.
+        A layer the destination holds needs none: the config's diff id names it in the output."""
+        if diff not in self.spec.skip:
+            desc = self.result.source_layers.get(diff) or {}
+            media_type = str(desc.get("mediaType", ""))
+            if "nondistributable" in media_type or "foreign" in media_type:
+                raise ArchiveError(
+                    f"the export leaves out layer {short(diff)}, as it does every non-distributable one "
+                    f"({media_type}); copy to a destination that holds it already (load its base there first)"
+                )
+            raise ArchiveError(f"the export lacks the layer file {path}")
+        layer = LayerEntry(path, 0, diff, None)  # size: nothing of it was in the export
+        self._layers[path] = layer
+        self.result.layers_skipped += 1
+        self.progress.layer_skipped(diff, 0)
         return layer
 
     def _collect_aliases(self) -> None:
