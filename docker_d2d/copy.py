@@ -17,7 +17,7 @@ from typing import Protocol
 
 from . import checkpoints
 from .archive import Progress, Rewriter, RewriteResult, StreamSpec
-from .compress import Compression, choose, far
+from .compress import Compression, accepts_zstd_layers, choose, far
 from .endpoint import Endpoint, Scheme
 from .engine import Engine
 from .errors import ArchiveError, D2DError, EngineError, ImageNotFound, PlatformError, VerifyError
@@ -357,7 +357,14 @@ def _transfer_and_verify(
     for batch in _batches(plan, dst.info.kind):
         # Layers loaded by an earlier batch are at the destination now.
         skip = batch.skip | frozenset(d for p in plan.exported if p.source.id in dest_ids for d in p.source.diff_ids)
-        spec = stream_spec(batch, src.info, dst.info.kind, skip=skip, exported=exported)
+        spec = stream_spec(
+            batch,
+            src.info,
+            dst.info.kind,
+            skip=skip,
+            exported=exported,
+            decompress_zstd=not accepts_zstd_layers(dst.info),
+        )
         if src.info.kind is EngineKind.CONTAINERD and not save_platform(batch):
             # The export holds every platform present; only the images' own layers travel.
             spec = replace(spec, keep=frozenset(d for p in batch.exported for d in p.source.diff_ids))

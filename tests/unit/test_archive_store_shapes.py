@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import zstandard
 
+from docker_d2d import archive
 from docker_d2d.archive import MT_LAYER, OutputFormat, Rewriter, StreamSpec
 from docker_d2d.errors import ArchiveError
 from docker_d2d.tarstream import file_entry
@@ -44,6 +45,7 @@ def layer_tar(seed: int, size: int) -> bytes:
 
 LAYERS = [layer_tar(i, 20_000 * (i + 1)) for i in range(3)]
 DIFFS = [sha(b) for b in LAYERS]
+CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": DIFFS}}).encode()
 
 
 def compress(layer: bytes, media_type: str) -> bytes:
@@ -59,8 +61,7 @@ def store_export(media_types: Sequence[str], omit: Sequence[int] = ()) -> tuple[
     manifest.json), its layers stored as `media_types` say; the blobs of layers `omit` left out, as
     the store's export leaves out non-distributable ones. Returns it and the layer blobs."""
     blobs = [compress(layer, mt) for layer, mt in zip(LAYERS, media_types)]
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": DIFFS}})
-    config_b = config.encode()
+    config_b = CONFIG
     manifest = json.dumps(
         {
             "schemaVersion": 2,
@@ -102,6 +103,119 @@ def rewrite(
 
 def spec(output: OutputFormat, skip: Sequence[str] = (), **kw: Any) -> StreamSpec:
     return StreamSpec(output, frozenset(skip), {}, tuple(DIFFS), **kw)
+
+
+# --- zstd blobs for destinations that cannot take them ---------------------------------------------
+
+# Blobs up to this size are read into memory as metadata: configs and manifests are, layers not.
+METADATA = 4096
+
+# How each blob reaches the reader: passed straight through (larger than a metadata blob, nothing
+# to decide), spooled first (a layer still to come may be left out), read into memory (small blobs).
+PATHS = {
+    "streamed": (METADATA, ()),
+    "spooled": (METADATA, (0,)),
+    "in memory": (archive.SMALL_BLOB, ()),
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("output", [OutputFormat.OCI, OutputFormat.LEGACY])
+def test_zstd_layers_go_out_as_plain_tars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str, output: OutputFormat
+) -> None:
+    small_blob, skipped = PATHS[path]
+    monkeypatch.setattr(archive, "SMALL_BLOB", small_blob)
+    data, _ = store_export([ZSTD, ZSTD, ZSTD])
+    skip = [DIFFS[i] for i in skipped]
+    files, layers, rw = rewrite(data, spec(output, skip, decompress_zstd=True), tmp_path)
+    sent = [i for i in range(3) if i not in skipped]
+    for i in sent:
+        name = f"blobs/sha256/{DIFFS[i][7:]}" if output is OutputFormat.OCI else f"{DIFFS[i][7:]}/layer.tar"
+        assert files[name] == LAYERS[i]  # the tar itself: its size in the header, its digest the diff id
+    if output is OutputFormat.OCI:
+        assert layers[1:] == [{"mediaType": MT_LAYER, "digest": DIFFS[i], "size": len(LAYERS[i])} for i in (1, 2)]
+        assert rw.result.sent == {
+            DIFFS[i]: {"mediaType": MT_LAYER, "digest": DIFFS[i], "size": len(LAYERS[i])} for i in sent
+        }
+    else:
+        assert layers == [f"{d[7:]}/layer.tar" for d in DIFFS]
+    assert not any(f.startswith(b"\x28\xb5\x2f\xfd") for f in files.values())
+    assert rw.result.layers_sent == len(sent) and rw.result.layers_skipped == len(skipped)
+    # What went out is the uncompressed tars: that is what the byte count says.
+    assert rw.result.bytes_sent == sum(len(LAYERS[i]) for i in sent)
+    assert rw.result.images[0].diff_ids == tuple(DIFFS)
+    assert list(tmp_path.iterdir()) == []  # the spools are gone
+
+
+def test_zstd_blob_in_one_byte_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compression is told from a blob's first four bytes, whatever chunks they come in."""
+    monkeypatch.setattr(archive, "SMALL_BLOB", METADATA)
+    data, _ = store_export([ZSTD, MT_LAYER, ZSTD])
+    files, layers, rw = rewrite(data, spec(OutputFormat.OCI, decompress_zstd=True), tmp_path, chunk=1)
+    assert [files[f"blobs/sha256/{d[7:]}"] for d in DIFFS] == LAYERS
+    assert [lay["mediaType"] for lay in layers] == [MT_LAYER] * 3  # type: ignore[index]
+
+
+def test_only_zstd_is_decompressed(tmp_path: Path) -> None:
+    data, blobs = store_export([ZSTD, GZIP, MT_LAYER])
+    files, layers, rw = rewrite(data, spec(OutputFormat.OCI, decompress_zstd=True), tmp_path)
+    assert layers == [
+        {"mediaType": MT_LAYER, "digest": DIFFS[0], "size": len(LAYERS[0])},
+        {"mediaType": GZIP, "digest": sha(blobs[1]), "size": len(blobs[1])},
+        {"mediaType": MT_LAYER, "digest": DIFFS[2], "size": len(LAYERS[2])},
+    ]
+    assert files[f"blobs/sha256/{sha(blobs[1])[7:]}"] == blobs[1]
+    assert rw.result.bytes_sent == len(LAYERS[0]) + len(blobs[1]) + len(LAYERS[2])
+
+
+@pytest.mark.parametrize("output", [OutputFormat.OCI, OutputFormat.LEGACY])
+def test_zstd_layers_inflated_in_checkpointed_archives(tmp_path: Path, output: OutputFormat) -> None:
+    """Resumable copies hold a layer back until the ones below it are out: it is inflated when it
+    goes, and each archive ends with partial images naming what it carried."""
+    data, _ = store_export([ZSTD, ZSTD, ZSTD])
+    s = spec(output, decompress_zstd=True, checkpoint=1, chains={sha(CONFIG): tuple(DIFFS)}, platform={"os": "linux"})
+    rw = Rewriter(chunks(data, 65536), s, spool_dir=tmp_path)
+    carried: list[list[bytes]] = []
+    for part in rw.archives():
+        files = _files(b"".join(bytes(c) for c in part))
+        assert not any(f.startswith(b"\x28\xb5\x2f\xfd") for f in files.values())
+        carried.append([f for f in files.values() if sha(f) in DIFFS])
+    assert len(carried) > 1 and rw.result.partials  # it did cut
+    assert sorted(f for part in carried for f in part) == sorted(LAYERS)  # each layer once, the plain tar
+    assert rw.result.bytes_sent == sum(len(b) for b in LAYERS) and list(tmp_path.iterdir()) == []
+
+
+def _files(archive: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def test_zstd_blobs_pass_as_they_are_where_the_destination_takes_them(tmp_path: Path) -> None:
+    data, blobs = store_export([ZSTD, ZSTD, ZSTD])
+    files, layers, rw = rewrite(data, spec(OutputFormat.OCI), tmp_path)
+    assert layers == [{"mediaType": ZSTD, "digest": sha(b), "size": len(b)} for b in blobs]
+    assert rw.result.bytes_sent == sum(len(b) for b in blobs)
+
+
+def test_a_zstd_bomb_is_stopped_at_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archive, "SMALL_BLOB", METADATA)
+    data, blobs = store_export([ZSTD, ZSTD, ZSTD])
+    limit = max(len(b) for b in blobs) + 1  # every blob passes its header's check ...
+    assert len(LAYERS[1]) > limit  # ... and inflates to more
+    limits = {d: limit for d in DIFFS}
+    with pytest.raises(ArchiveError, match=f"more than {limit} bytes uncompressed"):
+        rewrite(data, spec(OutputFormat.OCI, decompress_zstd=True, limits=limits, max_layer=limit), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_altered_zstd_blob_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archive, "SMALL_BLOB", METADATA)
+    data, blobs = store_export([ZSTD, ZSTD, ZSTD])
+    at = data.index(blobs[1]) + len(blobs[1]) // 2
+    data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+    with pytest.raises(ArchiveError, match=r"corrupt|does not match its digest"):
+        rewrite(data, spec(OutputFormat.OCI, decompress_zstd=True), tmp_path)
 
 
 # --- layers the export leaves out -------------------------------------------------------------

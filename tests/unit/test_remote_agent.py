@@ -249,6 +249,7 @@ def test_every_field_of_the_spec_reaches_the_host() -> None:
         checkpoint=789,
         chains={"sha256:img": (DIFFS[0], DIFFS[1])},
         platform={"os": "linux", "architecture": "arm64"},
+        decompress_zstd=True,
     )
     doc = json.loads(json.dumps(spec_to_json(spec)))
     assert set(doc) == {f.name for f in dataclasses.fields(StreamSpec)}
