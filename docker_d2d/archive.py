@@ -28,7 +28,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, Union, cast
 
-from .errors import ArchiveError
+from .errors import ArchiveError, ZstdUnavailable
 from .model import short
 from .tarstream import CHUNK, END_OF_ARCHIVE, ChunkReader, Entry, file_entry, file_header, padding, read_entries
 
@@ -268,7 +268,7 @@ class _DiffHasher:
             try:
                 import zstandard
             except ImportError as exc:  # a source host's python (remote/): the local side has it
-                raise ArchiveError("a layer is zstd-compressed, and this python lacks the zstandard module") from exc
+                raise ZstdUnavailable("a layer is zstd-compressed, and this python lacks the zstandard module") from exc
 
             sink = cast(IO[bytes], _Sink(self._plain if self._inflate_to is None else self._plain_kept))
             self._zstd = zstandard.ZstdDecompressor().stream_writer(sink, write_size=CHUNK)
