@@ -139,6 +139,7 @@ class LayerEntry:
     media_type: str = MT_LAYER
     uncompressed_size: int | None = None
     out_name: str | None = None  # None: left out
+    absent: bool = False  # a left-out layer the export did not carry: its sizes are unknown here
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,9 @@ class RewriteResult:
     # diff id -> the descriptor an output manifest named a left-out layer by, and a sent one
     left_out: dict[str, dict[str, Any]] = field(default_factory=dict)
     sent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Left-out layers the export did not carry, named by their diff id with no size known (0): a
+    # containerd store exports a blob by its manifest's size, so it could not export such an image.
+    unsized: list[str] = field(default_factory=list)
     layers_sent: int = 0
     layers_skipped: int = 0
     bytes_sent: int = 0
@@ -910,7 +914,7 @@ class Rewriter:
                     f"({media_type}); copy to a destination that holds it already (load its base there first)"
                 )
             raise ArchiveError(f"the export lacks the layer file {path}")
-        layer = LayerEntry(path, 0, diff, None)  # size: nothing of it was in the export
+        layer = LayerEntry(path, 0, diff, None, absent=True)
         self._layers[path] = layer
         self.result.layers_skipped += 1
         self.progress.layer_skipped(diff, 0)
@@ -965,7 +969,12 @@ class Rewriter:
         desc = self.spec.left_out.get(diff)
         if desc is None and self.spec.prefer_source:
             desc = self.result.source_layers.get(diff)
-        if desc is None or desc["digest"] == diff:
+        if layer.absent and (desc is None or desc["digest"] == diff):
+            # Only the destination can tell this size (StreamSpec.left_out); 0 is no tar's size.
+            desc = {"mediaType": MT_LAYER, "digest": diff, "size": desc["size"] if desc else 0}
+            if not desc["size"] and diff not in self.result.unsized:
+                self.result.unsized.append(diff)
+        elif desc is None or desc["digest"] == diff:
             size = layer.uncompressed_size if layer.uncompressed_size is not None else layer.size
             desc = {"mediaType": MT_LAYER, "digest": diff, "size": size}
         self.result.left_out[diff] = dict(desc)

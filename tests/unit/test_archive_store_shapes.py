@@ -226,18 +226,40 @@ def test_a_left_out_layer_the_destination_holds_needs_no_file(tmp_path: Path, me
     data, blobs = store_export([media_type, GZIP, GZIP], omit=[0])
     files, layers, rw = rewrite(data, spec(OutputFormat.OCI, [DIFFS[0]]), tmp_path)
     assert layers[0] == {"mediaType": MT_LAYER, "digest": DIFFS[0], "size": 0}  # named by its diff id
+    assert rw.result.unsized == [DIFFS[0]]
     assert [lay["digest"] for lay in layers[1:]] == [sha(b) for b in blobs[1:]]  # type: ignore[index]
     assert rw.result.layers_sent == 2 and rw.result.layers_skipped == 1
     assert rw.result.bytes_sent == len(blobs[1]) + len(blobs[2])
     assert rw.result.images[0].diff_ids == tuple(DIFFS)
 
 
-def test_a_left_out_layer_named_by_what_the_destination_holds(tmp_path: Path) -> None:
+def test_a_left_out_layer_without_a_size_is_reported(tmp_path: Path) -> None:
+    """Named by its diff id, a layer the export did not carry has no size the rewrite can know: it
+    says so (a containerd store would not export an image naming it so), unless the spec tells it."""
     data, _ = store_export([NONDIST, GZIP, GZIP], omit=[0])
-    held = {DIFFS[0]: {"mediaType": MT_LAYER, "digest": DIFFS[0], "size": 0}}
-    _, layers, rw = rewrite(data, spec(OutputFormat.OCI, [DIFFS[0]], left_out=held), tmp_path)
-    assert layers[0] == held[DIFFS[0]]
-    assert rw.result.left_out == held
+    placeholder = {DIFFS[0]: {"mediaType": MT_LAYER, "digest": DIFFS[0], "size": 0}}  # what a probe finds
+    _, layers, rw = rewrite(data, spec(OutputFormat.OCI, [DIFFS[0]], left_out=placeholder), tmp_path)
+    assert layers[0] == placeholder[DIFFS[0]] and rw.result.unsized == [DIFFS[0]]
+
+    sized = {DIFFS[0]: {"mediaType": MT_LAYER, "digest": DIFFS[0], "size": len(LAYERS[0])}}
+    _, layers, rw = rewrite(data, spec(OutputFormat.OCI, [DIFFS[0]], left_out=sized), tmp_path)
+    assert layers[0] == sized[DIFFS[0]] and rw.result.unsized == []
+    assert rw.result.left_out == sized
+
+
+def test_a_left_out_layer_named_by_the_source_descriptor_has_its_size(tmp_path: Path) -> None:
+    """A store that holds the source's own blob (both pulled it) knows it under that descriptor."""
+    data, blobs = store_export([NONDIST, GZIP, GZIP], omit=[0])
+    _, layers, rw = rewrite(data, spec(OutputFormat.OCI, [DIFFS[0]], prefer_source=True), tmp_path)
+    assert layers[0] == {"mediaType": NONDIST, "digest": sha(blobs[0]), "size": len(blobs[0])}
+    assert rw.result.unsized == []
+
+
+def test_a_present_left_out_layer_is_never_unsized(tmp_path: Path) -> None:
+    data, _ = store_export([GZIP, GZIP, GZIP])
+    placeholder = {DIFFS[0]: {"mediaType": MT_LAYER, "digest": DIFFS[0], "size": 0}}
+    _, layers, rw = rewrite(data, spec(OutputFormat.OCI, [DIFFS[0]], left_out=placeholder), tmp_path)
+    assert layers[0]["size"] == len(LAYERS[0]) and rw.result.unsized == []  # type: ignore[index]
 
 
 def test_a_left_out_layer_into_a_legacy_archive(tmp_path: Path) -> None:
