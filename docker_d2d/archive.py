@@ -14,6 +14,7 @@ otherwise is it spooled to a private temp file to learn its digest before decidi
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import posixpath
 import re
@@ -27,7 +28,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, Union, cast
 
-from .errors import ArchiveError
+from .errors import ArchiveError, ZstdUnavailable
 from .model import short
 from .tarstream import CHUNK, END_OF_ARCHIVE, ChunkReader, Entry, file_entry, file_header, padding, read_entries
 
@@ -45,6 +46,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MT_ZSTD = MT_LAYER + "+zstd"
 
 
 # Output chunks: headers as bytes, bodies as views of the source's buffers (no copies).
@@ -106,6 +108,10 @@ class StreamSpec:
     checkpoint: int | None = None
     chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # source image id -> diff ids
     platform: Mapping[str, str] = field(default_factory=dict)  # os, architecture[, variant] of partial configs
+    # The destination cannot take zstd layers (Docker < 23 reads them as a broken tar, Podman 4
+    # stores them and then cannot save the image): a zstd blob the source holds goes out as the
+    # plain tar it decompresses to, under its diff id.
+    decompress_zstd: bool = False
 
 
 # Partial images carry this label (value: the source image's id) and nothing else of the source's config.
@@ -127,12 +133,13 @@ def partial_config(source_id: str, diff_ids: tuple[str, ...], platform: Mapping[
 @dataclass
 class LayerEntry:
     source_name: str
-    size: int  # as stored in the source archive
+    size: int  # as stored in the source archive; as sent, for a blob sent decompressed
     diff_id: str | None
     blob_digest: str | None  # digest of the bytes we send (compressed blobs keep theirs)
     media_type: str = MT_LAYER
     uncompressed_size: int | None = None
     out_name: str | None = None  # None: left out
+    absent: bool = False  # a left-out layer the export did not carry: its sizes are unknown here
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,9 @@ class RewriteResult:
     # diff id -> the descriptor an output manifest named a left-out layer by, and a sent one
     left_out: dict[str, dict[str, Any]] = field(default_factory=dict)
     sent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Left-out layers the export did not carry, named by their diff id with no size known (0): a
+    # containerd store exports a blob by its manifest's size, so it could not export such an image.
+    unsized: list[str] = field(default_factory=list)
     layers_sent: int = 0
     layers_skipped: int = 0
     bytes_sent: int = 0
@@ -209,20 +219,34 @@ def _media_type(head: bytes) -> str:
     if head[:2] == b"\x1f\x8b":
         return MT_LAYER + "+gzip"
     if head[:4] == b"\x28\xb5\x2f\xfd":
-        return MT_LAYER + "+zstd"
+        return MT_ZSTD
     return MT_LAYER
+
+
+def _peek(body: Iterator[memoryview], n: int = 4) -> tuple[bytes, Iterator[memoryview]]:
+    """A body's first `n` bytes (fewer if it is shorter), and the whole body, still to be read."""
+    taken: list[memoryview] = []
+    size = 0
+    for chunk in body:
+        taken.append(chunk)
+        size += len(chunk)
+        if size >= n:
+            break
+    return b"".join(bytes(c[:n]) for c in taken)[:n], itertools.chain(taken, body)
 
 
 class _DiffHasher:
     """sha256 of the bytes as they come (the blob digest) and of their uncompressed form (the diff
     id; one hash when the blob is not compressed). Compressed blobs are inflated in bounded steps,
-    so one that inflates hugely costs time, not memory; `limit` stops it early."""
+    so one that inflates hugely costs time, not memory; `limit` stops it early. `inflate_to`: a
+    file that also gets the inflated bytes of a zstd blob."""
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(self, limit: int | None = None, inflate_to: IO[bytes] | None = None) -> None:
         self.raw = hashlib.sha256()
         self.media_type: str | None = None
         self.uncompressed = 0
         self._limit = limit
+        self._inflate_to = inflate_to
         self._diff: Any = None  # a second hash, for compressed blobs only
         self._head = b""  # the first bytes, until there are enough to tell the compression
         self._gzip: Any = None
@@ -245,9 +269,12 @@ class _DiffHasher:
         if self.media_type.endswith("+gzip"):
             self._gzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif self.media_type.endswith("+zstd"):
-            import zstandard
+            try:
+                import zstandard
+            except ImportError as exc:  # a source host's python (remote/): the local side has it
+                raise ZstdUnavailable("a layer is zstd-compressed, and this python lacks the zstandard module") from exc
 
-            sink = cast(IO[bytes], _Sink(self._plain))
+            sink = cast(IO[bytes], _Sink(self._plain if self._inflate_to is None else self._plain_kept))
             self._zstd = zstandard.ZstdDecompressor().stream_writer(sink, write_size=CHUNK)
         if self._gzip is not None or self._zstd is not None:
             self._diff = hashlib.sha256()
@@ -278,6 +305,11 @@ class _DiffHasher:
     def _plain(self, data: bytes) -> None:
         self._diff.update(data)
         self._count(len(data))
+
+    def _plain_kept(self, data: bytes) -> None:
+        self._plain(data)  # counted first: the limit stops a zstd bomb before it fills the disk
+        assert self._inflate_to is not None
+        self._inflate_to.write(data)
 
     def _count(self, n: int) -> None:
         self.uncompressed += n
@@ -551,6 +583,14 @@ class Rewriter:
             return layer
         if diff is not None and self._held_back(diff):
             return self._defer(layer, entry, blob, body, hashed)
+        if self.spec.decompress_zstd:
+            if hashed is not None:
+                zstd = hashed.media_type == MT_ZSTD
+            else:
+                head, body = _peek(body)
+                zstd = _media_type(head) == MT_ZSTD
+            if zstd:
+                return (yield from self._inflated(entry, layer, key, body))
         layer.out_name = self._output_name(blob or diff or "", entry.name)
         if blob:
             self._sent_by_digest[blob] = layer.out_name
@@ -582,6 +622,41 @@ class Rewriter:
         self._emitted.add(layer.diff_id)
         self._segment.add(layer.diff_id)
         self._segment_bytes += entry.size
+        return layer
+
+    def _inflated(self, entry: Entry, layer: LayerEntry, key: str, body: Iterator[memoryview]) -> LayerWriter:
+        """Send a zstd blob as the plain tar it inflates to, for a destination that cannot take zstd.
+        A tar header names its entry's size before the body, so the blob is inflated into a spool
+        first (a spooled blob, once more from its spool: only layers that travel are inflated)."""
+        with tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-inflate-") as plain:
+            hasher = _DiffHasher(self.spec.limits.get(layer.diff_id or "", self.spec.max_layer), inflate_to=plain)
+            for chunk in body:
+                hasher.update(chunk)
+            hasher.finish()
+            _check_claims(entry.name, hasher)
+            diff, size = hasher.diff_digest(), hasher.uncompressed
+            self.result.spooled_bytes += size
+            layer.diff_id = layer.blob_digest = diff
+            layer.media_type, layer.size, layer.uncompressed_size = MT_LAYER, size, size
+            layer.out_name = self._output_name(diff, entry.name)
+            # Either digest names this content from here on: a later copy of it is not sent again.
+            self._sent_by_digest[hasher.raw_digest()] = layer.out_name
+            self._sent_by_digest.setdefault(diff, layer.out_name)
+            self._remaining[diff] = 0
+            self.progress.layer_started(key, size)
+            yield file_header(layer.out_name, size)
+            plain.seek(0)
+            for chunk in _read_file(plain):
+                yield chunk
+                self.progress.layer_advanced(key, len(chunk))
+        yield padding(size)
+        self.progress.layer_finished(key)
+        self.result.layers_sent += 1
+        self.result.bytes_sent += size
+        self._by_diff[diff] = layer
+        self._emitted.add(diff)
+        self._segment.add(diff)
+        self._segment_bytes += size
         return layer
 
     # --- checkpoints: archives that end with partial images ----------------------------------
@@ -814,7 +889,7 @@ class Rewriter:
     def _resolve(self, path: str, diff: str) -> LayerEntry:
         layer = self._layers.get(self._follow(path))
         if layer is None:
-            raise ArchiveError(f"the export lacks the layer file {path}")
+            layer = self._absent(path, diff)
         if layer.diff_id is None:
             layer.diff_id = diff
         elif layer.diff_id != diff:
@@ -824,6 +899,25 @@ class Rewriter:
             )
         if layer.out_name is None and layer.blob_digest in self._sent_by_digest:
             layer.out_name = self._sent_by_digest[layer.blob_digest]
+        return layer
+
+    def _absent(self, path: str, diff: str) -> LayerEntry:
+        """A layer file the export does not carry. The containerd store's export leaves out
+        non-distributable blobs (moby daemon/containerd/image_exporter.go) and blobs a pull skipped.
+        A layer the destination holds needs none: the config's diff id names it in the output."""
+        if diff not in self.spec.skip:
+            desc = self.result.source_layers.get(diff) or {}
+            media_type = str(desc.get("mediaType", ""))
+            if "nondistributable" in media_type or "foreign" in media_type:
+                raise ArchiveError(
+                    f"the export leaves out layer {short(diff)}, as it does every non-distributable one "
+                    f"({media_type}); copy to a destination that holds it already (load its base there first)"
+                )
+            raise ArchiveError(f"the export lacks the layer file {path}")
+        layer = LayerEntry(path, 0, diff, None, absent=True)
+        self._layers[path] = layer
+        self.result.layers_skipped += 1
+        self.progress.layer_skipped(diff, 0)
         return layer
 
     def _collect_aliases(self) -> None:
@@ -875,7 +969,12 @@ class Rewriter:
         desc = self.spec.left_out.get(diff)
         if desc is None and self.spec.prefer_source:
             desc = self.result.source_layers.get(diff)
-        if desc is None or desc["digest"] == diff:
+        if layer.absent and (desc is None or desc["digest"] == diff):
+            # Only the destination can tell this size (StreamSpec.left_out); 0 is no tar's size.
+            desc = {"mediaType": MT_LAYER, "digest": diff, "size": desc["size"] if desc else 0}
+            if not desc["size"] and diff not in self.result.unsized:
+                self.result.unsized.append(diff)
+        elif desc is None or desc["digest"] == diff:
             size = layer.uncompressed_size if layer.uncompressed_size is not None else layer.size
             desc = {"mediaType": MT_LAYER, "digest": diff, "size": size}
         self.result.left_out[diff] = dict(desc)

@@ -23,13 +23,26 @@ class Compression(str, Enum):
     NONE = "none"
 
 
+def _major(version: str) -> int | None:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return None
+
+
 def accepts_zstd(dest: EngineInfo) -> bool:
+    """Whether the destination's load reads a zstd body."""
     if dest.kind is EngineKind.PODMAN:
         return True
-    try:
-        return int(dest.version.split(".")[0]) >= 23  # Docker 20.10 reads zstd bodies as a broken tar
-    except ValueError:
-        return False
+    return (_major(dest.version) or 0) >= 23  # Docker 20.10 reads zstd bodies as a broken tar
+
+
+def accepts_zstd_layers(dest: EngineInfo) -> bool:
+    """Whether a layer may reach the destination as a zstd blob. Docker reads zstd from 23.0 on
+    (moby pkg/archive DecompressStream), bodies and layers alike; Podman 4 loads zstd layers, keeps
+    them as they are and then cannot save the image ("zstd compression is not supported for docker
+    images"); Podman 5 can. An engine whose version we cannot read gets plain layers: always safe."""
+    return (_major(dest.version) or 0) >= (5 if dest.kind is EngineKind.PODMAN else 23)
 
 
 def far(endpoint: Endpoint) -> bool:

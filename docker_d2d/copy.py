@@ -17,7 +17,7 @@ from typing import Protocol
 
 from . import checkpoints
 from .archive import Progress, Rewriter, RewriteResult, StreamSpec
-from .compress import Compression, choose, far
+from .compress import Compression, accepts_zstd_layers, choose, far
 from .endpoint import Endpoint, Scheme
 from .engine import Engine
 from .errors import ArchiveError, D2DError, EngineError, ImageNotFound, PlatformError, VerifyError
@@ -36,7 +36,7 @@ from .model import (
 )
 from .plan import Decision, ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
 from .prefetch import prefetch
-from .probe import Descriptor, held_as, uncompressed
+from .probe import Descriptor, held_as, held_sizes, uncompressed
 from .registry_first import PulledBase, RegistryFirst, find_bases, pull_bases
 from .registry_layers import layer_descriptors
 from .remote import RemoteFilter
@@ -357,7 +357,14 @@ def _transfer_and_verify(
     for batch in _batches(plan, dst.info.kind):
         # Layers loaded by an earlier batch are at the destination now.
         skip = batch.skip | frozenset(d for p in plan.exported if p.source.id in dest_ids for d in p.source.diff_ids)
-        spec = stream_spec(batch, src.info, dst.info.kind, skip=skip, exported=exported)
+        spec = stream_spec(
+            batch,
+            src.info,
+            dst.info.kind,
+            skip=skip,
+            exported=exported,
+            decompress_zstd=not accepts_zstd_layers(dst.info),
+        )
         if src.info.kind is EngineKind.CONTAINERD and not save_platform(batch):
             # The export holds every platform present; only the images' own layers travel.
             spec = replace(spec, keep=frozenset(d for p in batch.exported for d in p.source.diff_ids))
@@ -397,6 +404,7 @@ def _load_batch(
         rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
         result.transfers.append(rewritten)
         rewritten = _complete(src, dst, batch, spec, held, rewritten, reporter, options, result)
+        rewritten = _sized(src, dst, batch, spec, held, rewritten, reporter, options, result)
         return _verify(dst, batch, src.info.kind, rewritten)
     except D2DError:
         # Leave no incomplete or unverified image of ours behind (a tagged image stays tagged).
@@ -540,6 +548,57 @@ def _complete(
             side="destination",
             endpoint=str(dst.endpoint),
         )
+    return rewritten
+
+
+def _sized(
+    src: Source,
+    dst: Engine,
+    batch: TransferPlan,
+    spec: StreamSpec,
+    held: Sequence[ImageInfo],
+    rewritten: RewriteResult,
+    reporter: Reporter,
+    options: CopyOptions,
+    result: CopyResult,
+) -> RewriteResult:
+    """A layer the export leaves out (non-distributable) that the store holds uncompressed was named
+    without its size, which no probe tells. Loaded so, the image is complete but does not export: the
+    store writes each blob by its manifest's size, and `docker save` then breaks off at that blob.
+    Learn the sizes from the store's own export of an image holding them and load the image's
+    manifest again with them; everything is at the destination by now, so no layer travels again."""
+    if not rewritten.unsized:
+        return rewritten
+    sizes = held_sizes(dst, held, rewritten.unsized)
+    unknown = [d for d in rewritten.unsized if d not in sizes]
+    if unknown:
+        raise VerifyError(
+            f"the export leaves out layer {short(unknown[0])} and the destination holds it, but not in an image "
+            "whose export tells its size: the image would load, but not save",
+            side="destination",
+            endpoint=str(dst.endpoint),
+        )
+    reporter.note(
+        f"read the size of {len(sizes)} left-out layer(s) from the destination's own export: loading the image's "
+        "manifest again with it"
+    )
+    known = {**rewritten.left_out, **rewritten.sent, **{d: uncompressed(d, n) for d, n in sizes.items()}}
+    first = [w.manifest_digest for w in rewritten.images]
+    retry = replace(spec, skip=frozenset(known), left_out=known, prefer_source=False)
+    rewritten = _transfer(src, dst, batch, retry, reporter, options, result)
+    result.transfers.append(rewritten)
+    incomplete = _incomplete(dst, rewritten)
+    if incomplete:
+        raise VerifyError(
+            f"the loaded image {short(incomplete[0])} is incomplete (the engine lacks some of its content)",
+            side="destination",
+            endpoint=str(dst.endpoint),
+        )
+    written = {w.manifest_digest for w in rewritten.images}
+    there_before = {i.id for i in held}
+    for digest in first:
+        if digest and digest not in written and digest not in there_before:
+            dst.remove(digest)
     return rewritten
 
 

@@ -10,6 +10,7 @@
     │   └── ImageNotFound         a requested image does not exist at the source
     ├── PlatformError             the source cannot give the platform asked for
     ├── ArchiveError              the source's archive is not what its engine promised
+    │   └── ZstdUnavailable       a zstd layer, and no zstandard module to read it (a source host's python)
     ├── VerifyError               the destination's image differs from the source's after the load
     └── Cancelled                 the user interrupted (exit 130)
 
@@ -72,6 +73,10 @@ class PlatformError(D2DError):
 
 
 class ArchiveError(D2DError):
+    pass
+
+
+class ZstdUnavailable(ArchiveError):
     pass
 
 

@@ -221,9 +221,11 @@ def stream_spec(
     dest: EngineKind,
     skip: frozenset[str] | None = None,
     exported: Sequence[ImageInfo] = (),
+    decompress_zstd: bool = False,
 ) -> StreamSpec:
     """What the rewrite needs to know. `exported`: every image in the export, when it holds images this
-    plan does not want (an export shared by several destinations): those are left out whole."""
+    plan does not want (an export shared by several destinations): those are left out whole.
+    `decompress_zstd`: the destination cannot take zstd layers (compress.accepts_zstd_layers)."""
     images = [p.source for p in plan.exported]
     wanted_ids = {i.id for i in images}
     others = [i for i in exported if i.id not in wanted_ids]
@@ -254,4 +256,5 @@ def stream_spec(
         image_ids=frozenset(wanted_ids),
         limits=limits,
         max_layer=max_layer,
+        decompress_zstd=decompress_zstd,
     )

@@ -13,14 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .archive import MT_CONFIG, MT_LAYER, MT_MANIFEST
+from .archive import MT_CONFIG, MT_LAYER, MT_MANIFEST, SMALL_BLOB, _blob_name
 from .engine import Engine
-from .errors import EngineError
-from .model import Platform
-from .tarstream import END_OF_ARCHIVE, file_entry
+from .errors import D2DError, EngineError
+from .model import ImageInfo, Platform
+from .tarstream import END_OF_ARCHIVE, ChunkReader, file_entry, read_entries
 
 Descriptor = dict[str, Any]  # an OCI descriptor: mediaType, digest, size
 
@@ -96,6 +96,54 @@ def held_as(
             break
         found[diff] = hit
     return found
+
+
+def held_sizes(dst: Engine, held: Sequence[ImageInfo], diff_ids: Iterable[str]) -> dict[str, int]:
+    """The sizes of the uncompressed blobs (named by their diff ids) the store holds, which no probe
+    tells: from its own export of images that hold them, a blob's entry header or an image manifest
+    naming it, whichever comes first (blobs come in lexical order); the rest of the export is not
+    read. Layers not found are absent from the answer."""
+    wanted = set(diff_ids)
+    sizes: dict[str, int] = {}
+    for image in sorted(held, key=lambda i: len(i.diff_ids)):  # small images first: less to read
+        if not (wanted - sizes.keys()) & set(image.diff_ids):
+            continue
+        try:
+            with dst.save([image.id]) as raw:
+                _read_sizes(ChunkReader(raw), wanted, sizes)
+        except D2DError:
+            continue  # e.g. an image whose own export breaks: another may tell
+        if wanted <= sizes.keys():
+            break
+    return sizes
+
+
+def _read_sizes(reader: ChunkReader, wanted: set[str], sizes: dict[str, int]) -> None:
+    for entry in read_entries(reader):
+        digest = _blob_name(entry.name)
+        if digest in wanted and entry.size:
+            sizes[digest] = entry.size  # its header tells: the body need not be read
+        elif digest and entry.size <= SMALL_BLOB:
+            sizes.update(_manifest_sizes(reader.read_exact(entry.size), wanted - sizes.keys()))
+            if wanted <= sizes.keys():
+                return
+            continue
+        if wanted <= sizes.keys():
+            return
+        reader.skip(entry.size)
+
+
+def _manifest_sizes(data: bytes, wanted: set[str]) -> dict[str, int]:
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}  # a small layer, not a manifest
+    layers = doc.get("layers") if isinstance(doc, dict) else None
+    return {
+        d["digest"]: d["size"]
+        for d in (layers if isinstance(layers, list) else [])
+        if isinstance(d, dict) and d.get("digest") in wanted and isinstance(d.get("size"), int) and d["size"] > 0
+    }
 
 
 def _unique(descs: Sequence[Descriptor]) -> Iterator[Descriptor]:

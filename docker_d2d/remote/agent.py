@@ -289,6 +289,7 @@ def spec_from_json(doc: dict[str, Any]) -> StreamSpec:
         checkpoint=doc["checkpoint"],
         chains={k: tuple(v) for k, v in doc["chains"].items()},
         platform=dict(doc["platform"]),
+        decompress_zstd=bool(doc["decompress_zstd"]),
     )
 
 
@@ -310,6 +311,7 @@ def spec_to_json(spec: StreamSpec) -> dict[str, Any]:
         "checkpoint": spec.checkpoint,
         "chains": {k: list(v) for k, v in spec.chains.items()},
         "platform": dict(spec.platform),
+        "decompress_zstd": spec.decompress_zstd,
     }
 
 

@@ -22,7 +22,7 @@ from ..archive import Cut, Progress, RewriteResult, StreamSpec, WrittenImage
 from ..checkpoints import keep_partials
 from ..compress import Compression, Counted, accepts_zstd
 from ..endpoint import DEFAULT_UNIX_SOCKET
-from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound
+from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound, ZstdUnavailable
 from ..model import human_size
 from ..transport.ssh import WINDOW, SSHConnection, connection_for
 from . import RemoteFilter
@@ -93,7 +93,11 @@ def accepted(requested: Compression, dst: Engine) -> list[str]:
     return ["zstd", "gzip"]
 
 
-_ERRORS: dict[str, type[D2DError]] = {"not-found": ImageNotFound, "ArchiveError": ArchiveError}
+_ERRORS: dict[str, type[D2DError]] = {
+    "not-found": ImageNotFound,
+    "ArchiveError": ArchiveError,
+    "ZstdUnavailable": ZstdUnavailable,
+}
 
 
 @dataclass
@@ -210,16 +214,16 @@ def _progress(progress: Progress, what: str, key: str, n: int) -> None:
         progress.layer_finished(key)
 
 
-def _fallback_note(src: Engine, plan: TransferPlan, why: str) -> str:
+def _fallback_note(src: Engine, plan: TransferPlan, why: str, remedy: str = "") -> str:
     layers = plan.unique_layers().values()
     whole = sum(lay.size or 0 for lay in layers)
     missing = plan.bytes_to_send
     host = src.endpoint.host
+    remedy = remedy or f"Install python3 (3.8 or later) on {host}"
     return (
         f"the source host {host} cannot filter the export: {why}. The whole export (~ {human_size(whole)}) "
         f"crosses the link uncompressed instead of only the missing layers (~ {human_size(missing)} before "
-        f"compression). Install python3 (3.8 or later) on {host} for the fast path, or pass --remote-filter never "
-        "to choose the plain stream"
+        f"compression). {remedy} for the fast path, or pass --remote-filter never to choose the plain stream"
     )
 
 
@@ -275,6 +279,17 @@ def remote_transfer(
                 assert body.result is not None
                 return body.result
             keep_partials(dst, body.cut, reporter, result)
+    except ZstdUnavailable:
+        # Its reader met a zstd blob (a containerd store's) it cannot hash or inflate. The load got a
+        # body cut off before its end, so it made nothing (partial images of earlier checkpoints
+        # stay, named): the plain stream starts over. Deciding up front would cost every pull from
+        # such a store the plain stream, zstd blobs or not.
+        why = "its python3 lacks the zstandard module, which the store's zstd layers need"
+        _UNUSABLE[connection] = why
+        log.info("source %s: plain export stream (%s)", src.endpoint, why)
+        remedy = f"Install the zstandard module for python3 on {src.endpoint.host} (Debian: python3-zstandard)"
+        reporter.note(_fallback_note(src, plan, why, remedy))
+        return None
     except D2DError as exc:
         # Raised inside the body generator (the source's side) unless named already.
         raise exc.with_side("source", str(src.endpoint)) from exc

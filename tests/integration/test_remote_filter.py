@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -24,7 +25,16 @@ import zstandard
 
 from tests.conftest import d2d_path, run_d2d
 from tests.harness.engines import SPECS, Engine
-from tests.harness.images import Builder, image_exists, place_compressed, unique
+from tests.harness.images import (
+    Builder,
+    diff_id,
+    image_config,
+    image_exists,
+    layer_files,
+    oci_archive,
+    place_compressed,
+    unique,
+)
 from tests.harness.netns import NetNS
 from tests.harness.realistic import build_image
 from tests.harness.sshd import SshClientHome, Sshd
@@ -36,6 +46,7 @@ RUN = os.getpid() % 100000  # namespace names and subnets unique to this run
 SUBNET = 20 + (RUN % 100) * 2
 AGENT_MARK = "sys.meta_path.insert"  # a piece of the bootstrap: how the agent shows in ps
 MB = 1 << 20
+MT_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 
 @dataclass
@@ -340,6 +351,40 @@ def test_pull_from_a_containerd_store_holding_compressed_blobs(world: World, bui
     assert wire <= 1.2 * reference(layer_bytes(builder.engine, app, missing), "gzip") + 2 * MB
     assert layers_of(dst, app) == layers_of(src, app)
     assert list((world.base / "tmpa").iterdir()) == []
+
+
+@pytest.mark.parametrize("dst_kind", ["docker20", "docker26"])
+def test_pull_zstd_layers_from_a_containerd_store(world: World, dst_kind: str) -> None:
+    """A store holding zstd blobs, into Docker 20.10 (which takes them only inflated) and 26.1 (as
+    they are). The host's python3 (Debian's) has no zstandard module: its reader stops at the first
+    zstd blob and the pull starts over with the plain stream, saying so once. A python3 with the
+    module filters there, and inflates them for Docker 20.10."""
+    src, dst = world.a.engines["docker26c"], world.local20 if dst_kind == "docker20" else world.local
+    ref = unique("rfzstd") + ":1"
+    layers = layer_files(2, size=2 * MB)
+    blobs = [zstandard.ZstdCompressor(level=3).compress(b) for b in layers]
+    config = image_config([diff_id(b) for b in layers], [{"created_by": "x"}, {"created_by": "y"}])
+    src.docker("load", "-q", input=oci_archive(ref, [(MT_ZSTD, b) for b in blobs], config))
+    sent = sum(len(b) for b in (layers if dst_kind == "docker20" else blobs))
+    srv = _sshd(world, "zstdsshd", f"{Path(sys.executable).parent}:/usr/bin:/bin")  # our python3: zstandard
+    try:
+        proc = run_d2d("pull", world.a.url("docker26c"), ref, "--debug", env=world.env(dst))
+        assert proc.returncode == 0, proc.stderr
+        notes = [line for line in proc.stderr.splitlines() if "cannot filter the export" in line]
+        assert len(notes) == 1 and "zstandard module" in notes[0], proc.stderr
+        assert layers_of(dst, ref) == [diff_id(b) for b in layers]
+        assert dst.docker("save", ref).returncode == 0
+        remove(dst, ref)
+
+        res, log = d2d_json(world, "pull", world.a.url("docker26c", srv), ref, dst=dst)
+        assert "filtering at the source host" in log and "cannot filter" not in log, log
+        assert res["bytes_sent"] == sent
+        assert layers_of(dst, ref) == [diff_id(b) for b in layers]
+        assert dst.docker("save", ref).returncode == 0
+    finally:
+        srv.stop()
+        remove(dst, ref)
+        remove(src, ref)
 
 
 def test_destination_failing_mid_pull_ends_the_helper(world: World) -> None:

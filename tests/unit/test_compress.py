@@ -6,7 +6,7 @@ import io
 import pytest
 import zstandard
 
-from docker_d2d.compress import Compression, Counted, choose, compressed
+from docker_d2d.compress import Compression, Counted, accepts_zstd_layers, choose, compressed
 from docker_d2d.endpoint import parse_endpoint
 from docker_d2d.engine import negotiate_version
 from docker_d2d.errors import UsageError
@@ -63,6 +63,20 @@ def test_auto_choice() -> None:
     assert choose(Compression.AUTO, ssh, pod) is Compression.ZSTD
     with pytest.raises(UsageError, match="cannot load zstd"):
         choose(Compression.ZSTD, ssh, d20)
+
+
+def test_which_destinations_take_zstd_layers() -> None:
+    takes = {
+        (EngineKind.GRAPHDRIVER, "20.10.24"): False,  # reads them as a broken tar
+        (EngineKind.GRAPHDRIVER, "23.0.0"): True,
+        (EngineKind.GRAPHDRIVER, "26.1.5"): True,
+        (EngineKind.CONTAINERD, "28.5.2"): True,
+        (EngineKind.PODMAN, "4.3.1"): False,  # keeps them, then cannot save the image
+        (EngineKind.PODMAN, "5.4.2"): True,
+        (EngineKind.GRAPHDRIVER, "dev"): False,  # unknown: plain layers are always safe
+    }
+    for (kind, version), expected in takes.items():
+        assert accepts_zstd_layers(EngineInfo(kind, version, "1.41")) is expected, (kind, version)
 
 
 def test_api_version_negotiation() -> None:

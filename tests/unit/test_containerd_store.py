@@ -8,7 +8,8 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ import pytest
 
 from docker_d2d import probe
 from docker_d2d.archive import OutputFormat, Rewriter, StreamSpec
-from docker_d2d.errors import UsageError
-from docker_d2d.model import Platform
+from docker_d2d.errors import EngineError, UsageError
+from docker_d2d.model import ImageInfo, Platform
 from docker_d2d.registry_layers import split_repo_digest
 
 
@@ -165,6 +166,77 @@ def test_held_as_stops_at_a_layer_held_under_no_candidate(monkeypatch: pytest.Mo
     monkeypatch.setattr(probe, "holds", store.holds)
     found = probe.held_as(object(), DIFFS, candidates())  # type: ignore[arg-type]
     assert list(found) == [DIFFS[0]]
+
+
+class ExportingStore:
+    """Answers `save` with a canned export per image id; counts the bytes its caller read."""
+
+    def __init__(self, exports: dict[str, bytes], broken: Sequence[str] = ()) -> None:
+        self.exports, self.broken = exports, set(broken)
+        self.read = 0
+        self.saved: list[str] = []
+
+    @contextmanager
+    def save(self, names: Sequence[str]) -> Iterator[Iterator[bytes]]:
+        (name,) = names
+        self.saved.append(name)
+
+        def body() -> Iterator[bytes]:
+            data = self.exports[name]
+            for i in range(0, len(data), 4096):
+                if name in self.broken:
+                    raise EngineError("the export stopped mid-stream")
+                self.read += len(data[i : i + 4096])
+                yield data[i : i + 4096]
+
+        yield body()
+
+
+def plain_export() -> bytes:
+    """A store's export of an image it holds uncompressed (loaded from a tar): blobs in lexical order."""
+    manifest = json.dumps(
+        {
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": len(b)}
+                for d, b in zip(DIFFS, LAYERS)
+            ]
+        }
+    ).encode()
+    blobs = sorted((f"blobs/sha256/{sha(b)[7:]}", b) for b in [*LAYERS, CONFIG, manifest])
+    return make_tar([*blobs, ("index.json", b"{}")])
+
+
+def image(name: str, n: int) -> ImageInfo:
+    return ImageInfo(name, tuple(DIFFS[:n]))
+
+
+def test_held_sizes_from_the_stores_own_export() -> None:
+    store = ExportingStore({"big": plain_export(), "small": plain_export()})
+    sizes = probe.held_sizes(store, [image("big", 3), image("small", 2)], DIFFS[:2])  # type: ignore[arg-type]
+    assert sizes == {DIFFS[0]: len(LAYERS[0]), DIFFS[1]: len(LAYERS[1])}
+    assert store.saved == ["small"]  # the smallest image holding them
+    assert store.read < len(plain_export())  # read up to what tells, not to the end
+
+
+def test_held_sizes_from_a_manifest_when_it_comes_first() -> None:
+    """The manifest names the layer before its blob comes: its descriptor tells the size."""
+    digest = DIFFS[2]
+    manifest = json.dumps({"layers": [{"digest": digest, "size": len(LAYERS[2])}]}).encode()
+    export = make_tar([("blobs/sha256/" + "0" * 64, manifest), (f"blobs/sha256/{digest[7:]}", b"")])
+    store = ExportingStore({"img": export})
+    assert probe.held_sizes(store, [image("img", 3)], [digest]) == {digest: len(LAYERS[2])}  # type: ignore[arg-type]
+
+
+def test_held_sizes_tries_the_next_image_when_an_export_breaks() -> None:
+    store = ExportingStore({"a": plain_export(), "b": plain_export()}, broken=["a"])
+    sizes = probe.held_sizes(store, [image("a", 3), image("b", 3)], [DIFFS[2]])  # type: ignore[arg-type]
+    assert sizes == {DIFFS[2]: len(LAYERS[2])} and store.saved == ["a", "b"]
+
+
+def test_held_sizes_leaves_out_what_no_image_holds() -> None:
+    store = ExportingStore({"a": plain_export()})
+    assert probe.held_sizes(store, [image("a", 2)], [DIFFS[2]]) == {}  # type: ignore[arg-type]
+    assert store.saved == []  # no image holds it: nothing exported
 
 
 @pytest.mark.parametrize(

@@ -186,6 +186,34 @@ def test_zstd_where_the_host_can(python: str, engine: tuple[_Server, str], tmp_p
     assert members(zstandard.ZstdDecompressor().decompressobj().decompress(data)) == members(expected)
 
 
+@pytest.mark.parametrize("decompress", [True, False], ids=["inflated", "as-they-are"])
+@pytest.mark.parametrize("python", [OLDEST[0], sys.executable], ids=["3.8-no-zstandard", "ours-zstandard"])
+def test_zstd_layers_where_the_host_can_read_them(
+    python: str, decompress: bool, engine: tuple[_Server, str], tmp_path: Path
+) -> None:
+    """A store's zstd blobs, inflated for a destination that cannot take them or sent as they are:
+    the host's output is the local side's; a host whose python cannot read zstd (not even to hash
+    a blob) stops with the one error the local side falls back to the plain stream on."""
+    from tests.unit.test_archive_store_shapes import DIFFS as Z_DIFFS
+    from tests.unit.test_archive_store_shapes import ZSTD, store_export
+
+    server, path = engine
+    server.archive, _ = store_export([ZSTD, ZSTD, ZSTD])
+    spec = StreamSpec(OutputFormat.LEGACY, frozenset(Z_DIFFS[:1]), {}, tuple(Z_DIFFS), decompress_zstd=decompress)
+    data, events, code = run_agent(python, job(path, spec, ["gzip"]))
+    assert events[0]["event"] == "hello"
+    if python == sys.executable:
+        assert code == 0
+        expected, rw = local(server.archive, spec, tmp_path)
+        assert gzip.decompress(data) == expected
+        result = next(e for e in events if e["event"] == "result")
+        assert result_from_json(result["result"]) == rw.result  # type: ignore[arg-type]
+    else:
+        assert code == 1
+        assert events[-1]["event"] == "error" and events[-1]["kind"] == "ZstdUnavailable"
+        assert "lacks the zstandard module" in str(events[-1]["message"])
+
+
 def test_engine_error_is_reported(engine: tuple[_Server, str]) -> None:
     server, path = engine
     server.status = 404
@@ -249,6 +277,7 @@ def test_every_field_of_the_spec_reaches_the_host() -> None:
         checkpoint=789,
         chains={"sha256:img": (DIFFS[0], DIFFS[1])},
         platform={"os": "linux", "architecture": "arm64"},
+        decompress_zstd=True,
     )
     doc = json.loads(json.dumps(spec_to_json(spec)))
     assert set(doc) == {f.name for f in dataclasses.fields(StreamSpec)}
