@@ -84,7 +84,14 @@ def main() -> None:
         def rmi(*refs: str) -> None:
             dst.docker("rmi", *refs)
 
-        v2_id = src.docker("image", "inspect", "--format", "{{.Id}}", "bench:2").stdout.decode().strip()
+        def rmi_v2() -> None:
+            """Every image at the destination but bench:1: the update however it landed (tagged, or
+            untagged under an id that differs from the source's in a containerd store)."""
+            keep = dst.docker("image", "inspect", "--format", "{{.Id}}", "bench:1").stdout.decode().strip()
+            ids = set(dst.docker("image", "ls", "-aq", "--no-trunc").stdout.decode().split()) - {keep}
+            if ids:
+                dst.docker("rmi", "-f", *ids)
+
         sh(f"docker -H {src.host} save bench:2 > /dev/null")  # warm the page cache for both sides alike
 
         def median(values: list[float]) -> float:
@@ -99,16 +106,17 @@ def main() -> None:
             cold_d.append(t)
             rss.append(r)
             upd_b.append(sh(pipe.format(img="bench:2")))
-            rmi(v2_id)
+            rmi_v2()
             saves.append(sh(f"docker -H {src.host} save bench:2 > /dev/null"))
             thin_archive(src, dst, "bench:2", thin)
             loads.append(sh(f"docker -H {dst.host} load -i {thin}"))
-            rmi(v2_id)
+            rmi_v2()
             t, r = d2d(src, dst, "bench:2")
             upd_d.append(t)
             rss.append(r)
             noops.append(d2d(src, dst, "bench:2")[0])
-            rmi(v2_id, "bench:1")
+            rmi_v2()
+            rmi("bench:1")
         cold_base, cold_d2d = median(cold_b), median(cold_d)
         update_base, update_d2d = median(upd_b), median(upd_d)
         save_only, load_thin, noop_d2d = median(saves), median(loads), median(noops)
