@@ -37,6 +37,7 @@ from tests.harness.images import (
 )
 from tests.harness.netns import NetNS
 from tests.harness.realistic import build_image
+from tests.harness.rootless import RootlessPodman, rootless_podman
 from tests.harness.sshd import SshClientHome, Sshd
 
 pytestmark = pytest.mark.engines
@@ -219,6 +220,63 @@ def test_pull_update_into_docker_20_is_gzip(world: World) -> None:
     assert wire <= 1.2 * reference(layer_bytes(src, v2, missing), "gzip") + 2 * MB
     assert layers_of(dst, v2) == layers_of(src, v2)
     remove(dst, v2)
+
+
+@dataclass
+class Rootless:
+    engine: RootlessPodman
+    sshd: Sshd
+    session_dirs: list[Path]  # HOME and TMPDIR of the user's ssh sessions
+
+    @property
+    def url(self) -> str:
+        return f"ssh://{self.engine.user}@{self.sshd.address}:{self.sshd.port}{self.engine.socket}"
+
+
+@pytest.fixture
+def rootless(world: World) -> Iterator[Rootless]:
+    """Rootless Podman 4.3 on the source host (tests/harness/rootless.py), behind an sshd of its
+    own that lets the user in with the client's key."""
+    base = Path(tempfile.mkdtemp(prefix="rl", dir="/var/tmp"))
+    os.chmod(base, 0o755)  # sshd reads authorized keys as the user logging in
+    engine = rootless_podman(base / "podman")
+    dirs = [base / "home", base / "tmp"]
+    options = {"SetEnv": f"HOME={dirs[0]} TMPDIR={dirs[1]}"}
+    srv = Sshd(base / "sshd", address=world.a.ns.addr, port=2222, netns=world.a.ns.name, options=options)
+    try:
+        engine.start(netns=world.a.ns.name)
+        for d in dirs:
+            d.mkdir()
+            os.chown(d, engine.pw.pw_uid, engine.pw.pw_gid)
+        srv.start({engine.user: [world.client.ssh / "id_ed25519"]})
+        world.client.trust(srv)
+        yield Rootless(engine, srv, dirs)
+    finally:
+        srv.stop()
+        try:
+            engine.destroy()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def test_pull_update_from_a_rootless_podman_socket(world: World, rootless: Rootless, builder: Builder) -> None:
+    """Issue 8: the agent runs as the unprivileged user and reads the socket in its runtime dir
+    (0700: nobody else could) from a rootless overlay store (checked when the service starts)."""
+    src, dst, v1, v2 = rootless.engine, world.local, world.images["v1"], world.images["v2"]
+    builder.place(src, v2)
+    missing = set(layers_of(src, v2)) - set(layers_of(dst, v1))
+    assert len(missing) == 1
+    try:
+        before = world.a.wire()
+        res, log = d2d_json(world, "pull", rootless.url, v2)
+        wire = world.a.wire() - before
+        assert "filtering at the source host" in log and res["compression"] == "zstd", log
+        ideal = reference(layer_bytes(src, v2, missing), "zstd")
+        assert wire <= 1.2 * ideal + 2 * MB, (wire, ideal)
+        assert layers_of(dst, v2) == layers_of(src, v2)
+        assert [list(d.iterdir()) for d in rootless.session_dirs] == [[], []]
+    finally:
+        remove(dst, v2)
 
 
 def test_remote_to_remote_each_missing_layer_crosses_each_link_once(world: World) -> None:
