@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,11 +38,17 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> SshClientHome:
 def server(engine_base: Path, client: SshClientHome) -> Iterator[Sshd]:
     if subprocess.run(["id", "d2dtest"], capture_output=True).returncode != 0:
         subprocess.run(["useradd", "-M", "-s", "/bin/sh", "d2dtest"], check=True)
+    # sshd without PAM refuses a locked account ("!") even with a good key: "*" is no password, not locked.
+    subprocess.run(["usermod", "-p", "*", "d2dtest"], check=True)
     key = client.ssh / "id_ed25519"
-    srv = Sshd(engine_base / "sshd").start({"root": [key], "d2dtest": [key]})
+    # sshd reads a user's authorized keys as that user: outside the root-only engine dir.
+    base = Path(tempfile.mkdtemp(prefix="d2d-sshd-", dir="/var/tmp"))
+    base.chmod(0o755)
+    srv = Sshd(base / "sshd").start({"root": [key], "d2dtest": [key]})
     client.trust(srv)
     yield srv
     srv.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def _server(engine_base: Path, client: SshClientHome, name: str, **options: str) -> Sshd:
@@ -246,6 +254,8 @@ def test_engine_socket_the_user_may_not_open(client: SshClientHome, server: Sshd
     )
     assert proc.returncode == 1
     assert "permission denied" in proc.stderr.lower() and "destination ssh://d2dtest@" in proc.stderr
+    # The login worked: what is refused is the engine's socket, not the key.
+    assert "authentication" not in proc.stderr.lower(), proc.stderr
 
 
 def test_connection_dropped_mid_transfer(
