@@ -18,7 +18,7 @@ import pytest
 import zstandard
 
 from docker_d2d import archive
-from docker_d2d.archive import MT_LAYER, OutputFormat, Rewriter, StreamSpec
+from docker_d2d.archive import MT_LAYER, NoProgress, OutputFormat, Rewriter, StreamSpec
 from docker_d2d.errors import ArchiveError
 from docker_d2d.tarstream import file_entry
 
@@ -270,21 +270,12 @@ def test_a_left_out_layer_into_a_legacy_archive(tmp_path: Path) -> None:
 
 
 def test_progress_counts_a_left_out_layer_as_there(tmp_path: Path) -> None:
-    class Events:
+    class Events(NoProgress):
         def __init__(self) -> None:
             self.skipped: list[tuple[str, int]] = []
 
         def layer_skipped(self, key: str, size: int) -> None:
             self.skipped.append((key, size))
-
-        def layer_started(self, key: str, size: int) -> None:
-            pass
-
-        def layer_advanced(self, key: str, nbytes: int) -> None:
-            pass
-
-        def layer_finished(self, key: str) -> None:
-            pass
 
     data, _ = store_export([NONDIST, GZIP, GZIP], omit=[0])
     events = Events()
