@@ -226,7 +226,8 @@ def deliver(
 def _drop_partials(dst: Engine, result: CopyResult) -> None:
     """The images are there: the partial names of this run and of interrupted ones go (their
     layers stay, held by the images)."""
-    earlier = checkpoints.partial_refs(result.held, (p.source.id for p in result.plan.exported))
+    # Every image asked for: one already there may have been copied by other means since.
+    earlier = checkpoints.partial_refs(result.held, (p.source.id for p in result.plan.images))
     refs = set(result.partials) | set(earlier)
     for ref in sorted(refs):
         with contextlib.suppress(D2DError):
