@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import checkpoints
-from .archive import Progress, Rewriter, RewriteResult, StreamSpec
+from .archive import PARTIAL_LABEL, Progress, Rewriter, RewriteResult, StreamSpec
 from .compress import Compression, accepts_zstd_layers, choose, far
 from .endpoint import Endpoint, Scheme
 from .engine import Engine
@@ -224,14 +224,18 @@ def deliver(
 
 
 def _drop_partials(dst: Engine, result: CopyResult) -> None:
-    """The images are there: the partial names of this run and of interrupted ones go (their
-    layers stay, held by the images)."""
+    """The images are there: the partial images of this run and of interrupted ones go (their
+    layers stay, held by the images). Also untagged ones: a load whose connection dropped after
+    its archive went out whole may still have landed, without the name we could not give it."""
     # Every image asked for: one already there may have been copied by other means since.
-    earlier = checkpoints.partial_refs(result.held, (p.source.id for p in result.plan.images))
-    refs = set(result.partials) | set(earlier)
-    for ref in sorted(refs):
-        with contextlib.suppress(D2DError):
+    sources = [p.source.id for p in result.plan.images]
+    refs = set(result.partials) | set(checkpoints.partial_refs(result.held, sources))
+    with contextlib.suppress(D2DError):
+        for ref in sorted(refs):
             dst.untag(ref)
+        for source_id in sources:
+            for image_id in dst.labelled(PARTIAL_LABEL, source_id):
+                dst.remove_untagged(image_id)
 
 
 def _drop_pulled_bases(dst: Engine, result: CopyResult, keep: set[str]) -> None:

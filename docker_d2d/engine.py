@@ -303,6 +303,12 @@ class Engine:
     def list_image_ids(self) -> list[str]:
         return list(self.list_images())
 
+    def labelled(self, label: str, value: str) -> list[str]:
+        """Ids of the images whose config carries this label with this value."""
+        filters = json.dumps({"label": [f"{label}={value}"]})
+        listed = self._get_json("/images/json", "image list", all="1", filters=filters)
+        return [_full_id(img["Id"]) for img in listed]
+
     def all_images(self) -> list[ImageInfo]:
         """Every image the engine lists. Inspect answers are cached by id (content addresses) and
         the rest are asked for concurrently: planning costs about one round trip whatever the

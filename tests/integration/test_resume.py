@@ -56,6 +56,12 @@ def partial_names(engine: Engine) -> list[str]:
     return sorted(r for r in out if "docker-d2d-partial" in r)
 
 
+def partial_images(engine: Engine) -> list[str]:
+    """Every partial image, named or not (a load that landed after its connection dropped)."""
+    out = engine.docker("image", "ls", "-aq", "--filter", "label=org.docker-d2d.partial-of").stdout.decode()
+    return out.split()
+
+
 def _events_until_checkpoint(proc: subprocess.Popen[str], n: int) -> list[dict[str, Any]]:
     assert proc.stdout is not None
     seen, checkpoints = [], 0
@@ -101,6 +107,7 @@ def _resumed(src: Engine, dst: Engine, ref: str, lacked_at_first: int) -> dict[s
     assert image_layers(dst, ref) == image_layers(src, ref)
     assert saved_layers(dst, ref) == LAYERS + 1, "every blob is there"
     assert partial_names(dst) == [], "no partial name survives a successful run"
+    assert partial_images(dst) == [], "nor a partial image without a name"
     return result
 
 
@@ -157,7 +164,32 @@ def test_uninterrupted_checkpointed_copy_is_the_image(
     assert result["bytes_sent"] == lacked
     assert image_layers(dst, app) == image_layers(src, app)
     assert saved_layers(dst, app) == LAYERS + 1
-    assert partial_names(dst) == []
+    assert partial_names(dst) == [] and partial_images(dst) == []
+    dst.docker("rmi", app)
+
+
+def test_a_partial_image_that_landed_without_its_name_goes_too(engines: dict[str, Engine], app: str) -> None:
+    """A load whose connection dropped after its archive went out whole may land after all, and
+    unnamed: the run that completes the copy removes it by its label."""
+    src, dst = engines["docker26"], engines["docker28"]
+    proxy = DelayProxy(str(dst.socket), delay=0.0, rate=RATE).start()
+    try:
+        _target(engines, proxy, app)
+        code, out = _interrupted(src, proxy, app, after=2, how="ctrl-c")
+        assert code == 130, out
+    finally:
+        proxy.stop()
+    name = partial_names(dst)[0]
+    partial_id = dst.docker("image", "inspect", "--format", "{{.Id}}", name).stdout.decode().strip()
+    unnamed = dst.docker("save", partial_id).stdout  # by id: the archive names no tag
+    for ref in partial_names(dst):
+        dst.docker("rmi", ref)
+    dst.docker("load", "-q", input=unnamed)
+    assert partial_names(dst) == [] and partial_id in dst.docker("image", "ls", "-aq", "--no-trunc").stdout.decode()
+    result = copy(src, dst, app)
+    assert result["tagged"] == [app]
+    assert partial_images(dst) == [], "the unnamed partial image went"
+    assert image_layers(dst, app) == image_layers(src, app)
     dst.docker("rmi", app)
 
 
