@@ -615,13 +615,7 @@ class Rewriter:
         layer.uncompressed_size = hasher.uncompressed
         self._remaining[layer.diff_id] = 0
         yield padding(entry.size)
-        self.progress.layer_finished(key)
-        self.result.layers_sent += 1
-        self.result.bytes_sent += entry.size
-        self._by_diff[layer.diff_id] = layer
-        self._emitted.add(layer.diff_id)
-        self._segment.add(layer.diff_id)
-        self._segment_bytes += entry.size
+        self._finished(key, layer, layer.diff_id, entry.size)
         return layer
 
     def _inflated(self, entry: Entry, layer: LayerEntry, key: str, body: Iterator[memoryview]) -> LayerWriter:
@@ -650,6 +644,11 @@ class Rewriter:
                 yield chunk
                 self.progress.layer_advanced(key, len(chunk))
         yield padding(size)
+        self._finished(key, layer, diff, size)
+        return layer
+
+    def _finished(self, key: str, layer: LayerEntry, diff: str, size: int) -> None:
+        """A layer went out whole: counted, and known to this archive's checkpoint."""
         self.progress.layer_finished(key)
         self.result.layers_sent += 1
         self.result.bytes_sent += size
@@ -657,7 +656,6 @@ class Rewriter:
         self._emitted.add(diff)
         self._segment.add(diff)
         self._segment_bytes += size
-        return layer
 
     # --- checkpoints: archives that end with partial images ----------------------------------
 
@@ -667,11 +665,10 @@ class Rewriter:
         return self.spec.checkpoint is not None and not self._flushing and not self._ready(diff)
 
     def _ready(self, diff: str) -> bool:
-        return any(
-            all(d in self.spec.skip or d in self._emitted for d in chain[: chain.index(diff)])
-            for chain in self.spec.chains.values()
-            if diff in chain
-        ) or not any(diff in chain for chain in self.spec.chains.values())
+        chains = [chain for chain in self.spec.chains.values() if diff in chain]
+        return not chains or any(
+            all(d in self.spec.skip or d in self._emitted for d in chain[: chain.index(diff)]) for chain in chains
+        )
 
     def _defer(
         self, layer: LayerEntry, entry: Entry, blob: str | None, body: Iterator[memoryview], hashed: _DiffHasher | None
@@ -717,7 +714,7 @@ class Rewriter:
         assert self.spec.checkpoint is not None
         if self._segment_bytes < self.spec.checkpoint:
             return
-        if all(self._emitted.issuperset(c) or all(map(self._placed, c)) for c in self.spec.chains.values()):
+        if all(all(map(self._placed, c)) for c in self.spec.chains.values()):
             return  # every layer is out: the images themselves come next, in this archive
         partials: dict[tuple[str, ...], str] = {}
         for source_id, chain in self.spec.chains.items():

@@ -537,22 +537,8 @@ def _complete(
         reporter.note(f"the destination lacks {len(missing)} left-out layer(s) under any digest we know: sending those")
         # What the first load sent is in the store now (its image record keeps it): named, not sent again.
         known = {**rewritten.sent, **found}
-        retry = replace(spec, skip=frozenset(known), left_out=known, prefer_source=False)
-        first = incomplete
-        rewritten = _transfer(src, dst, batch, retry, reporter, options, result)
-        result.transfers.append(rewritten)
-        incomplete = _incomplete(dst, rewritten)
-        if not incomplete:
-            written = {w.manifest_digest for w in rewritten.images}
-            for digest in first:
-                if digest not in written:
-                    dst.remove(digest)
-    if incomplete:
-        raise VerifyError(
-            f"the loaded image {short(incomplete[0])} is incomplete (the engine lacks some of its content)",
-            side="destination",
-            endpoint=str(dst.endpoint),
-        )
+        return _load_again(src, dst, batch, spec, known, incomplete, held, reporter, options, result)
+    _fail_if_incomplete(dst, incomplete)
     return rewritten
 
 
@@ -588,23 +574,44 @@ def _sized(
         "manifest again with it"
     )
     known = {**rewritten.left_out, **rewritten.sent, **{d: uncompressed(d, n) for d, n in sizes.items()}}
-    first = [w.manifest_digest for w in rewritten.images]
+    first = [w.manifest_digest for w in rewritten.images if w.manifest_digest]
+    return _load_again(src, dst, batch, spec, known, first, held, reporter, options, result)
+
+
+def _load_again(
+    src: Source,
+    dst: Engine,
+    batch: TransferPlan,
+    spec: StreamSpec,
+    known: dict[str, Descriptor],
+    replaced: list[str],
+    held: Sequence[ImageInfo],
+    reporter: Reporter,
+    options: CopyOptions,
+    result: CopyResult,
+) -> RewriteResult:
+    """Load the batch again with the left-out layers named as `known` (the digests and sizes the store
+    holds them under). The images of the load it repairs (`replaced`, manifest digests) go, unless
+    the store held them before this run; an image still incomplete fails the copy."""
     retry = replace(spec, skip=frozenset(known), left_out=known, prefer_source=False)
     rewritten = _transfer(src, dst, batch, retry, reporter, options, result)
     result.transfers.append(rewritten)
-    incomplete = _incomplete(dst, rewritten)
+    _fail_if_incomplete(dst, _incomplete(dst, rewritten))
+    written = {w.manifest_digest for w in rewritten.images}
+    there_before = {i.id for i in held}
+    for digest in replaced:
+        if digest not in written and digest not in there_before:
+            dst.remove(digest)
+    return rewritten
+
+
+def _fail_if_incomplete(dst: Engine, incomplete: list[str]) -> None:
     if incomplete:
         raise VerifyError(
             f"the loaded image {short(incomplete[0])} is incomplete (the engine lacks some of its content)",
             side="destination",
             endpoint=str(dst.endpoint),
         )
-    written = {w.manifest_digest for w in rewritten.images}
-    there_before = {i.id for i in held}
-    for digest in first:
-        if digest and digest not in written and digest not in there_before:
-            dst.remove(digest)
-    return rewritten
 
 
 def _incomplete(dst: Engine, rewritten: RewriteResult) -> list[str]:
