@@ -60,13 +60,6 @@ def choose(requested: Compression, endpoint: Endpoint, dest: EngineInfo) -> Comp
     return requested
 
 
-class Counted:
-    """Counts the bytes that go on the wire."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-
-
 def _compressor(how: Compression, stored: bool) -> Any:
     if how is Compression.ZSTD:
         import zstandard
@@ -81,7 +74,6 @@ def _compressor(how: Compression, stored: bool) -> Any:
 def compressed(
     body: Iterable[bytes | memoryview],
     how: Compression,
-    counter: Counted,
     already_compressed: Callable[[], bool] = lambda: False,
 ) -> Iterator[bytes | memoryview]:
     """Compress the body as one stream of gzip members or zstd frames. Regions for which
@@ -89,23 +81,16 @@ def compressed(
     of their own that store rather than compress: a new member or frame starts at each switch,
     which gzip and zstd readers concatenate."""
     if how is Compression.NONE:
-        for chunk in body:
-            counter.bytes += len(chunk)
-            yield chunk
+        yield from body
         return
     stored = False
     obj = _compressor(how, stored)
     for chunk in body:
         if already_compressed() != stored:
-            tail = obj.flush()
-            counter.bytes += len(tail)
-            yield tail
+            yield obj.flush()
             stored = not stored
             obj = _compressor(how, stored)
         out = obj.compress(chunk)
         if out:
-            counter.bytes += len(out)
             yield out
-    tail = obj.flush()
-    counter.bytes += len(tail)
-    yield tail
+    yield obj.flush()

@@ -473,9 +473,10 @@ def render_fleet(fleet: FleetResult) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     failed = len(fleet.failed)
+    streams = f" and rewrote it into {fleet.streams} stream{'s' if fleet.streams > 1 else ''}" if fleet.streams else ""
     lines.append(
         f"{len(fleet.hosts)} destinations: {len(fleet.hosts) - failed} ok, {failed} failed; "
-        f"read {human_size(fleet.export_bytes)} from the source once, in {fleet.elapsed:.1f}s"
+        f"read {human_size(fleet.export_bytes)} from the source once{streams}, in {fleet.elapsed:.1f}s"
     )
     return "\n".join(lines)
 
@@ -485,5 +486,6 @@ def fleet_dict(fleet: FleetResult) -> dict[str, Any]:
         "destinations": len(fleet.hosts),
         "failed": len(fleet.failed),
         "export_bytes": fleet.export_bytes,
+        "streams": fleet.streams,
         "elapsed": round(fleet.elapsed, 3),
     }

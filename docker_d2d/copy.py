@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +22,7 @@ from .compress import Compression, accepts_zstd_layers, choose, far
 from .endpoint import Endpoint, Scheme
 from .engine import Engine
 from .errors import ArchiveError, D2DError, EngineError, ImageNotFound, PlatformError, VerifyError
-from .loading import load_archives
+from .loading import Compressing, Outgoing, load_archives
 from .lock import destination_lock
 from .model import (
     EngineInfo,
@@ -40,6 +41,7 @@ from .probe import Descriptor, held_as, held_sizes, uncompressed
 from .registry_first import PulledBase, RegistryFirst, find_bases, pull_bases
 from .registry_layers import layer_descriptors
 from .remote import RemoteFilter
+from .shared_rewrite import SharedSource
 from .transport import Timeouts
 
 
@@ -204,15 +206,19 @@ def deliver(
     reporter: Reporter,
     options: CopyOptions,
     exported: Sequence[ImageInfo] = (),
+    stop: threading.Event | None = None,
 ) -> None:
     """Send what the plan says, verify, then tag. `exported`: every image in the source's export when it
-    holds more than this destination needs (one export shared by several destinations)."""
+    holds more than this destination needs (one export shared by several destinations). `stop`: set
+    when the run was interrupted on another thread (a fleet's): then nothing is tagged."""
     plan = result.plan
     dest_ids = {p.source.id: p.present_as for p in plan.images if p.present_as}
     try:
         with _leftovers_removed_on_interrupt(dst, result, reporter):
             if plan.exported:
                 dest_ids.update(_transfer_and_verify(src, dst, plan, result.held, reporter, options, result, exported))
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
             apply_tags(dst, result, dest_ids)
     except (KeyboardInterrupt, D2DError):
         if result.partials:
@@ -651,16 +657,11 @@ def _transfer(
         if filtered is not None:
             return filtered
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
-            src.save(ids, platform) as raw,
-            prefetch(raw) as chunks,
-        ):
-            rewriter = Rewriter(chunks, spec, _Recorded(reporter, result), Path(spool))
-            result.begun.append(rewriter.result)
+        with _outgoing(src, ids, platform, spec, result.compression, _Recorded(reporter, result), options) as outgoing:
+            result.begun.append(outgoing.result)
             layers = plan.unique_layers()
             reporter.sending({d: lay.size for d, lay in layers.items() if d not in spec.skip}, result.compression)
-            load_archives(src, dst, rewriter, reporter, result)
+            load_archives(src, dst, outgoing, reporter, result)
     except (ArchiveError, EngineError) as exc:
         assert src.info and dst.info
         if src.info.kind is EngineKind.CONTAINERD and exc.side == "source" and _missing_content(exc):
@@ -677,7 +678,30 @@ def _transfer(
             ) from exc
         raise
     reporter.phase("verifying")
-    return rewriter.result
+    return outgoing.result
+
+
+@contextmanager
+def _outgoing(
+    src: Source,
+    ids: list[str],
+    platform: Platform | None,
+    spec: StreamSpec,
+    how: Compression,
+    progress: Progress,
+    options: CopyOptions,
+) -> Iterator[Outgoing]:
+    """The rewrite of the source's export this destination is sent: its own, or, from a fleet's
+    shared export, the one every destination with the same stream reads."""
+    if isinstance(src, SharedSource):
+        yield src.outgoing(spec, how, progress, options.spool_dir)
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
+        src.save(ids, platform) as raw,
+        prefetch(raw) as chunks,
+    ):
+        yield Compressing(Rewriter(chunks, spec, progress, Path(spool)), how)
 
 
 def _with_checkpoints(spec: StreamSpec, plan: TransferPlan, dest: EngineInfo, every: int | None) -> StreamSpec:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from .copy import (
@@ -32,6 +32,7 @@ from .model import EngineInfo, ImageInfo, Platform, parse_ref
 from .plan import TransferPlan
 from .registry import Registry, Via
 from .shared_export import SharedExport
+from .shared_rewrite import SharedSource
 from .via import PushResult, pull_from_registry, push_to_registry
 
 
@@ -52,6 +53,7 @@ class FleetResult:
     source: EngineInfo
     hosts: list[HostResult]
     export_bytes: int = 0  # read from the source, once for all destinations (with a registry: pushed to it)
+    streams: int = 0  # distinct streams rewritten from that export: destinations sent the same bytes share one
     dry_run: bool = False
     registry: PushResult | None = None
     elapsed: float = 0.0
@@ -59,16 +61,6 @@ class FleetResult:
     @property
     def failed(self) -> list[HostResult]:
         return [h for h in self.hosts if not h.ok]
-
-
-@dataclass
-class _SharedSource:
-    endpoint: Endpoint
-    info: EngineInfo | None
-    export: SharedExport
-
-    def save(self, names: Sequence[str], platform: Platform | None = None) -> AbstractContextManager[Iterator[bytes]]:
-        return self.export.reader()  # the one export holds every destination's images
 
 
 def copy_to_many(
@@ -138,15 +130,24 @@ def copy_to_many(
                 if shared_platform:  # one platform of an index: the export names the index
                     union = list(dict.fromkeys(p.source.export_as or p.source.id for p in export_plan.exported))
                 with SharedExport(src, union, options.spool_dir, shared_platform) as export:
-                    shared = _SharedSource(source, src_info, export)
+                    shared = SharedSource(source, src_info, export)
+                    stop = threading.Event()
 
                     def send(i: int) -> None:
                         host = hosts[i]
                         assert host.result is not None
-                        deliver(shared, engines[i], host.result, reporters[i], options, exported)
+                        deliver(shared, engines[i], host.result, reporters[i], options, exported, stop)
 
-                    _each(hosts, send, skip_failed=True, cancel=export.cancel)
+                    def cancel() -> None:
+                        stop.set()
+                        shared.cancel()
+
+                    try:
+                        _each(hosts, send, skip_failed=True, cancel=cancel)
+                    finally:
+                        shared.close()
                     fleet.export_bytes = export.size
+                    fleet.streams = shared.streams
             elif not options.dry_run:
 
                 def tag_only(i: int) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import checkpoints
-from .archive import Archive, Rewriter
-from .compress import Counted, compressed
+from .archive import Archive, Cut, Rewriter, RewriteResult
+from .compress import Compression, compressed
 from .errors import D2DError
 from .model import EngineKind
 
@@ -26,15 +26,80 @@ from .model import EngineKind
 STOP_WAIT = 2.0
 
 if TYPE_CHECKING:
+    from .archive import Buffer
     from .copy import CopyResult, Reporter, Source
     from .engine import Engine
 
 
-def load_archives(src: Source, dst: Engine, rewriter: Rewriter, reporter: Reporter, result: CopyResult) -> None:
+class WireArchive(Protocol):
+    """One load body, as its bytes go on the wire (see archive.Archive for `cut` and `barrier`)."""
+
+    barrier: Callable[[], None]
+
+    @property
+    def cut(self) -> Cut | None: ...
+
+    def __iter__(self) -> Iterator[Buffer]: ...
+
+
+class Outgoing(Protocol):
+    """What a destination is sent: a rewrite's archives, compressed for the link. `result` is
+    complete once the last archive has been read to its end."""
+
+    @property
+    def checkpointed(self) -> bool: ...
+
+    @property
+    def result(self) -> RewriteResult: ...
+
+    def archives(self) -> Iterator[WireArchive]: ...
+
+
+class Compressing:
+    """A rewrite of this destination's own, compressed as it is sent."""
+
+    def __init__(self, rewriter: Rewriter, how: Compression) -> None:
+        self.rewriter = rewriter
+        self.how = how
+
+    @property
+    def checkpointed(self) -> bool:
+        return self.rewriter.spec.checkpoint is not None
+
+    @property
+    def result(self) -> RewriteResult:
+        return self.rewriter.result
+
+    def archives(self) -> Iterator[WireArchive]:
+        for archive in self.rewriter.archives():
+            yield _Compressed(archive, self.how, lambda: self.rewriter.emitting_compressed)
+
+
+class _Compressed:
+    def __init__(self, archive: Archive, how: Compression, stored: Callable[[], bool]) -> None:
+        self.archive, self.how, self.stored = archive, how, stored
+
+    @property
+    def cut(self) -> Cut | None:
+        return self.archive.cut
+
+    @property
+    def barrier(self) -> Callable[[], None]:
+        return self.archive.barrier
+
+    @barrier.setter
+    def barrier(self, wait: Callable[[], None]) -> None:
+        self.archive.barrier = wait
+
+    def __iter__(self) -> Iterator[Buffer]:
+        return compressed(self.archive, self.how, self.stored)
+
+
+def load_archives(src: Source, dst: Engine, outgoing: Outgoing, reporter: Reporter, result: CopyResult) -> None:
     deferred = _DeferredInterrupt(reporter)
-    archives = rewriter.archives()
-    if rewriter.spec.checkpoint is None:
-        load = _Load(src, dst, next(archives), rewriter, reporter, result, deferred)
+    archives = outgoing.archives()
+    if not outgoing.checkpointed:
+        load = _Load(src, dst, next(archives), outgoing, reporter, result, deferred)
         with deferred:
             load.run()  # here, on this thread: one archive, nothing to overlap
         if load.error is not None:
@@ -46,7 +111,7 @@ def load_archives(src: Source, dst: Engine, rewriter: Rewriter, reporter: Report
         try:
             for archive in archives:
                 previous = loads[-1] if loads else None
-                load = _Load(src, dst, archive, rewriter, reporter, result, deferred, previous, stopping)
+                load = _Load(src, dst, archive, outgoing, reporter, result, deferred, previous, stopping)
                 loads.append(load)
                 load.start()
                 load.sent.wait()  # this body is out (or failed): the rewrite may go on with the next
@@ -81,8 +146,8 @@ class _Load(threading.Thread):
         self,
         src: Source,
         dst: Engine,
-        archive: Archive,
-        rewriter: Rewriter,
+        archive: WireArchive,
+        outgoing: Outgoing,
         reporter: Reporter,
         result: CopyResult,
         deferred: _DeferredInterrupt,
@@ -90,7 +155,7 @@ class _Load(threading.Thread):
         stopping: threading.Event | None = None,
     ) -> None:
         super().__init__(daemon=True)  # never keeps the process: an interrupt ends the copy at once
-        self.src, self.dst, self.archive, self.rewriter = src, dst, archive, rewriter
+        self.src, self.dst, self.archive, self.outgoing = src, dst, archive, outgoing
         self.reporter, self.result, self.deferred = reporter, result, deferred
         self.sent = threading.Event()  # the body went out whole, or the load failed
         self.whole = False
@@ -104,7 +169,6 @@ class _Load(threading.Thread):
     def run(self) -> None:
         assert self.dst.info is not None
         kind = self.dst.info.kind
-        wire = Counted()
         started = time.monotonic()
 
         def all_sent() -> None:
@@ -113,22 +177,20 @@ class _Load(threading.Thread):
             self.whole = True
             if self.archive.cut is None:
                 self.result.loaded.extend(
-                    w.loaded_as(kind is EngineKind.CONTAINERD) for w in self.rewriter.result.images
+                    w.loaded_as(kind is EngineKind.CONTAINERD) for w in self.outgoing.result.images
                 )
                 self.deferred.arm()  # before the phase is told: an interrupt that follows it is deferred
                 self.reporter.phase("loading")
             self.sent.set()
 
-        body = compressed(self.archive, self.result.compression, wire, lambda: self.rewriter.emitting_compressed)
         try:
-            self.dst.load(_reported(body, self.reporter, all_sent, self.stopping))
+            self.dst.load(_reported(self.archive, self.reporter, self.result, all_sent, self.stopping))
         except D2DError as exc:
             # Raised inside the body generator (the source's stream or its archive) unless named already.
             self.error = exc.with_side("source", str(self.src.endpoint))
         except BaseException as exc:
             self.error = exc
         finally:
-            self.result.wire_bytes += wire.bytes
             self.sent.set()
 
     def finish(self) -> None:
@@ -207,11 +269,16 @@ class _DeferredInterrupt:
 
 
 def _reported(
-    body: Iterable[bytes | memoryview], reporter: Reporter, done: Callable[[], None], stopping: threading.Event
-) -> Iterator[bytes | memoryview]:
+    body: Iterable[Buffer],
+    reporter: Reporter,
+    result: CopyResult,
+    done: Callable[[], None],
+    stopping: threading.Event,
+) -> Iterator[Buffer]:
     for chunk in body:
         if stopping.is_set():  # the copy stopped: a body cut short is a load the engine drops
             raise KeyboardInterrupt
         yield chunk  # returns once the transport has taken it
+        result.wire_bytes += len(chunk)
         reporter.wire_advanced(len(chunk))
     done()

@@ -23,6 +23,90 @@ from .model import Platform
 CHUNK = 1 << 20
 
 
+class Spool:
+    """A private file one thread appends to while others read it from the start, each at its own
+    pace. The writer may also leave marks: things that happened after so many bytes, which a
+    reader meets in order as it passes them (see shared_rewrite.py)."""
+
+    def __init__(self, spool_dir: Path | None, prefix: str) -> None:
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=spool_dir)
+        self._out = os.fdopen(fd, "wb", buffering=0)
+        self.path = Path(name)
+        self.size = 0
+        self.marks: list[tuple[int, object]] = []  # (bytes written before it, what)
+        self._done = False
+        self._error: BaseException | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append; raises Cancelled once the spool is cancelled."""
+        self._out.write(data)
+        with self._cond:
+            if self._closed:
+                raise Cancelled()
+            self.size += len(data)
+            self._cond.notify_all()
+
+    def mark(self, what: object) -> None:
+        with self._cond:
+            self.marks.append((self.size, what))
+            self._cond.notify_all()
+
+    def end(self, error: BaseException | None = None) -> None:
+        """The writer is done; `error`, if any, is raised to every reader at the end of the data."""
+        self._out.close()
+        with self._cond:
+            self._error = error
+            self._done = True
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        """Every reader still waiting, and the writer at its next write, raise Cancelled."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def wait(self, offset: int, marks_seen: int = 0) -> tuple[int, int, bool]:
+        """Wait until there is more than `offset` bytes or `marks_seen` marks; return how many
+        there are, and whether the writer is done. With nothing more to come: raise the writer's
+        error, if any."""
+        with self._cond:
+            while offset >= self.size and marks_seen >= len(self.marks) and not self._done and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                raise Cancelled()
+            size, marks, done, error = self.size, len(self.marks), self._done, self._error
+        if offset >= size and marks_seen >= marks and error is not None:
+            raise error
+        return size, marks, done
+
+    def read(self, fd: int, offset: int, end: int) -> Iterator[bytes]:
+        """Bytes [offset, end) of the file, opened by the reader as `fd`."""
+        while offset < end:
+            if self._closed:  # what is written may be read on, but the readers are stopping
+                raise Cancelled()
+            chunk = os.pread(fd, min(CHUNK, end - offset), offset)
+            if not chunk:
+                raise OSError(f"spool file {self.path} was cut short")
+            offset += len(chunk)
+            yield chunk
+
+    def follow(self) -> Iterator[bytes]:
+        """The whole file, from its first byte, as it arrives."""
+        with open(self.path, "rb", buffering=0) as f:
+            offset = 0
+            while True:
+                size, _, _ = self.wait(offset)
+                if offset >= size:
+                    return
+                yield from self.read(f.fileno(), offset, size)
+                offset = size
+
+
 class Exporter(Protocol):
     def save(
         self, names: Sequence[str], platform: Platform | None = None
@@ -36,14 +120,7 @@ class SharedExport:
         self.ids = list(ids)
         self.platform = platform
         self._source = source
-        fd, name = tempfile.mkstemp(prefix="d2d-export-", dir=spool_dir)
-        os.close(fd)
-        self._path = Path(name)
-        self._size = 0
-        self._done = False
-        self._error: BaseException | None = None
-        self._closed = False
-        self._cond = threading.Condition()
+        self._spool = Spool(spool_dir, "d2d-export-")
         self._thread = threading.Thread(target=self._write, name="d2d-export", daemon=True)
 
     def __enter__(self) -> SharedExport:
@@ -53,59 +130,31 @@ class SharedExport:
     def __exit__(self, *exc: object) -> None:
         self.cancel()
         self._thread.join(timeout=10)
-        self._path.unlink(missing_ok=True)
+        self._spool.remove()
 
     def cancel(self) -> None:
         """Stop the export; every reader still reading raises Cancelled."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._spool.cancel()
 
     @property
     def size(self) -> int:
         """Bytes read from the source so far."""
-        with self._cond:
-            return self._size
+        return self._spool.size
 
     def _write(self) -> None:
+        error: BaseException | None = None
         try:
-            with self._source.save(self.ids, self.platform) as chunks, open(self._path, "wb", buffering=0) as out:
+            with self._source.save(self.ids, self.platform) as chunks:
                 for chunk in chunks:
-                    out.write(chunk)
-                    with self._cond:
-                        if self._closed:
-                            return
-                        self._size += len(chunk)
-                        self._cond.notify_all()
+                    self._spool.write(chunk)
+        except Cancelled:
+            pass
         except BaseException as exc:  # handed to every reader
-            with self._cond:
-                self._error = exc
+            error = exc
         finally:
-            with self._cond:
-                self._done = True
-                self._cond.notify_all()
+            self._spool.end(error)
 
     @contextmanager
     def reader(self) -> Iterator[Iterator[bytes]]:
         """The whole export, from its first byte, as it arrives."""
-        with open(self._path, "rb", buffering=0) as f:
-            yield self._follow(f.fileno())
-
-    def _follow(self, fd: int) -> Iterator[bytes]:
-        offset = 0
-        while True:
-            with self._cond:
-                while offset >= self._size and not self._done and not self._closed:
-                    self._cond.wait()
-                if self._closed and not self._done:
-                    raise Cancelled()
-                available, done, error = self._size, self._done, self._error
-            if offset >= available:
-                if error is not None:
-                    raise error
-                if done:
-                    return
-            while offset < available:
-                chunk = os.pread(fd, min(CHUNK, available - offset), offset)
-                offset += len(chunk)
-                yield chunk
+        yield self._spool.follow()

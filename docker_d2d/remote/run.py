@@ -20,7 +20,7 @@ import paramiko
 
 from ..archive import Cut, Progress, RewriteResult, StreamSpec, WrittenImage
 from ..checkpoints import keep_partials
-from ..compress import Compression, Counted, accepts_zstd
+from ..compress import Compression, accepts_zstd
 from ..endpoint import DEFAULT_UNIX_SOCKET
 from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound, ZstdUnavailable
 from ..model import human_size
@@ -173,8 +173,8 @@ class _Relay:
     is set and the next body goes on) or the end ("result", then `result` is set); events go to
     the reporter."""
 
-    def __init__(self, agent: _Agent, progress: Progress, wire: Counted) -> None:
-        self.agent, self.progress, self.wire = agent, progress, wire
+    def __init__(self, agent: _Agent, progress: Progress, counted: CopyResult) -> None:
+        self.agent, self.progress, self.counted = agent, progress, counted
         self.cut: Cut | None = None
         self.result: RewriteResult | None = None
 
@@ -182,7 +182,7 @@ class _Relay:
         try:
             for kind, payload in self.agent.frames:
                 if kind == DATA:
-                    self.wire.bytes += len(payload)
+                    self.counted.wire_bytes += len(payload)
                     yield payload
                     continue
                 event = json.loads(payload)
@@ -270,10 +270,9 @@ def remote_transfer(
         hello.get("compression"),
     )
     result.compression = Compression(hello.get("compression", "none"))
-    wire = Counted()
     try:
         while True:
-            body = _Relay(agent, progress, wire)
+            body = _Relay(agent, progress, result)
             dst.load(body)
             if body.cut is None:
                 assert body.result is not None
@@ -295,4 +294,3 @@ def remote_transfer(
         raise exc.with_side("source", str(src.endpoint)) from exc
     finally:
         agent.channel.close()
-        result.wire_bytes += wire.bytes

@@ -151,7 +151,12 @@ class SSHConnection:
         config = Config(
             overrides={
                 "timeouts": {"connect": math.ceil(limit) + 1},  # fabric takes whole seconds
-                "connect_kwargs": {"banner_timeout": limit, "auth_timeout": limit, "channel_timeout": limit},
+                "connect_kwargs": {
+                    "banner_timeout": limit,
+                    "auth_timeout": limit,
+                    "channel_timeout": limit,
+                    "transport_factory": _gcm_first,
+                },
             }
         )
         kwargs: dict[str, Any] = {}
@@ -407,6 +412,18 @@ def _probe(channel: paramiko.Channel, timeout: float) -> bytes:
         return data
     finally:
         channel.close()
+
+
+def _gcm_first(sock: Any, disabled_algorithms: dict[str, Any] | None = None) -> paramiko.Transport:
+    """A transport that offers AES-GCM first. paramiko prefers AES-CTR with a separate HMAC, which
+    hashes every packet again in its Python packet loop: with GCM its send path takes about a
+    third less CPU (a fleet's copies share two cores with the link's encryption), and OpenSSH
+    servers offer it by default. A server without it gets paramiko's usual order."""
+    transport = paramiko.Transport(sock, disabled_algorithms=disabled_algorithms)
+    options = transport.get_security_options()
+    gcm = [c for c in options.ciphers if c.endswith("-gcm@openssh.com")]
+    options.ciphers = tuple(gcm + [c for c in options.ciphers if c not in gcm])
+    return transport
 
 
 def open_streamlocal(transport: paramiko.Transport, path: str, timeout: float) -> paramiko.Channel:

@@ -203,7 +203,9 @@ def with_backend(
     """An httpx transport on our own network backend. httpx has no public way to give one, so
     this replaces the pool HTTPTransport builds (httpx 0.28 `_transports/default.py`,
     `self._pool = httpcore.ConnectionPool(...)`); pinned and tested against httpx 0.28."""
-    transport = httpx.HTTPTransport()
+    # verify=False: the pool built here, with the CA bundle httpx would load for it (35 ms, twice per
+    # engine), is thrown away; TLS uses `ssl_context`.
+    transport = httpx.HTTPTransport(verify=False)
     transport._pool = httpcore.ConnectionPool(
         ssl_context=ssl_context, uds=uds, network_backend=backend, retries=0, http1=True, http2=False
     )

@@ -50,12 +50,12 @@ def zstd3_of_layer(src: Engine, image: str, diff_id: str) -> int:
 
 def zstd_throughput(src: Engine, image: str) -> float:
     """MB/s of docker-d2d's wire compression on this image's export (in memory, so disk is not measured)."""
-    from docker_d2d.compress import Compression, Counted, compressed
+    from docker_d2d.compress import Compression, compressed
 
     data = src.docker("save", image).stdout
     chunks = [data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
     t = time.perf_counter()
-    for _ in compressed(chunks, Compression.ZSTD, Counted()):
+    for _ in compressed(chunks, Compression.ZSTD):
         pass
     return len(data) / 1e6 / (time.perf_counter() - t)
 

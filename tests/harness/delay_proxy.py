@@ -84,7 +84,9 @@ class DelayProxy:
             self._pipe(upstream, client, count=False)
 
     def _pipe(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
-        held: queue.Queue[tuple[float, bytes]] = queue.Queue()
+        # Bounded, as a link is: a sender that outruns `rate` blocks here, not in an unbounded queue
+        # that would take a whole body at once and deliver it after the sender is gone.
+        held: queue.Queue[tuple[float, bytes]] = queue.Queue(maxsize=16)
 
         def read() -> None:
             try:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import d2d_path, run_d2d
+from tests.harness.delay_proxy import DelayProxy
 from tests.harness.engines import SPECS, Engine
 from tests.harness.images import Builder, image_exists, image_layers, unique
 from tests.harness.netns import NetNS
@@ -117,6 +118,91 @@ def test_push_to_several_through_the_plugin_form_prints_a_table(engines: dict[st
     assert f"[{a.host}]" in proc.stderr and f"[{b.host}]" in proc.stderr
     for dst in (a, b):
         assert image_exists(dst, app)
+
+
+@pytest.mark.parametrize("checkpoint", ["never", "1MB"])
+def test_destinations_sent_the_same_bytes_share_one_stream(
+    engines: dict[str, Engine], builder: Builder, checkpoint: str
+) -> None:
+    """Two destinations of one kind that lack the same layers are sent one rewrite of the export
+    (one stream, checkpointed or not); a third of another kind gets a stream of its own. Each
+    ends with exactly the source's image, and a checkpointed one without partial images."""
+    src = engines["docker20"]
+    base = builder.base(unique("base") + ":1", size=200_000)
+    app = unique("same") + ":1"
+    files = {name: random_file(1_500_000) for name in "abc"}
+    builder.build(app, base, [f"COPY {n} /{n}" for n in files], files)
+    builder.place(src, app)
+    same = [engines["docker26-twin"], engines["docker26"]]
+    other = engines["podman-twin"]
+    for dst in (*same, other):
+        builder.place(dst, base)
+
+    proc = run_d2d(
+        "copy",
+        "--json",
+        "--checkpoint",
+        checkpoint,
+        "-s",
+        src.host,
+        "-d",
+        ",".join(d.host for d in (*same, other)),
+        app,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    evs = events(proc.stdout)
+    results = results_by_host(evs)
+    fleet = next(e for e in evs if e["event"] == "fleet")
+    assert fleet["streams"] == 2, fleet
+    layers = image_layers(src, app)
+    for dst in (*same, other):
+        assert image_layers(dst, app) == layers, dst.spec.name
+        assert results[dst.host]["layers_sent"] == 3
+        partials = dst.docker("images", "-q", "docker-d2d-partial").stdout.split()
+        assert partials == [], f"{dst.spec.name} kept partial images"
+    wire = [results[d.host]["wire_bytes"] for d in same]
+    assert wire[0] == wire[1] > 4_000_000  # the same stream, three incompressible 1.5 MB layers
+
+
+def test_ctrl_c_stops_every_destination_of_a_shared_stream(
+    tmp_path: Path, engines: dict[str, Engine], builder: Builder
+) -> None:
+    """Ctrl-C while two destinations read one shared stream over slow links: both stop at once,
+    neither is tagged, the spool dir is left empty and the exit status is 130."""
+    src = engines["docker20"]
+    app = unique("intr") + ":1"
+    builder.build(app, builder.base(unique("base") + ":1", size=100_000), ["COPY a /a"], {"a": random_file(8_000_000)})
+    builder.place(src, app)
+    dests = [engines["docker26"], engines["docker26-twin"]]
+    proxies = [DelayProxy(str(d.socket), delay=0.0, rate=2_000_000).start() for d in dests]  # ~4 s each
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    try:
+        cmd = [d2d_path(), "copy", "--json", "--spool-dir", str(spool), "-s", src.host]
+        cmd += [a for p in proxies for a in ("-d", p.host)] + [app]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        sending = 0
+        for line in proc.stdout:  # both destinations are sending
+            event = json.loads(line)
+            sending += event.get("event") == "phase" and event.get("phase") == "sending"
+            if sending == 2:
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        stopped_in = time.monotonic() - started
+    finally:
+        for p in proxies:
+            p.stop()
+    assert proc.returncode == 130, err
+    assert stopped_in < 10, f"took {stopped_in:.1f}s to stop"
+    assert "Traceback" not in err
+    for dst in dests:
+        assert not image_exists(dst, app), (dst.spec.name, err, out[-3000:])
+    assert list(spool.iterdir()) == []
 
 
 # --- far hosts: three namespaces, each with sshd and an engine of another kind, separately shaped --
