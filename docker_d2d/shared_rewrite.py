@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from .archive import BARRIER, Cut, Progress, Rewriter, RewriteResult, StreamSpec
 from .compress import Compression, compressed
 from .endpoint import Endpoint
-from .loading import WireArchive
+from .loading import Outgoing, WireArchive
 from .model import EngineInfo, Platform
 from .shared_export import SharedExport, Spool
 
@@ -105,18 +105,18 @@ class _Replayed:
     """One destination's reading of a shared rewrite (loading.Outgoing)."""
 
     def __init__(self, rewrite: _Rewrite, progress: Progress) -> None:
-        self._rewrite = rewrite
-        self._progress = progress
-        self._offset = 0
-        self._marks_seen = 0
+        self.rewrite = rewrite
+        self.progress = progress
+        self.offset = 0  # bytes read, and marks met, so far: the next archive starts there
+        self.marks_seen = 0
 
     @property
     def checkpointed(self) -> bool:
-        return self._rewrite.spec.checkpoint is not None
+        return self.rewrite.spec.checkpoint is not None
 
     @property
     def result(self) -> RewriteResult:
-        return self._rewrite.rewriter.result
+        return self.rewrite.rewriter.result
 
     def archives(self) -> Iterator[WireArchive]:
         while True:
@@ -137,14 +137,14 @@ class _ReplayedArchive:
 
     def __iter__(self) -> Iterator[Buffer]:
         reading = self._reading
-        spool = reading._rewrite.spool
+        spool = reading.rewrite.spool
         with open(spool.path, "rb", buffering=0) as f:
             while True:
-                size, marks, done = spool.wait(reading._offset, reading._marks_seen)
+                size, marks, done = spool.wait(reading.offset, reading.marks_seen)
                 # What happened up to here, before the bytes that came after it.
-                while reading._marks_seen < marks and spool.marks[reading._marks_seen][0] <= reading._offset:
-                    what = spool.marks[reading._marks_seen][1]
-                    reading._marks_seen += 1
+                while reading.marks_seen < marks and spool.marks[reading.marks_seen][0] <= reading.offset:
+                    what = spool.marks[reading.marks_seen][1]
+                    reading.marks_seen += 1
                     if isinstance(what, _End):
                         self.cut = what.cut
                         self.ended = True
@@ -153,16 +153,16 @@ class _ReplayedArchive:
                         self.barrier()
                     elif isinstance(what, _Progress):
                         self._replay(what)
-                until = spool.marks[reading._marks_seen][0] if reading._marks_seen < marks else size
-                if until <= reading._offset and reading._marks_seen >= marks and done:
-                    spool.wait(reading._offset, reading._marks_seen)  # raises the rewrite's error
+                until = spool.marks[reading.marks_seen][0] if reading.marks_seen < marks else size
+                if until <= reading.offset and reading.marks_seen >= marks and done:
+                    spool.wait(reading.offset, reading.marks_seen)  # raises the rewrite's error
                     raise RuntimeError("the shared rewrite ended without the end of its archive")
-                for chunk in spool.read(f.fileno(), reading._offset, until):
+                for chunk in spool.read(f.fileno(), reading.offset, until):
                     yield chunk
-                    reading._offset += len(chunk)
+                    reading.offset += len(chunk)
 
     def _replay(self, event: _Progress) -> None:
-        progress = self._reading._progress
+        progress = self._reading.progress
         if event.method == "layer_finished":
             progress.layer_finished(event.key)
         else:
@@ -184,7 +184,7 @@ class SharedSource:
     def save(self, names: Sequence[str], platform: Platform | None = None) -> AbstractContextManager[Iterator[bytes]]:
         return self.export.reader()  # the one export holds every destination's images
 
-    def outgoing(self, spec: StreamSpec, how: Compression, progress: Progress, spool_dir: Path | None) -> _Replayed:
+    def outgoing(self, spec: StreamSpec, how: Compression, progress: Progress, spool_dir: Path | None) -> Outgoing:
         """What a destination whose stream `spec` and `how` decide is sent."""
         from .remote.agent import spec_to_json  # every field, in a stable form
 

@@ -13,7 +13,11 @@ def d2d(env: dict[str, str], *args: str, last: tuple[str, ...] = ("result",)) ->
     """Run docker-d2d with --json; return the seconds it took and its last event of the kinds in
     `last` (`result`; a run to several destinations ends with `fleet`)."""
     t = time.perf_counter()
-    out = subprocess.run([d2d_path(), *args, "--json"], env=env, capture_output=True, text=True, check=True)
+    import os
+    import shlex
+
+    wrap = shlex.split(os.environ.get("D2D_WRAP", ""))
+    out = subprocess.run([*wrap, d2d_path(), *args, "--json"], env=env, capture_output=True, text=True, check=True)
     elapsed = time.perf_counter() - t
     events = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
     return elapsed, next(e for e in reversed(events) if e["event"] in last)
