@@ -216,7 +216,7 @@ def deliver(
     try:
         with _leftovers_removed_on_interrupt(dst, result, reporter):
             if plan.exported:
-                dest_ids.update(_transfer_and_verify(src, dst, plan, result.held, reporter, options, result, exported))
+                dest_ids.update(_Transfer(src, dst, reporter, options, result).run(plan, exported))
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt
             apply_tags(dst, result, dest_ids)
@@ -353,34 +353,218 @@ def _one_platform(src: Engine, ref: ImageRef, image: ImageInfo, platform: Platfo
     return replace(chosen, export_as=image.id, export_platform=platform)
 
 
-def _transfer_and_verify(
-    src: Source,
-    dst: Engine,
-    plan: TransferPlan,
-    held: Sequence[ImageInfo],
-    reporter: Reporter,
-    options: CopyOptions,
-    result: CopyResult,
-    exported: Sequence[ImageInfo] = (),
-) -> dict[str, str]:
-    assert src.info and dst.info
-    dest_ids: dict[str, str] = {}
-    for batch in _batches(plan, dst.info.kind):
-        # Layers loaded by an earlier batch are at the destination now.
-        skip = batch.skip | frozenset(d for p in plan.exported if p.source.id in dest_ids for d in p.source.diff_ids)
-        spec = stream_spec(
-            batch,
-            src.info,
-            dst.info.kind,
-            skip=skip,
-            exported=exported,
-            decompress_zstd=not accepts_zstd_layers(dst.info),
+@dataclass
+class _Transfer:
+    """One destination's transfer, from the plan's exported images to verified images at the
+    destination: what sending, loading and the containerd store's repairs all share."""
+
+    src: Source
+    dst: Engine
+    reporter: Reporter
+    options: CopyOptions
+    result: CopyResult
+
+    def run(self, plan: TransferPlan, exported: Sequence[ImageInfo] = ()) -> dict[str, str]:
+        """Send and verify; the destination's id of each source image."""
+        src, dst = self.src, self.dst
+        assert src.info and dst.info
+        dest_ids: dict[str, str] = {}
+        for batch in _batches(plan, dst.info.kind):
+            # Layers loaded by an earlier batch are at the destination now.
+            loaded = frozenset(d for p in plan.exported if p.source.id in dest_ids for d in p.source.diff_ids)
+            skip = batch.skip | loaded
+            spec = stream_spec(
+                batch,
+                src.info,
+                dst.info.kind,
+                skip=skip,
+                exported=exported,
+                decompress_zstd=not accepts_zstd_layers(dst.info),
+            )
+            if src.info.kind is EngineKind.CONTAINERD and not save_platform(batch):
+                # The export holds every platform present; only the images' own layers travel.
+                spec = replace(spec, keep=frozenset(d for p in batch.exported for d in p.source.diff_ids))
+            dest_ids.update(self._load_batch(batch, spec))
+        return dest_ids
+
+    def _load_batch(self, batch: TransferPlan, spec: StreamSpec) -> dict[str, str]:
+        src, dst, result = self.src, self.dst, self.result
+        assert src.info and dst.info
+        if dst.info.kind is not EngineKind.CONTAINERD:
+            rewritten = self._send(batch, spec)
+            result.transfers.append(rewritten)
+            return _verify(dst, batch, src.info.kind, rewritten)
+        before = set(dst.list_image_ids())
+        if spec.skip:
+            spec = self._name_left_out(batch, spec)
+        try:
+            rewritten = self._send(batch, spec)
+            result.transfers.append(rewritten)
+            rewritten = self._complete(batch, spec, rewritten)
+            rewritten = self._sized(batch, spec, rewritten)
+            return _verify(dst, batch, src.info.kind, rewritten)
+        except D2DError:
+            # Leave no incomplete or unverified image of ours behind (a tagged image stays tagged).
+            for transfer in result.begun:
+                for image in transfer.images:
+                    if image.manifest_digest and image.manifest_digest not in before:
+                        dst.remove(image.manifest_digest)
+            raise
+
+    def _name_left_out(self, batch: TransferPlan, spec: StreamSpec) -> StreamSpec:
+        """Before the stream: which left-out layers the containerd store holds under their uncompressed
+        digest (layers docker-d2d or `docker load` put there). The others it holds compressed, as a
+        registry pull or its own build left them; a containerd source has them under its own
+        compressed digest, learned from its export, which is what a store that pulled from the same
+        registry (or got them from this source) holds too; for any other source the registry manifest
+        of the destination's own image may name them; else they travel."""
+        src, dst, held = self.src, self.dst, self.result.held
+        assert src.info
+        found = _probe(dst, held, spec.skip, lambda d: [uncompressed(d)])
+        unnamed = spec.skip - found.keys()
+        if src.info.kind is EngineKind.CONTAINERD:
+            # Named by the source's descriptor, checked after the load; only where a wrong guess
+            # leaves an incomplete image to repair rather than a failed load.
+            guessed = unnamed & _chain_held(batch, held)
+            unnamed -= guessed
+            if unnamed:
+                self.reporter.note(
+                    f"the destination holds {len(unnamed)} layer(s) under other parents only: sending them"
+                )
+            return replace(spec, skip=frozenset(found) | guessed, left_out=found, prefer_source=True)
+        pulled = _registry_candidates(held, dst, unnamed) if unnamed else {}
+        if pulled:
+            known = dict(found)
+
+            def candidates(diff: str) -> list[Descriptor]:
+                named = [known.get(diff), pulled.get(diff), uncompressed(diff)]
+                return [d for d in named if d is not None]
+
+            found = _probe(dst, held, spec.skip, candidates)
+            unnamed = spec.skip - found.keys()
+        if unnamed:
+            self.reporter.note(
+                f"the destination holds {len(unnamed)} layer(s) only under digests the source cannot name "
+                "(compressed by a registry pull or its own build): sending them"
+            )
+        return replace(spec, skip=frozenset(found), left_out=found)
+
+    def _complete(self, batch: TransferPlan, spec: StreamSpec, rewritten: RewriteResult) -> RewriteResult:
+        """The containerd store loads a thin archive 'successfully' whatever it holds (engines.md):
+        check each loaded image; where one is incomplete, find out by probes exactly which left-out
+        layers the store lacks under every name we know and send just those."""
+        dst, held = self.dst, self.result.held
+        incomplete = _incomplete(dst, rewritten)
+        if not incomplete:
+            return rewritten
+        if spec.skip:
+            pulled = _registry_candidates(held, dst, spec.skip)
+
+            def candidates(diff: str) -> list[Descriptor]:
+                named = [
+                    rewritten.left_out.get(diff),
+                    uncompressed(diff),
+                    rewritten.source_layers.get(diff),
+                    pulled.get(diff),
+                ]
+                return [d for d in named if d is not None]
+
+            found = _probe(dst, held, spec.skip, candidates)
+            missing = spec.skip - found.keys()
+            self.reporter.note(
+                f"the destination lacks {len(missing)} left-out layer(s) under any digest we know: sending those"
+            )
+            # What the first load sent is in the store now (its image record keeps it): named, not sent again.
+            return self._load_again(batch, spec, {**rewritten.sent, **found}, incomplete)
+        _fail_if_incomplete(dst, incomplete)
+        return rewritten
+
+    def _sized(self, batch: TransferPlan, spec: StreamSpec, rewritten: RewriteResult) -> RewriteResult:
+        """A layer the export leaves out (non-distributable) that the store holds uncompressed was named
+        without its size, which no probe tells. Loaded so, the image is complete but does not export: the
+        store writes each blob by its manifest's size, and `docker save` then breaks off at that blob.
+        Learn the sizes from the store's own export of an image holding them and load the image's
+        manifest again with them; everything is at the destination by now, so no layer travels again."""
+        if not rewritten.unsized:
+            return rewritten
+        dst = self.dst
+        sizes = held_sizes(dst, self.result.held, rewritten.unsized)
+        unknown = [d for d in rewritten.unsized if d not in sizes]
+        if unknown:
+            raise VerifyError(
+                f"the export leaves out layer {short(unknown[0])} and the destination holds it, but not in an "
+                "image whose export tells its size: the image would load, but not save",
+                side="destination",
+                endpoint=str(dst.endpoint),
+            )
+        self.reporter.note(
+            f"read the size of {len(sizes)} left-out layer(s) from the destination's own export: loading the "
+            "image's manifest again with it"
         )
-        if src.info.kind is EngineKind.CONTAINERD and not save_platform(batch):
-            # The export holds every platform present; only the images' own layers travel.
-            spec = replace(spec, keep=frozenset(d for p in batch.exported for d in p.source.diff_ids))
-        dest_ids.update(_load_batch(src, dst, batch, spec, held, reporter, options, result))
-    return dest_ids
+        known = {**rewritten.left_out, **rewritten.sent, **{d: uncompressed(d, n) for d, n in sizes.items()}}
+        first = [w.manifest_digest for w in rewritten.images if w.manifest_digest]
+        return self._load_again(batch, spec, known, first)
+
+    def _load_again(
+        self, batch: TransferPlan, spec: StreamSpec, known: dict[str, Descriptor], replaced: list[str]
+    ) -> RewriteResult:
+        """Load the batch again with the left-out layers named as `known` (the digests and sizes the store
+        holds them under). The images of the load it repairs (`replaced`, manifest digests) go, unless
+        the store held them before this run; an image still incomplete fails the copy."""
+        dst = self.dst
+        retry = replace(spec, skip=frozenset(known), left_out=known, prefer_source=False)
+        rewritten = self._send(batch, retry)
+        self.result.transfers.append(rewritten)
+        _fail_if_incomplete(dst, _incomplete(dst, rewritten))
+        written = {w.manifest_digest for w in rewritten.images}
+        there_before = {i.id for i in self.result.held}
+        for digest in replaced:
+            if digest not in written and digest not in there_before:
+                dst.remove(digest)
+        return rewritten
+
+    def _send(self, plan: TransferPlan, spec: StreamSpec) -> RewriteResult:
+        """One rewrite of the source's export into the destination's load (or loads, with checkpoints)."""
+        src, dst, reporter, options, result = self.src, self.dst, self.reporter, self.options, self.result
+        platform = save_platform(plan)
+        ids = list(dict.fromkeys((p.source.export_as if platform else "") or p.source.id for p in plan.exported))
+        assert dst.info is not None
+        every = checkpoints.every(options.checkpoint, far(src.endpoint) or far(dst.endpoint))
+        spec = _with_checkpoints(spec, plan, dst.info, every)
+        progress = _Recorded(reporter, result)
+        if (
+            src.endpoint.scheme is Scheme.SSH
+            and isinstance(src, Engine)  # not an export already shared by several destinations
+            and platform is None  # the agent asks for the whole image
+        ):
+            from .remote.run import remote_transfer
+
+            filtered = remote_transfer(src, dst, plan, ids, spec, reporter, options, result, progress)
+            if filtered is not None:
+                return filtered
+        try:
+            with _outgoing(src, ids, platform, spec, result.compression, progress, options) as outgoing:
+                result.begun.append(outgoing.result)
+                layers = plan.unique_layers()
+                reporter.sending({d: lay.size for d, lay in layers.items() if d not in spec.skip}, result.compression)
+                load_archives(src, dst, outgoing, reporter, result)
+        except (ArchiveError, EngineError) as exc:
+            assert src.info
+            if src.info.kind is EngineKind.CONTAINERD and exc.side == "source" and _missing_content(exc):
+                # A store without a platform's content (never pulled, or pulled lazily) exports an
+                # archive without its blobs, or fails: say which platform and how to get it.
+                wanted = options.platform or dst.info.platform
+                refs = ", ".join(p.ref.raw for p in plan.exported)
+                raise PlatformError(
+                    f"the store lacks content of {refs} for {wanted} ({exc.message}): pull it there with "
+                    f"`docker pull --platform {wanted} {plan.exported[0].ref.raw}` (a pull skips the blobs of "
+                    "layers the store has already: remove the images that hold them first)",
+                    side="source",
+                    endpoint=str(src.endpoint),
+                ) from exc
+            raise
+        reporter.phase("verifying")
+        return outgoing.result
 
 
 def _batches(plan: TransferPlan, dest: EngineKind) -> list[TransferPlan]:
@@ -391,39 +575,6 @@ def _batches(plan: TransferPlan, dest: EngineKind) -> list[TransferPlan]:
     for image in plan.exported:
         by_id.setdefault(image.source.id, []).append(image)
     return [TransferPlan(tuple(images)) for images in by_id.values()]
-
-
-def _load_batch(
-    src: Source,
-    dst: Engine,
-    batch: TransferPlan,
-    spec: StreamSpec,
-    held: Sequence[ImageInfo],
-    reporter: Reporter,
-    options: CopyOptions,
-    result: CopyResult,
-) -> dict[str, str]:
-    assert src.info and dst.info
-    if dst.info.kind is not EngineKind.CONTAINERD:
-        rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
-        result.transfers.append(rewritten)
-        return _verify(dst, batch, src.info.kind, rewritten)
-    before = set(dst.list_image_ids())
-    if spec.skip:
-        spec = _name_left_out(src, dst, batch, spec, held, reporter)
-    try:
-        rewritten = _transfer(src, dst, batch, spec, reporter, options, result)
-        result.transfers.append(rewritten)
-        rewritten = _complete(src, dst, batch, spec, held, rewritten, reporter, options, result)
-        rewritten = _sized(src, dst, batch, spec, held, rewritten, reporter, options, result)
-        return _verify(dst, batch, src.info.kind, rewritten)
-    except D2DError:
-        # Leave no incomplete or unverified image of ours behind (a tagged image stays tagged).
-        for transfer in result.begun:
-            for image in transfer.images:
-                if image.manifest_digest and image.manifest_digest not in before:
-                    dst.remove(image.manifest_digest)
-        raise
 
 
 def _probe(
@@ -457,44 +608,6 @@ def _chain_held(batch: TransferPlan, held: Sequence[ImageInfo]) -> frozenset[str
     return frozenset(ok - bad)
 
 
-def _name_left_out(
-    src: Source, dst: Engine, batch: TransferPlan, spec: StreamSpec, held: Sequence[ImageInfo], reporter: Reporter
-) -> StreamSpec:
-    """Before the stream: which left-out layers the containerd store holds under their uncompressed
-    digest (layers docker-d2d or `docker load` put there). The others it holds compressed, as a
-    registry pull or its own build left them; a containerd source has them under its own
-    compressed digest, learned from its export, which is what a store that pulled from the same
-    registry (or got them from this source) holds too; for any other source the registry manifest
-    of the destination's own image may name them; else they travel."""
-    assert src.info
-    found = _probe(dst, held, spec.skip, lambda d: [uncompressed(d)])
-    unnamed = spec.skip - found.keys()
-    if src.info.kind is EngineKind.CONTAINERD:
-        # Named by the source's descriptor, checked after the load; only where a wrong guess
-        # leaves an incomplete image to repair rather than a failed load.
-        guessed = unnamed & _chain_held(batch, held)
-        unnamed -= guessed
-        if unnamed:
-            reporter.note(f"the destination holds {len(unnamed)} layer(s) under other parents only: sending them")
-        return replace(spec, skip=frozenset(found) | guessed, left_out=found, prefer_source=True)
-    pulled = _registry_candidates(held, dst, unnamed) if unnamed else {}
-    if pulled:
-        known = dict(found)
-
-        def candidates(diff: str) -> list[Descriptor]:
-            named = [known.get(diff), pulled.get(diff), uncompressed(diff)]
-            return [d for d in named if d is not None]
-
-        found = _probe(dst, held, spec.skip, candidates)
-        unnamed = spec.skip - found.keys()
-    if unnamed:
-        reporter.note(
-            f"the destination holds {len(unnamed)} layer(s) only under digests the source cannot name "
-            "(compressed by a registry pull or its own build): sending them"
-        )
-    return replace(spec, skip=frozenset(found), left_out=found)
-
-
 def _registry_candidates(held: Sequence[ImageInfo], dst: Engine, diff_ids: frozenset[str]) -> dict[str, Descriptor]:
     """The registry digests of layers the store pulled: from the manifests its images' repo
     digests name (best effort, see registry.py)."""
@@ -507,108 +620,6 @@ def _registry_candidates(held: Sequence[ImageInfo], dst: Engine, diff_ids: froze
             for diff, desc in layer_descriptors(repo_digest, image.diff_ids, dst.info.platform).items():
                 found.setdefault(diff, desc)
     return {d: desc for d, desc in found.items() if d in diff_ids}
-
-
-def _complete(
-    src: Source,
-    dst: Engine,
-    batch: TransferPlan,
-    spec: StreamSpec,
-    held: Sequence[ImageInfo],
-    rewritten: RewriteResult,
-    reporter: Reporter,
-    options: CopyOptions,
-    result: CopyResult,
-) -> RewriteResult:
-    """The containerd store loads a thin archive 'successfully' whatever it holds (engines.md):
-    check each loaded image; where one is incomplete, find out by probes exactly which left-out
-    layers the store lacks under every name we know and send just those."""
-    incomplete = _incomplete(dst, rewritten)
-    if not incomplete:
-        return rewritten
-    if spec.skip:
-        pulled = _registry_candidates(held, dst, spec.skip)
-
-        def candidates(diff: str) -> list[Descriptor]:
-            named = [
-                rewritten.left_out.get(diff),
-                uncompressed(diff),
-                rewritten.source_layers.get(diff),
-                pulled.get(diff),
-            ]
-            return [d for d in named if d is not None]
-
-        found = _probe(dst, held, spec.skip, candidates)
-        missing = spec.skip - found.keys()
-        reporter.note(f"the destination lacks {len(missing)} left-out layer(s) under any digest we know: sending those")
-        # What the first load sent is in the store now (its image record keeps it): named, not sent again.
-        known = {**rewritten.sent, **found}
-        return _load_again(src, dst, batch, spec, known, incomplete, held, reporter, options, result)
-    _fail_if_incomplete(dst, incomplete)
-    return rewritten
-
-
-def _sized(
-    src: Source,
-    dst: Engine,
-    batch: TransferPlan,
-    spec: StreamSpec,
-    held: Sequence[ImageInfo],
-    rewritten: RewriteResult,
-    reporter: Reporter,
-    options: CopyOptions,
-    result: CopyResult,
-) -> RewriteResult:
-    """A layer the export leaves out (non-distributable) that the store holds uncompressed was named
-    without its size, which no probe tells. Loaded so, the image is complete but does not export: the
-    store writes each blob by its manifest's size, and `docker save` then breaks off at that blob.
-    Learn the sizes from the store's own export of an image holding them and load the image's
-    manifest again with them; everything is at the destination by now, so no layer travels again."""
-    if not rewritten.unsized:
-        return rewritten
-    sizes = held_sizes(dst, held, rewritten.unsized)
-    unknown = [d for d in rewritten.unsized if d not in sizes]
-    if unknown:
-        raise VerifyError(
-            f"the export leaves out layer {short(unknown[0])} and the destination holds it, but not in an image "
-            "whose export tells its size: the image would load, but not save",
-            side="destination",
-            endpoint=str(dst.endpoint),
-        )
-    reporter.note(
-        f"read the size of {len(sizes)} left-out layer(s) from the destination's own export: loading the image's "
-        "manifest again with it"
-    )
-    known = {**rewritten.left_out, **rewritten.sent, **{d: uncompressed(d, n) for d, n in sizes.items()}}
-    first = [w.manifest_digest for w in rewritten.images if w.manifest_digest]
-    return _load_again(src, dst, batch, spec, known, first, held, reporter, options, result)
-
-
-def _load_again(
-    src: Source,
-    dst: Engine,
-    batch: TransferPlan,
-    spec: StreamSpec,
-    known: dict[str, Descriptor],
-    replaced: list[str],
-    held: Sequence[ImageInfo],
-    reporter: Reporter,
-    options: CopyOptions,
-    result: CopyResult,
-) -> RewriteResult:
-    """Load the batch again with the left-out layers named as `known` (the digests and sizes the store
-    holds them under). The images of the load it repairs (`replaced`, manifest digests) go, unless
-    the store held them before this run; an image still incomplete fails the copy."""
-    retry = replace(spec, skip=frozenset(known), left_out=known, prefer_source=False)
-    rewritten = _transfer(src, dst, batch, retry, reporter, options, result)
-    result.transfers.append(rewritten)
-    _fail_if_incomplete(dst, _incomplete(dst, rewritten))
-    written = {w.manifest_digest for w in rewritten.images}
-    there_before = {i.id for i in held}
-    for digest in replaced:
-        if digest not in written and digest not in there_before:
-            dst.remove(digest)
-    return rewritten
 
 
 def _fail_if_incomplete(dst: Engine, incomplete: list[str]) -> None:
@@ -630,55 +641,6 @@ def save_platform(plan: TransferPlan) -> Platform | None:
     """The platform to ask the export for (API 1.48): when every image is one platform of an index."""
     platforms = {p.source.export_platform for p in plan.exported}
     return platforms.pop() if len(platforms) == 1 else None
-
-
-def _transfer(
-    src: Source,
-    dst: Engine,
-    plan: TransferPlan,
-    spec: StreamSpec,
-    reporter: Reporter,
-    options: CopyOptions,
-    result: CopyResult,
-) -> RewriteResult:
-    platform = save_platform(plan)
-    ids = list(dict.fromkeys((p.source.export_as if platform else "") or p.source.id for p in plan.exported))
-    assert dst.info is not None
-    every = checkpoints.every(options.checkpoint, far(src.endpoint) or far(dst.endpoint))
-    spec = _with_checkpoints(spec, plan, dst.info, every)
-    if (
-        src.endpoint.scheme is Scheme.SSH
-        and isinstance(src, Engine)  # not an export already shared by several destinations
-        and platform is None  # the agent asks for the whole image
-    ):
-        from .remote.run import remote_transfer
-
-        filtered = remote_transfer(src, dst, plan, ids, spec, reporter, options, result, _Recorded(reporter, result))
-        if filtered is not None:
-            return filtered
-    try:
-        with _outgoing(src, ids, platform, spec, result.compression, _Recorded(reporter, result), options) as outgoing:
-            result.begun.append(outgoing.result)
-            layers = plan.unique_layers()
-            reporter.sending({d: lay.size for d, lay in layers.items() if d not in spec.skip}, result.compression)
-            load_archives(src, dst, outgoing, reporter, result)
-    except (ArchiveError, EngineError) as exc:
-        assert src.info and dst.info
-        if src.info.kind is EngineKind.CONTAINERD and exc.side == "source" and _missing_content(exc):
-            # A store without a platform's content (never pulled, or pulled lazily) exports an
-            # archive without its blobs, or fails: say which platform and how to get it.
-            wanted = options.platform or dst.info.platform
-            refs = ", ".join(p.ref.raw for p in plan.exported)
-            raise PlatformError(
-                f"the store lacks content of {refs} for {wanted} ({exc.message}): pull it there with "
-                f"`docker pull --platform {wanted} {plan.exported[0].ref.raw}` (a pull skips the blobs of layers "
-                "the store has already: remove the images that hold them first)",
-                side="source",
-                endpoint=str(src.endpoint),
-            ) from exc
-        raise
-    reporter.phase("verifying")
-    return outgoing.result
 
 
 @contextmanager

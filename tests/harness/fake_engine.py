@@ -62,6 +62,7 @@ class FakeImage:
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 128  # as a real engine's: the client's concurrent inspects must not overrun it
     fake: FakeEngine
 
 

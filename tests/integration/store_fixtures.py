@@ -381,6 +381,7 @@ class LyingSource:
 
         class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             daemon_threads = True
+            request_queue_size = 128  # a real engine's backlog is large; concurrent inspects overran 5
 
             def get_request(self) -> tuple[object, tuple[str, int]]:
                 sock, _ = super().get_request()
