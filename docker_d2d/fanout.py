@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+from .compress import accepts_zstd_layers
 from .copy import (
     CopyOptions,
     CopyResult,
@@ -113,7 +114,8 @@ def copy_to_many(
             if union and not options.dry_run and via is not None:
                 with Registry(via.ref, via.credentials) as registry:
                     wanted = [r for r in requested if r[1].id in union]
-                    pushed = push_to_registry(src, wanted, registry, reporter, options.spool_dir)
+                    plain_only = any(e.info and not accepts_zstd_layers(e.info) for e, h in zip(engines, hosts) if h.ok)
+                    pushed = push_to_registry(src, wanted, registry, reporter, options.spool_dir, plain_only)
                 fleet.export_bytes = pushed.bytes_sent
                 fleet.registry = pushed
 

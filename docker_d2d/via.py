@@ -45,8 +45,15 @@ class PushResult:
 
 
 def push_to_registry(
-    src: Source, requested: Sequence[Requested], registry: Registry, reporter: Reporter, spool_dir: Path | None
+    src: Source,
+    requested: Sequence[Requested],
+    registry: Registry,
+    reporter: Reporter,
+    spool_dir: Path | None,
+    decompress_zstd: bool = False,
 ) -> PushResult:
+    """`decompress_zstd`: some destination cannot take zstd layers (compress.accepts_zstd_layers),
+    so the source's zstd blobs go to the registry as the tars they inflate to, for every one."""
     assert src.info is not None
     images = list({info.id: info for _, info, _ in requested}.values())
     diff_ids = list(dict.fromkeys(d for image in images for d in image.diff_ids))
@@ -54,7 +61,7 @@ def push_to_registry(
         present = {d for d, there in zip(diff_ids, pool.map(registry.has_blob, diff_ids)) if there}
     # The registry reuses a layer by its digest, as Podman and the containerd store do.
     plan = plan_transfer(requested, src.info.kind, Holdings(EngineKind.PODMAN, frozenset(), frozenset(present), ()))
-    spec = stream_spec(plan, src.info, EngineKind.PODMAN)
+    spec = stream_spec(plan, src.info, EngineKind.PODMAN, decompress_zstd=decompress_zstd)
     result = PushResult({}, blobs_there=len(present))
     small: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="d2d-", dir=spool_dir) as spool, src.save([i.id for i in images]) as raw:

@@ -9,10 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from tests.conftest import run_d2d
 from tests.harness.engines import Engine
-from tests.harness.images import Builder, image_exists, image_layers, unique
+from tests.harness.images import (
+    Builder,
+    diff_id,
+    image_config,
+    image_exists,
+    image_layers,
+    layer_files,
+    oci_archive,
+    unique,
+)
 from tests.harness.registry import Registry
 
 from .helpers import random_file
@@ -104,3 +114,32 @@ def test_unreachable_registry_is_one_line(engines: dict[str, Engine], builder: B
     assert proc.returncode == 1
     assert "registry 127.0.0.1:1/docker-d2d" in proc.stderr and "Traceback" not in proc.stderr
     assert not image_exists(dst, app)
+
+
+def test_zstd_layers_via_a_registry_to_engines_that_cannot_take_them(
+    engines: dict[str, Engine], registry: Registry
+) -> None:
+    """A containerd store holding zstd layers, through a registry to Docker 20.10 and Podman 4.3
+    (which cannot take zstd layers) and Docker 28.5 (which can): the blobs go to the registry as
+    the tars they inflate to, so every destination pulls, and each can save the image again."""
+    src = engines["docker28c"]
+    ref = unique("vzstd") + ":1"
+    layers = layer_files(2, size=80_000)
+    blobs = [zstandard.ZstdCompressor(level=3).compress(b) for b in layers]
+    config = image_config([diff_id(b) for b in layers], [{"created_by": "x"}, {"created_by": "y"}])
+    src.docker(
+        "load",
+        "-q",
+        input=oci_archive(ref, [("application/vnd.oci.image.layer.v1.tar+zstd", b) for b in blobs], config),
+    )
+    dests = [engines["docker20-twin"], engines["podman-twin"], engines["docker28-twin"]]
+
+    proc = run_d2d(
+        "copy", "--json", "--via", registry.address, "-s", src.host, "-d", ",".join(d.host for d in dests), ref
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    for dst in dests:
+        assert image_layers(dst, ref) == [diff_id(b) for b in layers], dst.spec.name
+        saved = dst.docker("save", ref, check=False)
+        assert saved.returncode == 0, (dst.spec.name, saved.stderr)
