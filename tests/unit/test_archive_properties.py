@@ -39,7 +39,8 @@ def tar_members(draw: st.DrawFn) -> list[tuple[str, bytes, bytes | str]]:
     members: list[tuple[str, bytes, bytes | str]] = []
     for _ in range(draw(st.integers(0, 6))):
         kind = draw(st.sampled_from([tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.DIRTYPE]))
-        name = draw(st.sampled_from([m[0] for m in members])) if members and draw(st.booleans()) else draw(names)
+        repeat = bool(members) and draw(st.booleans())
+        name = draw(st.sampled_from([m[0] for m in members])) if repeat else draw(names)
         if kind == tarfile.REGTYPE:
             members.append((name, kind, draw(st.binary(max_size=1500))))
         elif kind == tarfile.DIRTYPE:

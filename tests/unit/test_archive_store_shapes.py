@@ -227,7 +227,7 @@ def test_a_left_out_layer_the_destination_holds_needs_no_file(tmp_path: Path, me
     files, layers, rw = rewrite(data, spec(OutputFormat.OCI, [DIFFS[0]]), tmp_path)
     assert layers[0] == {"mediaType": MT_LAYER, "digest": DIFFS[0], "size": 0}  # named by its diff id
     assert rw.result.unsized == [DIFFS[0]]
-    assert [lay["digest"] for lay in layers[1:]] == [sha(b) for b in blobs[1:]]  # type: ignore[index]
+    assert [lay["digest"] for lay in layers[1:]] == [sha(b) for b in blobs[1:]]
     assert rw.result.layers_sent == 2 and rw.result.layers_skipped == 1
     assert rw.result.bytes_sent == len(blobs[1]) + len(blobs[2])
     assert rw.result.images[0].diff_ids == tuple(DIFFS)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_d2d.archive import PARTIAL_LABEL, OutputFormat, Rewriter, StreamSpec, partial_config
+from docker_d2d.archive import PARTIAL_LABEL, Cut, OutputFormat, Rewriter, StreamSpec, partial_config
 from docker_d2d.checkpoints import AUTO_EVERY, every, parse_checkpoint, partial_refs
 from docker_d2d.errors import UsageError
 from docker_d2d.model import ImageInfo
@@ -43,9 +43,9 @@ def spec(output: OutputFormat, skip: frozenset[str] = frozenset(), checkpoint: i
     )
 
 
-def archives(data: bytes, s: StreamSpec, tmp_path: Path) -> tuple[list[tuple[dict[str, bytes], object]], Rewriter]:
+def archives(data: bytes, s: StreamSpec, tmp_path: Path) -> tuple[list[tuple[dict[str, bytes], Cut | None]], Rewriter]:
     rw = Rewriter(chunks(data), s, spool_dir=tmp_path)
-    out = []
+    out: list[tuple[dict[str, bytes], Cut | None]] = []
     for archive in rw.archives():
         body = b"".join(bytes(c) for c in archive)
         with tarfile.open(fileobj=io.BytesIO(body)) as tar:
@@ -68,7 +68,7 @@ def test_every_archive_ends_with_partial_images_holding_what_it_carried(order: l
         manifest = json.loads(files["manifest.json"])
         carried = {sha(data) for name, data in files.items() if name.endswith("/layer.tar")}
         assert carried, "an archive that ends at a checkpoint carries a layer"
-        for item, image in zip(manifest, cut.images):  # type: ignore[attr-defined]
+        for item, image in zip(manifest, cut.images):
             config = json.loads(files[item["Config"]])
             n = len(config["rootfs"]["diff_ids"])
             assert config["rootfs"]["diff_ids"] == DIFFS[:n], "a partial image is a prefix of the chain"
@@ -97,7 +97,7 @@ def test_held_layers_count_and_partials_start_above_them(tmp_path: Path) -> None
     """The destination holds the two lowest layers: partial images name them, nothing sends them."""
     out, rw = archives(export([2, 0, 4, 1, 3]), spec(OutputFormat.LEGACY, frozenset(DIFFS[:2])), tmp_path)
     cuts = [cut for _, cut in out if cut is not None]
-    assert [len(c.images[0].diff_ids) for c in cuts] == [3, 4]  # type: ignore[attr-defined]
+    assert [len(c.images[0].diff_ids) for c in cuts] == [3, 4]
     assert rw.result.layers_sent == 3 and rw.result.layers_skipped == 2
 
 
@@ -106,7 +106,7 @@ def test_oci_partials_name_held_layers_only_once_their_size_is_known(tmp_path: P
     the checkpoint back (the Podman case, where nothing else names it)."""
     out, _ = archives(export([1, 2, 0, 3, 4]), spec(OutputFormat.OCI, frozenset(DIFFS[:1])), tmp_path)
     cuts = [cut for _, cut in out if cut is not None]
-    assert [len(c.images[0].diff_ids) for c in cuts] == [3, 4]  # type: ignore[attr-defined]
+    assert [len(c.images[0].diff_ids) for c in cuts] == [3, 4]
     files, _ = out[0]
     index = json.loads(files["index.json"])
     manifest = json.loads(files[f"blobs/sha256/{index['manifests'][0]['digest'][7:]}"])
@@ -121,7 +121,7 @@ def test_without_checkpoint_one_archive(tmp_path: Path) -> None:
 
 def test_a_large_checkpoint_cuts_seldom(tmp_path: Path) -> None:
     out, _ = archives(export([0, 1, 2, 3, 4]), spec(OutputFormat.LEGACY, checkpoint=6000), tmp_path)
-    assert [len(c.images[0].diff_ids) for _, c in out if c is not None] == [3]  # type: ignore[attr-defined]
+    assert [len(c.images[0].diff_ids) for _, c in out if c is not None] == [3]
 
 
 def test_partial_config_is_deterministic() -> None:

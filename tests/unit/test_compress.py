@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import io
+from collections.abc import Iterator
 
 import pytest
 import zstandard
@@ -20,7 +21,7 @@ def run(how: Compression) -> tuple[bytes, int]:
     regions = [(TEXT, False), (ZEROS, True), (TEXT, False)]
     state = {"raw": False}
 
-    def body():  # type: ignore[no-untyped-def]
+    def body() -> Iterator[bytes]:
         for data, raw in regions:
             state["raw"] = raw
             for i in range(0, len(data), 65536):

@@ -87,7 +87,12 @@ def _never(seconds: float | None) -> bytes:
 def test_a_quiet_stream_whose_engine_answers_pings_keeps_waiting() -> None:
     pings: list[float] = []
     answers = iter([True, True, False])
-    patience = Patience(Timeouts(connect=1, stall=0.2), alive=lambda s: pings.append(s) or next(answers))
+
+    def alive(seconds: float) -> bool:
+        pings.append(seconds)
+        return next(answers)
+
+    patience = Patience(Timeouts(connect=1, stall=0.2), alive=alive)
     started = time.monotonic()
     with pytest.raises(ReadStalled, match=r"no byte moved for 0\.2 s"):
         patience.wait(_never, None, write=False)
@@ -96,7 +101,11 @@ def test_a_quiet_stream_whose_engine_answers_pings_keeps_waiting() -> None:
 
 
 def test_a_quiet_stream_whose_engine_is_silent_fails_within_the_stall_timeout() -> None:
-    patience = Patience(Timeouts(stall=0.4), alive=lambda s: time.sleep(s) or False)
+    def alive(seconds: float) -> bool:
+        time.sleep(seconds)
+        return False
+
+    patience = Patience(Timeouts(stall=0.4), alive=alive)
     started = time.monotonic()
     with pytest.raises(WriteStalled) as info:
         patience.wait(_never, None, write=True)
@@ -108,7 +117,7 @@ def test_a_quiet_stream_whose_engine_is_silent_fails_within_the_stall_timeout() 
 
 
 def test_an_explicit_timeout_is_strict_and_never_pings() -> None:
-    patience = Patience(Timeouts(stall=0.2), alive=lambda s: pytest.fail("pinged"))  # type: ignore[func-returns-value]
+    patience = Patience(Timeouts(stall=0.2), alive=lambda s: pytest.fail("pinged"))
     with pytest.raises(httpcore.ReadTimeout) as info:
         patience.wait(_never, 0.05, write=False)
     assert not isinstance(info.value, ReadStalled)

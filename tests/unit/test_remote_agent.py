@@ -15,8 +15,9 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import zstandard
@@ -97,11 +98,17 @@ def start(python: str, job: dict[str, object]) -> subprocess.Popen[bytes]:
     return proc
 
 
+def recv(proc: subprocess.Popen[bytes]) -> Callable[[int], bytes]:
+    """The agent's stdout as `read_frames` reads it: with the default bufsize, Popen opens the pipe
+    as a BufferedReader, whose read1 returns what has arrived (typeshed only says IO[bytes])."""
+    return cast(io.BufferedReader, proc.stdout).read1
+
+
 def run_agent(python: str, job: dict[str, object]) -> tuple[bytes, list[dict[str, object]], int]:
     proc = start(python, job)
     assert proc.stdout is not None and proc.stdin is not None
     data, events = [], []
-    for kind, payload in read_frames(proc.stdout.read1):
+    for kind, payload in read_frames(recv(proc)):
         if kind == DATA:
             data.append(payload)
         else:
@@ -129,18 +136,25 @@ def members(archive: bytes) -> list[tuple[str, int, bytes]]:
 L_LAYERS = [LINK_LAYERS[0], LINK_LAYERS[1], LINK_LAYERS[0]]  # a repeated layer: written as a link
 L_DIFFS = [integrity_sha(b) for b in L_LAYERS]
 
-CASES = {
-    "legacy->legacy": lambda: (lambda d, n: (d, StreamSpec(OutputFormat.LEGACY, frozenset(DIFFS[:2]), n, (DIFFS[2],))))(
-        *legacy_export()
-    ),
+
+def _legacy_case() -> tuple[bytes, StreamSpec]:
+    data, named = legacy_export()
+    return data, StreamSpec(OutputFormat.LEGACY, frozenset(DIFFS[:2]), named, (DIFFS[2],))
+
+
+def _legacy_links_case() -> tuple[bytes, StreamSpec]:
+    data, named = links_legacy(L_LAYERS, config_for(L_DIFFS), links="sym")
+    return data, StreamSpec(OutputFormat.LEGACY, frozenset(), named, (L_DIFFS[-1],))
+
+
+CASES: dict[str, Callable[[], tuple[bytes, StreamSpec]]] = {
+    "legacy->legacy": _legacy_case,
     "oci->oci": lambda: (
         oci_export(),
         StreamSpec(OutputFormat.OCI, frozenset(DIFFS[:1]), {f"blobs/sha256/{d[7:]}": d for d in DIFFS}),
     ),
     # links, as Docker < 25 writes a repeated layer and Podman every v1 layer: the link-following code
-    "legacy links->legacy": lambda: (lambda d, n: (d, StreamSpec(OutputFormat.LEGACY, frozenset(), n, (L_DIFFS[-1],))))(
-        *links_legacy(L_LAYERS, config_for(L_DIFFS), links="sym")
-    ),
+    "legacy links->legacy": _legacy_links_case,
     "podman->oci": lambda: (
         links_podman(L_LAYERS, config_for(L_DIFFS)),
         StreamSpec(OutputFormat.OCI, frozenset(L_DIFFS[:1]), {f"{d[7:]}.tar": d for d in L_DIFFS}),
@@ -244,7 +258,7 @@ def test_closing_stdin_ends_the_agent_and_its_children(
     server.stall = True
     proc = start(OLDEST[0], job(path, spec, [compress]))
     assert proc.stdout is not None and proc.stdin is not None
-    first = next(read_frames(proc.stdout.read1))
+    first = next(read_frames(recv(proc)))
     assert json.loads(first[1])["event"] == "hello"
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert len(children) == (1 if compress == "zstd" else 0)

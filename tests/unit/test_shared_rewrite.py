@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from docker_d2d.archive import OutputFormat, Rewriter, StreamSpec
+from docker_d2d.archive import Cut, OutputFormat, Rewriter, StreamSpec
 from docker_d2d.compress import Compression
 from docker_d2d.endpoint import parse_endpoint
 from docker_d2d.errors import Cancelled, EngineError
@@ -78,9 +78,10 @@ def plain(body: bytes, how: Compression) -> bytes:
     return body
 
 
-def read(outgoing: Outgoing, how: Compression) -> tuple[list[tuple[bytes, object]], int]:
+def read(outgoing: Outgoing, how: Compression) -> tuple[list[tuple[bytes, Cut | None]], int]:
     """Every archive's (uncompressed) bytes and cut; and how often a barrier was waited for."""
-    out, barriers = [], 0
+    out: list[tuple[bytes, Cut | None]] = []
+    barriers = 0
     for archive in outgoing.archives():
 
         def barrier() -> None:
@@ -95,7 +96,7 @@ def read(outgoing: Outgoing, how: Compression) -> tuple[list[tuple[bytes, object
 
 def own(
     s: StreamSpec, how: Compression, tmp_path: Path
-) -> tuple[list[tuple[bytes, object]], int, Events, list[object]]:
+) -> tuple[list[tuple[bytes, Cut | None]], int, Events, list[object]]:
     events = Events()
     outgoing = Compressing(Rewriter(chunks(DATA), s, events, tmp_path), how)
     archives, barriers = read(outgoing, how)
