@@ -17,7 +17,7 @@ def copy(
     dst_host = dst if isinstance(dst, str) else dst.host
     proc = run_d2d("copy", "-s", src.host, "-d", dst_host, "--json", *extra, *images, env=env)
     assert proc.returncode == 0, f"copy failed ({proc.returncode}): {proc.stderr}{proc.stdout}"
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    events: list[dict[str, Any]] = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     result = next(e for e in events if e["event"] == "result")
     result["events"] = events
     return result

@@ -383,7 +383,7 @@ class LyingSource:
             daemon_threads = True
             request_queue_size = 128  # a real engine's backlog is large; concurrent inspects overran 5
 
-            def get_request(self) -> tuple[object, tuple[str, int]]:
+            def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
                 sock, _ = super().get_request()
                 return sock, ("local", 0)  # http.server wants a host and port
 
