@@ -57,7 +57,9 @@ def project(tmp_path_factory: pytest.TempPathFactory, engines: dict[str, Engine]
 
 
 def selected(result: dict[str, object]) -> set[str]:
-    return set(result["tagged"])  # type: ignore[arg-type]
+    tagged = result["tagged"]
+    assert isinstance(tagged, list)
+    return {str(t) for t in tagged}
 
 
 @pytest.mark.parametrize("with_compose", [True, False], ids=["real-compose", "own-reader"])

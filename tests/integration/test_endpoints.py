@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import socketserver
 import subprocess
 import threading
@@ -108,7 +109,7 @@ class _FakeEngine(BaseHTTPRequestHandler):
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def get_request(self) -> tuple[object, tuple[str, int]]:
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         conn, _ = self.socket.accept()
         return conn, ("fake", 0)  # http.server wants an address it can print
 

@@ -74,7 +74,7 @@ def test_contexts_as_endpoints_and_through_the_cli(config: Path, engines: dict[s
 def _source_endpoint(config: Path, *args: str, env: dict[str, str]) -> str:
     proc = run_d2d(*args, "--dry-run", "--json", env={"DOCKER_CONFIG": str(config), **env})
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.splitlines()[0])["endpoint"]
+    return str(json.loads(proc.stdout.splitlines()[0])["endpoint"])
 
 
 def test_local_side_follows_docker_precedence(config: Path, engines: dict[str, Engine], app: str) -> None:
