@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
+from .job import Checkpoint
 from .model import EngineKind, ImageInfo, short
 
 if TYPE_CHECKING:
     from .archive import Cut
-    from .copy import CopyResult, Reporter
     from .engine import Engine
+    from .job import CopyResult, Reporter
 
 PARTIAL_REPO = "docker-d2d-partial"
 # Past a far link's first 256 MiB of layers, an interrupt costs minutes: checkpoint there. On a
 # local socket a copy is seconds, and holding back out-of-order layers would cost more than it saves.
 AUTO_EVERY = 256 << 20
 
-Checkpoint = int | None | Literal["auto"]  # bytes of layers between checkpoints; None: never
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)$")
 _UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}

@@ -20,9 +20,10 @@ from .checkpoints import parse_checkpoint
 from .compress import Compression
 from .console import BaseReporter, JsonReporter, PlainReporter, QuietReporter, RichReporter
 from .contexts import config_dir, resolve
-from .copy import CopyOptions, copy_images
+from .copy import copy_images
 from .endpoint import Endpoint, Scheme
 from .errors import Cancelled, D2DError, UsageError, printable
+from .job import CopyOptions
 from .model import Platform
 from .options import GlobalOptions
 from .transport.watch import CONNECT_TIMEOUT, STALL_TIMEOUT, Timeouts

@@ -13,9 +13,9 @@ import time
 from typing import Any, TextIO
 
 from .compress import Compression
-from .copy import CopyResult
 from .endpoint import Endpoint
 from .fanout import FleetResult
+from .job import CopyResult
 from .model import EngineInfo, human_size, short
 from .plan import Decision, TransferPlan
 

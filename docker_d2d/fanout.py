@@ -16,19 +16,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from .compress import accepts_zstd_layers
-from .copy import (
-    CopyOptions,
-    CopyResult,
-    Reporter,
-    deliver,
-    one_copy_at_a_time,
-    plan_for,
-    resolve,
-    save_platform,
-)
+from .copy import deliver, one_copy_at_a_time, plan_for, resolve, save_platform
 from .endpoint import Endpoint
 from .engine import Engine
 from .errors import D2DError, UsageError
+from .job import CopyOptions, CopyResult, Reporter
 from .model import EngineInfo, ImageInfo, Platform, parse_ref
 from .plan import TransferPlan
 from .registry import Registry, Via

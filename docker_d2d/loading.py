@@ -27,8 +27,8 @@ STOP_WAIT = 2.0
 
 if TYPE_CHECKING:
     from .archive import Buffer
-    from .copy import CopyResult, Reporter, Source
     from .engine import Engine
+    from .job import CopyResult, Reporter, Source
 
 
 class WireArchive(Protocol):

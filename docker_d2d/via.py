@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .archive import MT_MANIFEST, SMALL_BLOB, Rewriter, _blob_name
-from .copy import CopyResult, Reporter, Requested, Source, apply_tags
+from .copy import apply_tags
 from .engine import Engine
 from .errors import VerifyError
+from .job import CopyResult, Reporter, Requested, Source
 from .model import EngineKind, ImageInfo, short
 from .plan import Holdings, plan_transfer, stream_spec
 from .registry import Registry

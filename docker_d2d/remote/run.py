@@ -30,8 +30,8 @@ from .agent import DATA, EVENT, HEADER, spec_to_json
 from .pack import EXIT_TOO_OLD, command, program
 
 if TYPE_CHECKING:
-    from ..copy import CopyOptions, CopyResult, Reporter
     from ..engine import Engine
+    from ..job import CopyOptions, CopyResult, Reporter
     from ..plan import TransferPlan
 
 log = logging.getLogger("docker_d2d.remote")
