@@ -26,7 +26,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, Union, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar, Union, cast
 
 from .errors import ArchiveError, ZstdUnavailable
 from .model import short
@@ -192,6 +192,25 @@ class Archive:
                 continue
             yield item
         self.ended = True
+
+
+class _Turn(Protocol):
+    ended: bool
+    cut: Cut | None
+
+
+T = TypeVar("T", bound=_Turn)
+
+
+def in_turn(next_archive: Callable[[], T]) -> Iterator[T]:
+    """Archives of a series, each once the one before was read to its end; the last has no cut."""
+    while True:
+        archive = next_archive()
+        yield archive
+        if not archive.ended:
+            raise RuntimeError("an archive was not read to its end")
+        if archive.cut is None:
+            return
 
 
 @dataclass
@@ -429,13 +448,7 @@ class Rewriter:
         """The output as a series of archives, each loaded on its own: all but the last end at a
         checkpoint with partial images. Read each archive to its end before asking for the next."""
         items = self._items()
-        while True:
-            archive = Archive(items)
-            yield archive
-            if not archive.ended:
-                raise RuntimeError("an archive was not read to its end")
-            if archive.cut is None:
-                return
+        return in_turn(lambda: Archive(items))
 
     def _items(self) -> Iterator[Item]:
         try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .archive import BARRIER, Cut, Progress, Rewriter, RewriteResult, StreamSpec
+from .archive import BARRIER, Cut, Progress, Rewriter, RewriteResult, StreamSpec, in_turn
 from .compress import Compression, compressed
 from .endpoint import Endpoint
 from .loading import Outgoing, WireArchive
@@ -119,13 +119,7 @@ class _Replayed:
         return self.rewrite.rewriter.result
 
     def archives(self) -> Iterator[WireArchive]:
-        while True:
-            archive = _ReplayedArchive(self)
-            yield archive
-            if not archive.ended:
-                raise RuntimeError("an archive was not read to its end")
-            if archive.cut is None:
-                return
+        return in_turn(lambda: _ReplayedArchive(self))
 
 
 class _ReplayedArchive:
