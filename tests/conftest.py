@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness.engines import SPECS, Engine
+from tests.harness.engines import SPECS, Engine, destroy_all
 from tests.harness.images import Builder
 from tests.harness.registry import Registry
 
@@ -47,8 +47,7 @@ class LazyEngines(dict[str, Engine]):
         return engine
 
     def destroy(self) -> None:
-        for engine in self.values():
-            engine.destroy()
+        destroy_all(self.values())
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,6 +236,18 @@ class Engine:
             check=False,
         )
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def destroy_all(engines: Iterable[Engine]) -> None:
+    """Destroy engines, stopping them all at once first: a dockerd takes seconds to shut down, and
+    one after another the session's fourteen engines took half a minute. Every one is stopped
+    before any is unmounted (a twin's data root lies beside the other's)."""
+    engines = list(engines)
+    if engines:
+        with ThreadPoolExecutor(max_workers=len(engines)) as pool:
+            list(pool.map(Engine.stop, engines))
+    for engine in engines:
+        engine.destroy()
 
 
 def start_engine(name: str, base: Path, **kwargs: object) -> Engine:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness.engines import SPECS, Engine
+from tests.harness.engines import SPECS, Engine, destroy_all
 
 
 @dataclass
@@ -59,8 +59,7 @@ def stores(store_base: Path) -> Iterator[dict[str, Engine]]:
             started[name].start()
         yield started
     finally:
-        for engine in started.values():
-            engine.destroy()
+        destroy_all(started.values())
 
 
 def _free_port() -> int:

@@ -1,5 +1,5 @@
 """The core cases (cold, update, no-op) on every ordered pair of engines; the other cases on
-pairs that take each save format into each load family."""
+pairs that take each save format out and each kind of destination in."""
 
 from __future__ import annotations
 
@@ -20,22 +20,22 @@ from .helpers import copy, random_file, saved_layers
 TWINS = [("docker20", "docker20" + TWIN), ("docker28c", "docker28c" + TWIN), ("podman5", "podman5" + TWIN)]
 # The core cases: every ordered pair.
 PAIRS = [*itertools.permutations(ENGINE_NAMES, 2), *TWINS]
-# The other cases: each save format (legacy, OCI from overlay2, the containerd store, Podman's
-# docker-archive) into each load family (graphdriver, containerd store, Podman) once, spread so
-# that every engine is a source and a destination.
+# The other cases (several images sharing layers, a layer under another parent, an image of
+# empty layers and an id reference): each save format (legacy from Docker 20.10, OCI from
+# overlay2, the containerd store's compressed blobs, Podman's docker-archive) as a source, and each
+# destination whose load differs (legacy into Docker 20.10 and into Docker >= 25's graphdriver,
+# the containerd store, Podman 4, Podman 5), with the store's compressed blobs going into a store
+# (where a left-out layer is named by the source's own descriptor). Not every save format into
+# every family: these cases branch on the destination's kind (chain ids or diff ids, one image
+# per archive for Podman) and on the source's format, not on the two together, and the core
+# cases above take every pair.
 SOME_PAIRS = [
-    ("docker20", "docker28"),
     ("docker20", "docker28c"),
     ("docker20", "podman5"),
     ("docker26", "docker20"),
-    ("docker28", "docker26c"),
     ("docker26", "podman"),
-    ("docker28c", "docker26"),
     ("docker26c", "docker28c"),
-    ("docker28c", "podman5"),
     ("podman", "docker28"),
-    ("podman5", "docker28c"),
-    ("podman", "podman5"),
 ]
 pytestmark = pytest.mark.engines
 

@@ -60,8 +60,12 @@ def _dangling(engine: Engine) -> list[str]:
     return [n for n in names if n.startswith("moby-dangling@")]
 
 
-@pytest.mark.parametrize("source", ["docker20", "docker28", "podman5"])
-@pytest.mark.parametrize("destination", ["docker26c", "docker28c"])
+# Both stores (Docker 28.5's failed on this case, 26.1's sent the image twice and left a
+# moby-dangling@ record) and each save format a store must name the base's layers from (legacy,
+# overlay2's OCI, Podman's docker-archive), each once: not every source into both stores.
+@pytest.mark.parametrize(
+    ("source", "destination"), [("docker20", "docker28c"), ("docker28", "docker26c"), ("podman5", "docker28c")]
+)
 def test_base_pulled_from_a_registry_at_a_containerd_destination(
     engines: dict[str, Engine], builder: Builder, registry: Registry, source: str, destination: str
 ) -> None:

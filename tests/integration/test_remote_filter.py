@@ -24,7 +24,7 @@ import pytest
 import zstandard
 
 from tests.conftest import d2d_path, run_d2d
-from tests.harness.engines import SPECS, Engine
+from tests.harness.engines import SPECS, Engine, destroy_all
 from tests.harness.images import (
     Builder,
     diff_id,
@@ -97,8 +97,7 @@ def _clean_env(base: Path, suffix: str) -> str:
 
 def _destroy(host: Host) -> None:
     host.sshd.stop()
-    for engine in host.engines.values():
-        engine.destroy()
+    destroy_all(host.engines.values())
     host.ns.down()
 
 
@@ -146,8 +145,7 @@ def world(builder: Builder, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             builder.place(engine, images["v1"])
         yield World(client, a, b, locals_[0], locals_[1], images, base)
     finally:
-        for engine in locals_:
-            engine.destroy()
+        destroy_all(locals_)
         for host in hosts:
             _destroy(host)
         shutil.rmtree(base, ignore_errors=True)

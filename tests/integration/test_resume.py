@@ -111,9 +111,10 @@ def _resumed(src: Engine, dst: Engine, ref: str, lacked_at_first: int) -> dict[s
     return result
 
 
-@pytest.mark.parametrize(
-    "proxy", ["docker20", "docker28", "docker26c", "docker28c", "podman", "podman5"], indirect=True
-)
+# One engine of each kind (graphdriver, containerd store, Podman); the other versions are
+# interrupted below: docker28 and docker26c by a link going down, podman5 and docker28c by their
+# engine restarting, docker28, docker26c and podman5 checkpointed without an interrupt.
+@pytest.mark.parametrize("proxy", ["docker20", "docker28c", "podman"], indirect=True)
 def test_ctrl_c_after_two_checkpoints_resumes(engines: dict[str, Engine], app: str, proxy: DelayProxy) -> None:
     src = engines["docker26"]
     dst = _target(engines, proxy, app)

@@ -36,15 +36,18 @@ MT_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 MT_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
 MT_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
-# Each engine once as a source and (but docker26) once as a destination, of another kind.
+# Each save format once as a source (Docker 20.10's legacy export, overlay2's OCI export, the
+# containerd store's, Podman's docker-archive: what engine.history_sizes and the archive reader
+# branch on) and each destination kind whose load differs once (legacy into Docker 20.10 and into
+# Docker >= 25's graphdriver, the containerd store, Podman 4, Podman 5). The pairs dropped to keep
+# CI short (docker28 -> docker26c, podman5 -> docker28c) repeated a source format and a destination
+# kind already here.
 PAIRS = [
     ("docker20", "docker28c"),
     ("docker26", "podman5"),
     ("docker26c", "docker28"),
-    ("docker28", "docker26c"),
     ("docker28c", "podman"),
     ("podman", "docker20"),
-    ("podman5", "docker28c"),
 ]
 
 
@@ -148,15 +151,23 @@ def _zstd_image(tag: str) -> tuple[list[bytes], list[bytes], bytes]:
     return layers, blobs, image_config([diff_id(b) for b in layers], [{"created_by": "x"}, {"created_by": "y"}])
 
 
-ZSTD_DESTINATIONS = ["docker20", "docker26", "docker26c", "docker28", "podman", "podman5"]
 # These take zstd layers only decompressed: Docker 20.10 cannot read them ('archive/tar: invalid tar
 # header'); Podman 4.3 keeps them as they are and then cannot `docker save` the image ('zstd
 # compression is not supported for docker images').
 PLAIN_ONLY = {"docker20", "podman"}
+# From a hand-made archive, every destination whose answer to zstd differs (compress.
+# accepts_zstd_layers and the load format): inflated into Docker 20.10 and Podman 4.3, passed
+# through into Docker >= 23's graphdriver (docker26 takes the same path as docker28), the
+# containerd store and Podman 5. Pulled from the registry (the store's own pull, not our load,
+# put the blobs there): one inflating and one passing-through destination.
+ZSTD_CASES = [
+    *(("archive", d) for d in ["docker20", "docker28", "docker26c", "podman", "podman5"]),
+    ("registry", "docker20"),
+    ("registry", "docker26c"),
+]
 
 
-@pytest.mark.parametrize("destination", ZSTD_DESTINATIONS)
-@pytest.mark.parametrize("how", ["archive", "registry"])
+@pytest.mark.parametrize(("how", "destination"), ZSTD_CASES)
 def test_zstd_layers_in_a_containerd_store(
     engines: dict[str, Engine], registry: Registry, how: str, destination: str
 ) -> None:
@@ -224,8 +235,18 @@ def _foreign_app(src: Engine, media_type: str) -> tuple[list[bytes], list[tuple[
     return layers, blobs, ref
 
 
-@pytest.mark.parametrize("media_type", [MT_NONDIST, MT_FOREIGN])
-@pytest.mark.parametrize("destination", ["docker28", "podman5", "docker26c"])
+# Our code treats both media types alike (archive.py asks for either word) and the test below
+# runs the foreign one into every destination kind: the OCI type into each kind, Docker's foreign
+# type into the containerd store (the one that checks blobs by digest).
+NON_DIST_CASES = [
+    (MT_NONDIST, "docker28"),
+    (MT_NONDIST, "podman5"),
+    (MT_NONDIST, "docker26c"),
+    (MT_FOREIGN, "docker26c"),
+]
+
+
+@pytest.mark.parametrize(("media_type", "destination"), NON_DIST_CASES)
 def test_non_distributable_base_already_at_the_destination(
     engines: dict[str, Engine], media_type: str, destination: str
 ) -> None:
