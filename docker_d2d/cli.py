@@ -232,6 +232,9 @@ def run_command(action: Callable[[], int | None], debug: bool) -> None:
     # what `docker run`, systemd and CI runners expect of a program stopped by SIGTERM.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
+    # Ctrl-C stops a copy however we were started: a job a script puts in the background inherits
+    # SIGINT ignored, and Python then leaves it so (the Docker CLI asks for SIGINT all the same).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     debug = debug or GLOBALS.debug
     _logging(debug)
     try:
