@@ -583,6 +583,7 @@ def _outgoing(
     if isinstance(src, SharedSource):
         yield src.outgoing(spec, how, progress, options.spool_dir)
         return
+    assert isinstance(src, Engine)
     with (
         tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
         src.save(ids, platform) as raw,

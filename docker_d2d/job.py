@@ -3,8 +3,7 @@ fleet, the registry path and the remote filter share, below the orchestration th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -84,11 +83,8 @@ Requested = tuple[ImageRef, ImageInfo, tuple[int | None, ...]]
 
 
 class Source(Protocol):
-    """Where exports come from: the source engine itself, or one export shared by several destinations."""
+    """Where the images come from: the source engine itself, or one export shared by several
+    destinations (shared_rewrite.SharedSource)."""
 
     endpoint: Endpoint
     info: EngineInfo | None
-
-    def save(
-        self, names: Sequence[str], platform: Platform | None = None
-    ) -> AbstractContextManager[Iterator[bytes]]: ...

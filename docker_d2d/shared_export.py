@@ -147,9 +147,7 @@ class SharedExport:
             with self._source.save(self.ids, self.platform) as chunks:
                 for chunk in chunks:
                     self._spool.write(chunk)
-        except Cancelled:
-            pass
-        except BaseException as exc:  # handed to every reader
+        except BaseException as exc:  # handed to every reader (Cancelled too: they stop either way)
             error = exc
         finally:
             self._spool.end(error)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +27,7 @@ from .archive import BARRIER, Cut, Progress, Rewriter, RewriteResult, StreamSpec
 from .compress import Compression, compressed
 from .endpoint import Endpoint
 from .loading import Outgoing, WireArchive
-from .model import EngineInfo, Platform
+from .model import EngineInfo
 from .shared_export import SharedExport, Spool
 
 if TYPE_CHECKING:
@@ -43,9 +43,8 @@ class _End:
 
 @dataclass(frozen=True)
 class _Progress:
-    method: str
-    key: str
-    n: int
+    method: str  # of archive.Progress
+    args: tuple[str] | tuple[str, int]
 
 
 class _Marking:
@@ -55,16 +54,16 @@ class _Marking:
         self.spool = spool
 
     def layer_skipped(self, key: str, size: int) -> None:
-        self.spool.mark(_Progress("layer_skipped", key, size))
+        self.spool.mark(_Progress("layer_skipped", (key, size)))
 
     def layer_started(self, key: str, size: int) -> None:
-        self.spool.mark(_Progress("layer_started", key, size))
+        self.spool.mark(_Progress("layer_started", (key, size)))
 
     def layer_advanced(self, key: str, nbytes: int) -> None:
-        self.spool.mark(_Progress("layer_advanced", key, nbytes))
+        self.spool.mark(_Progress("layer_advanced", (key, nbytes)))
 
     def layer_finished(self, key: str) -> None:
-        self.spool.mark(_Progress("layer_finished", key, 0))
+        self.spool.mark(_Progress("layer_finished", (key,)))
 
 
 class _Rewrite:
@@ -146,7 +145,7 @@ class _ReplayedArchive:
                     if what is BARRIER:
                         self.barrier()
                     elif isinstance(what, _Progress):
-                        self._replay(what)
+                        getattr(reading.progress, what.method)(*what.args)
                 until = spool.marks[reading.marks_seen][0] if reading.marks_seen < marks else size
                 if until <= reading.offset and reading.marks_seen >= marks and done:
                     spool.wait(reading.offset, reading.marks_seen)  # raises the rewrite's error
@@ -154,13 +153,6 @@ class _ReplayedArchive:
                 for chunk in spool.read(f.fileno(), reading.offset, until):
                     yield chunk
                     reading.offset += len(chunk)
-
-    def _replay(self, event: _Progress) -> None:
-        progress = self._reading.progress
-        if event.method == "layer_finished":
-            progress.layer_finished(event.key)
-        else:
-            getattr(progress, event.method)(event.key, event.n)
 
 
 class SharedSource:
@@ -174,9 +166,6 @@ class SharedSource:
         self._rewrites: dict[str, _Rewrite] = {}
         self._lock = threading.Lock()
         self.streams = 0  # distinct streams rewritten for the destinations
-
-    def save(self, names: Sequence[str], platform: Platform | None = None) -> AbstractContextManager[Iterator[bytes]]:
-        return self.export.reader()  # the one export holds every destination's images
 
     def outgoing(self, spec: StreamSpec, how: Compression, progress: Progress, spool_dir: Path | None) -> Outgoing:
         """What a destination whose stream `spec` and `how` decide is sent."""

@@ -20,7 +20,7 @@ from .archive import MT_MANIFEST, SMALL_BLOB, Rewriter, _blob_name
 from .copy import apply_tags
 from .engine import Engine
 from .errors import VerifyError
-from .job import CopyResult, Reporter, Requested, Source
+from .job import CopyResult, Reporter, Requested
 from .model import EngineKind, ImageInfo, short
 from .plan import Holdings, plan_transfer, stream_spec
 from .registry import Registry
@@ -46,7 +46,7 @@ class PushResult:
 
 
 def push_to_registry(
-    src: Source,
+    src: Engine,
     requested: Sequence[Requested],
     registry: Registry,
     reporter: Reporter,
