@@ -14,12 +14,13 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
+from .formats.digests import short
 from .job import Checkpoint
-from .model import EngineKind, ImageInfo, short
+from .model import EngineKind, ImageInfo
 
 if TYPE_CHECKING:
-    from .archive import Cut
     from .engine import Engine
+    from .formats.entries import Cut
     from .job import CopyResult, Reporter
 
 PARTIAL_REPO = "docker-d2d-partial"

@@ -15,8 +15,9 @@ from typing import Any, TextIO
 from .compress import Compression
 from .endpoint import Endpoint
 from .fanout import FleetResult
+from .formats.digests import short
 from .job import CopyResult
-from .model import EngineInfo, human_size, short
+from .model import EngineInfo, human_size
 from .plan import Decision, TransferPlan
 
 # Reentrant: a signal handler (the deferred interrupt's note) may print while its thread is printing.

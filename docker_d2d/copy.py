@@ -16,11 +16,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import checkpoints
-from .archive import PARTIAL_LABEL, Progress, Rewriter, RewriteResult, StreamSpec
 from .compress import Compression, accepts_zstd_layers, choose, far
 from .endpoint import Endpoint, Scheme
 from .engine import Engine
 from .errors import ArchiveError, D2DError, EngineError, ImageNotFound, PlatformError, VerifyError
+from .formats.checkpoint import PARTIAL_LABEL
+from .formats.digests import short
+from .formats.entries import Progress, RewriteResult
+from .formats.oci import Descriptor, uncompressed
+from .formats.prefetch import prefetch
+from .formats.rewrite import Rewriter
+from .formats.spec import StreamSpec
 from .job import CopyOptions, CopyResult, Reporter, Requested, Source
 from .loading import Compressing, Outgoing, load_archives
 from .lock import destination_lock
@@ -33,11 +39,9 @@ from .model import (
     as_id_ref,
     could_be_id,
     parse_ref,
-    short,
 )
 from .plan import Decision, ImagePlan, TransferPlan, holdings, layer_sizes, plan_transfer, stream_spec
-from .prefetch import prefetch
-from .probe import Descriptor, held_as, held_sizes, uncompressed
+from .probe import held_as, held_sizes
 from .registry_first import PulledBase, RegistryFirst, find_bases, pull_bases
 from .registry_layers import layer_descriptors
 from .shared_rewrite import SharedSource

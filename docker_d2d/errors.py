@@ -14,32 +14,31 @@
     ├── VerifyError               the destination's image differs from the source's after the load
     └── Cancelled                 the user interrupted (exit 130)
 
-The CLI turns them into messages in one place (cli.run_command); nothing below
-it prints or exits. Text an engine wrote reaches the terminal only through `printable`.
+The CLI turns them into messages in one place (app/application.py, Application.run); nothing
+below it prints or exits. Text an engine wrote reaches the terminal only through `printable`.
+D2DError, ArchiveError and ZstdUnavailable are defined in formats/errors.py (the code that also
+runs on a source host raises them) and are the same classes here.
 """
 
 from __future__ import annotations
 
+from .formats.errors import ArchiveError, D2DError, ZstdUnavailable
 
-class D2DError(Exception):
-    exit_code = 1
-
-    def __init__(self, message: str, *, side: str | None = None, endpoint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.side = side
-        self.endpoint = endpoint
-
-    def with_side(self, side: str, endpoint: str) -> D2DError:
-        """Name the side (source/destination) the error came from, unless a lower layer did already."""
-        if self.side is None:
-            self.side, self.endpoint = side, endpoint
-        return self
-
-    def __str__(self) -> str:
-        if self.side:
-            return f"{self.side} {self.endpoint}: {self.message}" if self.endpoint else f"{self.side}: {self.message}"
-        return self.message
+__all__ = [
+    "ArchiveError",
+    "Cancelled",
+    "ConnectError",
+    "D2DError",
+    "EndpointError",
+    "EngineError",
+    "ImageNotFound",
+    "PlatformError",
+    "StalledError",
+    "UsageError",
+    "VerifyError",
+    "ZstdUnavailable",
+    "printable",
+]
 
 
 class UsageError(D2DError):
@@ -69,14 +68,6 @@ class ImageNotFound(EngineError):
 
 
 class PlatformError(D2DError):
-    pass
-
-
-class ArchiveError(D2DError):
-    pass
-
-
-class ZstdUnavailable(ArchiveError):
     pass
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from .archive import Progress, RewriteResult
 from .compress import Compression
 from .endpoint import Endpoint
+from .formats.entries import Progress, RewriteResult
 from .model import EngineInfo, ImageInfo, ImageRef, Platform
 from .plan import TransferPlan
 from .registry_first import PulledBase, RegistryFirst

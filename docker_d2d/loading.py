@@ -1,10 +1,10 @@
 """Sending a rewrite into the destination's load: one archive, or a pipeline of checkpointed ones;
 and what an interrupt does while a load is going on.
 
-A checkpointed rewrite (archive.Rewriter.archives) is loaded as a pipeline: each archive goes to
+A checkpointed rewrite (formats/rewrite.py, Rewrite.archives) is loaded as a pipeline: each archive goes to
 a load of its own on a thread, and the next one starts streaming as soon as the previous body
 went out, while the destination is still applying its layers. Only an archive's image entries
-wait (archive.Archive.barrier) until the earlier loads are done, since they name layers those
+wait (formats/rewrite.py, Archive.barrier) until the earlier loads are done, since they name layers those
 loads bring. So a checkpointed copy costs about what one archive would, not the sum of the loads.
 """
 
@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import checkpoints
-from .archive import Archive, Cut, Rewriter, RewriteResult
 from .compress import Compression, compressed
 from .errors import D2DError
+from .formats.entries import Cut, RewriteResult
+from .formats.rewrite import Archive, Rewriter
 from .model import EngineKind
 
 # How long a stopping copy waits for a load still sending to notice (a thread blocked on a full
@@ -26,13 +27,13 @@ from .model import EngineKind
 STOP_WAIT = 2.0
 
 if TYPE_CHECKING:
-    from .archive import Buffer
     from .engine import Engine
+    from .formats.entries import Buffer
     from .job import CopyResult, Reporter, Source
 
 
 class WireArchive(Protocol):
-    """One load body, as its bytes go on the wire (see archive.Archive for `cut` and `barrier`)."""
+    """One load body, as its bytes go on the wire (see formats/rewrite.py Archive for `cut` and `barrier`)."""
 
     barrier: Callable[[], None]
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 from .errors import UsageError
+from .formats.digests import chain_ids
+from .formats.oci import MT_DOCKER_LIST, MT_INDEX
 
 # The reference grammar of distribution/reference, reduced to what we need to
 # split a string into repository, tag and digest.
@@ -20,8 +21,6 @@ _REFERENCE = re.compile(
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
     r"(?:@(?P<digest>[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}))?$"
 )
-MT_INDEX = "application/vnd.oci.image.index.v1+json"
-MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 _FULL_ID = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
 _SHORT_ID = re.compile(r"^[0-9a-f]{6,64}$")
 
@@ -76,17 +75,6 @@ def could_be_id(ref: ImageRef) -> bool:
 
 def as_id_ref(ref: ImageRef) -> ImageRef:
     return ImageRef(ref.raw, RefKind.ID)
-
-
-def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """chain(L1) = diff(L1); chain(L1..Ln) = sha256(chain(L1..Ln-1) + " " + diff(Ln))."""
-    chains: list[str] = []
-    for diff in diff_ids:
-        if not chains:
-            chains.append(diff)
-        else:
-            chains.append("sha256:" + hashlib.sha256(f"{chains[-1]} {diff}".encode()).hexdigest())
-    return chains
 
 
 class EngineKind(Enum):
@@ -179,11 +167,6 @@ class ImageInfo:
     @property
     def chain_ids(self) -> list[str]:
         return chain_ids(self.diff_ids)
-
-
-def short(digest: str, n: int = 12) -> str:
-    # No str.removeprefix here: this module also runs on the source host's Python 3.8 (remote/).
-    return (digest[7:] if digest.startswith("sha256:") else digest)[:n]
 
 
 def human_size(n: float) -> str:

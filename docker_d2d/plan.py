@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from .archive import OutputFormat, StreamSpec
-from .model import EngineInfo, EngineKind, ImageInfo, ImageRef, chain_ids
+from .formats.digests import chain_ids
+from .formats.readers.base import SaveFormat
+from .formats.readers.legacy import Legacy
+from .formats.readers.oci import ContainerdStore, OciLayout
+from .formats.readers.podman import DockerArchive
+from .formats.spec import OutputFormat, StreamSpec
+from .model import EngineInfo, EngineKind, ImageInfo, ImageRef
 
 
 class Decision(Enum):
@@ -148,28 +152,6 @@ def plan_transfer(
 
 # --- what the rewrite needs to know about the source's archive ------------------------------
 
-_EPOCH_V1_PREFIX = (
-    '{"container_config":{"Hostname":"","Domainname":"","User":"","AttachStdin":false,'
-    '"AttachStdout":false,"AttachStderr":false,"Tty":false,"OpenStdin":false,"StdinOnce":false,'
-    '"Env":null,"Cmd":null,"Image":"","Volumes":null,"WorkingDir":"","Entrypoint":null,'
-    '"OnBuild":null,"Labels":null},"created":"1970-01-01T00:00:00Z","layer_id":"'
-)
-
-
-def legacy_v1_ids(diff_ids: Sequence[str]) -> list[str]:
-    """The v1 ids Docker < 25 gives the lower layers of an image in `docker save`.
-
-    Lower layers are written with an empty config and the epoch as creation time
-    (moby image/tarexport/save.go, image/v1 CreateID), so their ids follow from the chain
-    ids alone. The top layer's id hashes the whole config and is not predicted."""
-    ids: list[str] = []
-    parent = ""
-    for chain in chain_ids(diff_ids)[:-1]:
-        text = _EPOCH_V1_PREFIX + chain + '"' + (f',"parent":"{parent}"' if parent else "") + "}"
-        parent = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-        ids.append(parent[7:])
-    return ids
-
 
 def source_is_legacy(source: EngineInfo) -> bool:
     if source.kind is not EngineKind.GRAPHDRIVER:
@@ -178,6 +160,15 @@ def source_is_legacy(source: EngineInfo) -> bool:
         return int(source.version.split(".")[0]) < 25
     except ValueError:
         return False
+
+
+def save_format(source: EngineInfo) -> type[SaveFormat]:
+    """How the source engine's `docker save` names its entries."""
+    if source_is_legacy(source):
+        return Legacy
+    if source.kind is EngineKind.PODMAN:
+        return DockerArchive
+    return ContainerdStore if source.kind is EngineKind.CONTAINERD else OciLayout
 
 
 def output_format(dest: EngineKind) -> OutputFormat:
@@ -230,20 +221,7 @@ def stream_spec(
     wanted_ids = {i.id for i in images}
     others = [i for i in exported if i.id not in wanted_ids]
     everything = images + others
-    named: dict[str, str] = {}
-    unnamed: list[str] = []
-    if source_is_legacy(source):
-        for image in everything:
-            for v1, diff in zip(legacy_v1_ids(image.diff_ids), image.diff_ids):
-                named[f"{v1}/layer.tar"] = diff
-            unnamed.extend(image.diff_ids[-1:])
-    elif source.kind is EngineKind.PODMAN:
-        named = {f"{d[7:]}.tar": d for image in everything for d in image.diff_ids}
-    else:
-        named = {f"blobs/sha256/{d[7:]}": d for image in everything for d in image.diff_ids}
-        if source.kind is EngineKind.CONTAINERD:
-            # The content store may hold any layer compressed, under a digest we cannot predict.
-            unnamed = sorted({d for image in everything for d in image.diff_ids})
+    named, unnamed = save_format(source).expected_names([image.diff_ids for image in everything])
     needed = {d for image in images for d in image.diff_ids}
     unwanted = frozenset(d for image in others for d in image.diff_ids if d not in needed)
     limits, max_layer = _limits(plan)

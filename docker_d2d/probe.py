@@ -10,23 +10,17 @@ and unpacks nothing (a chain it lacked would be unpacked, or fail the load).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
 
-from .archive import MT_CONFIG, MT_LAYER, MT_MANIFEST, SMALL_BLOB, _blob_name
 from .engine import Engine
 from .errors import D2DError, EngineError
+from .formats.oci import Descriptor
+from .formats.readers.export import SMALL_BLOB
+from .formats.readers.oci import blobs, layer_sizes
+from .formats.writers import oci_archive
 from .model import ImageInfo, Platform
-from .tarstream import END_OF_ARCHIVE, ChunkReader, file_entry, read_entries
-
-Descriptor = dict[str, Any]  # an OCI descriptor: mediaType, digest, size
-
-
-def uncompressed(diff_id: str, size: int = 0) -> Descriptor:
-    return {"mediaType": MT_LAYER, "digest": diff_id, "size": size}
 
 
 def probe_archive(platform: Platform, diff_ids: Sequence[str], layers: Sequence[Descriptor]) -> tuple[bytes, str]:
@@ -40,28 +34,7 @@ def probe_archive(platform: Platform, diff_ids: Sequence[str], layers: Sequence[
             "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
         }
     ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": MT_MANIFEST,
-            "config": {"mediaType": MT_CONFIG, "digest": _digest(config), "size": len(config)},
-            "layers": [{k: d[k] for k in ("mediaType", "digest", "size")} for d in layers],
-        }
-    ).encode()
-    digest = _digest(manifest)
-    index = json.dumps(
-        {"schemaVersion": 2, "manifests": [{"mediaType": MT_MANIFEST, "digest": digest, "size": len(manifest)}]}
-    ).encode()
-    parts: list[bytes] = []
-    for name, data in (
-        (f"blobs/sha256/{_digest(config)[7:]}", config),
-        (f"blobs/sha256/{digest[7:]}", manifest),
-        ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
-        ("index.json", index),
-    ):
-        parts.extend(file_entry(name, data))
-    parts.append(END_OF_ARCHIVE)
-    return b"".join(parts), digest
+    return oci_archive(config, [{k: d[k] for k in ("mediaType", "digest", "size")} for d in layers])
 
 
 def holds(dst: Engine, diff_ids: Sequence[str], layers: Sequence[Descriptor]) -> bool:
@@ -110,7 +83,7 @@ def held_sizes(dst: Engine, held: Sequence[ImageInfo], diff_ids: Iterable[str]) 
             continue
         try:
             with dst.save([image.id]) as raw:
-                _read_sizes(ChunkReader(raw), wanted, sizes)
+                _read_sizes(raw, wanted, sizes)
         except D2DError:
             continue  # e.g. an image whose own export breaks: another may tell
         if wanted <= sizes.keys():
@@ -118,32 +91,14 @@ def held_sizes(dst: Engine, held: Sequence[ImageInfo], diff_ids: Iterable[str]) 
     return sizes
 
 
-def _read_sizes(reader: ChunkReader, wanted: set[str], sizes: dict[str, int]) -> None:
-    for entry in read_entries(reader):
-        digest = _blob_name(entry.name)
-        if digest in wanted and entry.size:
-            sizes[digest] = entry.size  # its header tells: the body need not be read
-        elif digest and entry.size <= SMALL_BLOB:
-            sizes.update(_manifest_sizes(reader.read_exact(entry.size), wanted - sizes.keys()))
-            if wanted <= sizes.keys():
-                return
-            continue
+def _read_sizes(raw: Iterator[bytes], wanted: set[str], sizes: dict[str, int]) -> None:
+    for blob in blobs(raw):
+        if blob.digest in wanted and blob.size:
+            sizes[blob.digest] = blob.size  # its header tells: the body need not be read
+        elif blob.size <= SMALL_BLOB:
+            sizes.update(layer_sizes(blob.read(), wanted - sizes.keys()))
         if wanted <= sizes.keys():
             return
-        reader.skip(entry.size)
-
-
-def _manifest_sizes(data: bytes, wanted: set[str]) -> dict[str, int]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return {}  # a small layer, not a manifest
-    layers = doc.get("layers") if isinstance(doc, dict) else None
-    return {
-        d["digest"]: d["size"]
-        for d in (layers if isinstance(layers, list) else [])
-        if isinstance(d, dict) and d.get("digest") in wanted and isinstance(d.get("size"), int) and d["size"] > 0
-    }
 
 
 def _unique(descs: Sequence[Descriptor]) -> Iterator[Descriptor]:
@@ -152,7 +107,3 @@ def _unique(descs: Sequence[Descriptor]) -> Iterator[Descriptor]:
         if d["digest"] not in seen:
             seen.add(d["digest"])
             yield d
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()

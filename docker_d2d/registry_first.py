@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .engine import Engine
 from .errors import D2DError
-from .model import ImageInfo, short
+from .formats.digests import short
+from .model import ImageInfo
 from .plan import Decision, TransferPlan
 
 

@@ -23,15 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .archive import BARRIER, Cut, Progress, Rewriter, RewriteResult, StreamSpec, in_turn
 from .compress import Compression, compressed
 from .endpoint import Endpoint
+from .formats.entries import BARRIER, Cut, Progress, RewriteResult
+from .formats.rewrite import Rewriter, in_turn
+from .formats.spec import StreamSpec, spec_to_json
 from .loading import Outgoing, WireArchive
 from .model import EngineInfo
 from .shared_export import SharedExport, Spool
 
 if TYPE_CHECKING:
-    from .archive import Buffer
+    from .formats.entries import Buffer
 
 
 @dataclass(frozen=True)
@@ -169,8 +171,7 @@ class SharedSource:
 
     def outgoing(self, spec: StreamSpec, how: Compression, progress: Progress, spool_dir: Path | None) -> Outgoing:
         """What a destination whose stream `spec` and `how` decide is sent."""
-        from .remote.agent import spec_to_json  # every field, in a stable form
-
+        # every field, in a stable form
         key = json.dumps([spec_to_json(spec), how.value], sort_keys=True)
         with self._lock:
             rewrite = self._rewrites.get(key)

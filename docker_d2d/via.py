@@ -16,15 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .archive import MT_MANIFEST, SMALL_BLOB, Rewriter, _blob_name
 from .copy import apply_tags
 from .engine import Engine
 from .errors import VerifyError
+from .formats.digests import short
+from .formats.entries import OutFile
+from .formats.oci import MT_MANIFEST, blob_name
+from .formats.readers.export import SMALL_BLOB
+from .formats.rewrite import Rewriter
 from .job import CopyResult, Reporter, Requested
-from .model import EngineKind, ImageInfo, short
+from .model import EngineKind, ImageInfo
 from .plan import Holdings, plan_transfer, stream_spec
 from .registry import Registry
-from .tarstream import ChunkReader, read_entries
 
 
 @dataclass(frozen=True)
@@ -67,24 +70,21 @@ def push_to_registry(
     small: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="d2d-", dir=spool_dir) as spool, src.save([i.id for i in images]) as raw:
         rewriter = Rewriter(raw, spec, reporter, Path(spool))
-        reader = ChunkReader(iter(rewriter.stream()))  # type: ignore[arg-type]
-        for entry in read_entries(reader):
-            digest = _blob_name(entry.name)
-            if digest is None:
-                reader.skip(entry.size)  # index.json, oci-layout: the manifests are put below
-                continue
-            if entry.size <= SMALL_BLOB:
-                data = small[digest] = reader.read_exact(entry.size)
+        for out in rewriter.files():  # the OCI layout the rewrite writes, file by file
+            digest = blob_name(out.name) if isinstance(out, OutFile) else None
+            if not isinstance(out, OutFile) or digest is None:
+                continue  # index.json, oci-layout: the manifests are put below
+            if out.size <= SMALL_BLOB:
+                data = small[digest] = b"".join(bytes(c) for c in out.body)
                 if digest in present or _is_manifest(data):
                     continue
                 registry.upload_blob(digest, [data])
             elif digest in present or registry.has_blob(digest):
-                reader.skip(entry.size)
-                continue
+                continue  # (the rewrite reads what is left of its body)
             else:
-                registry.upload_blob(digest, reader.iter_exact(entry.size))  # type: ignore[arg-type]
+                registry.upload_blob(digest, out.body)  # type: ignore[arg-type]  # httpx writes any buffer
             result.blobs_sent += 1
-            result.bytes_sent += entry.size
+            result.bytes_sent += out.size
     written = {w.config_digest: w for w in rewriter.result.images}
     for image in images:
         config = image.id if src.info.kind is not EngineKind.CONTAINERD else rewriter.result.aliases.get(image.id)

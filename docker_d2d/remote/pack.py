@@ -1,4 +1,4 @@
-"""Pack the agent: the project's own modules, read from the installed package at run time.
+"""Pack the agent: the formats/ folder, read from the installed package at run time.
 
 The host runs `python3 -c BOOTSTRAP`; the bootstrap reads one length-prefixed, zlib-compressed
 JSON document from stdin (module sources and the job), serves those modules to `import` from
@@ -11,22 +11,18 @@ from __future__ import annotations
 import json
 import shlex
 import zlib
+from collections.abc import Iterator
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Every module the agent imports, with the packages among them.
-MODULES = (
-    "docker_d2d",
-    "docker_d2d.errors",
-    "docker_d2d.model",
-    "docker_d2d.tarstream",
-    "docker_d2d.archive",
-    "docker_d2d.prefetch",
-    "docker_d2d.remote",
-    "docker_d2d.remote.agent",
-)
-PACKAGES = ("docker_d2d", "docker_d2d.remote")
-MAIN = "docker_d2d.remote.agent"
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+# What travels: the formats/ folder, whole (its modules import nothing else of docker_d2d; a unit
+# test proves it), below an empty docker_d2d package.
+ROOT = "docker_d2d"
+FOLDER = "formats"
+MAIN = "docker_d2d.formats.agent"
 EXIT_TOO_OLD = 96
 
 # Must parse on any python3 (and say so when it is too old): no f-strings, no single quotes.
@@ -54,16 +50,22 @@ importlib.import_module(p["main"]).main(p["job"])
 """
 
 
-def _source(module: str) -> str:
-    parts = module.split(".")
-    node = resources.files(parts[0])
-    for part in parts[1:] if module in PACKAGES else parts[1:-1]:
-        node = node.joinpath(part)
-    return node.joinpath("__init__.py" if module in PACKAGES else parts[-1] + ".py").read_text(encoding="utf-8")
+def _walk(node: Traversable, name: str) -> Iterator[tuple[str, str, bool]]:
+    """(module, source, is a package) for every module below `node`, the package `name`."""
+    for child in sorted(node.iterdir(), key=lambda c: c.name):
+        if child.is_dir() and child.joinpath("__init__.py").is_file():
+            yield from _walk(child, f"{name}.{child.name}")
+        elif child.name == "__init__.py":
+            yield name, child.read_text(encoding="utf-8"), True
+        elif child.name.endswith(".py"):
+            yield f"{name}.{child.name[:-3]}", child.read_text(encoding="utf-8"), False
 
 
-def sources() -> dict[str, str]:
-    return {name: _source(name) for name in MODULES}
+def modules() -> tuple[dict[str, str], list[str]]:
+    """Every module that travels (name -> source) and which of them are packages."""
+    found = list(_walk(resources.files(ROOT).joinpath(FOLDER), f"{ROOT}.{FOLDER}"))
+    sources = {ROOT: "", **{name: text for name, text, _ in found}}
+    return sources, [ROOT, *(name for name, _, package in found if package)]
 
 
 def command(python: str = "python3") -> str:
@@ -73,6 +75,7 @@ def command(python: str = "python3") -> str:
 
 def program(job: dict[str, Any]) -> bytes:
     """What the bootstrap reads from stdin."""
-    doc = {"modules": sources(), "packages": list(PACKAGES), "main": MAIN, "job": job}
+    sources, packages = modules()
+    doc = {"modules": sources, "packages": packages, "main": MAIN, "job": job}
     packed = zlib.compress(json.dumps(doc).encode(), 9)
     return b"%d\n" % len(packed) + packed

@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import paramiko
 
-from ..archive import Cut, Progress, RewriteResult, StreamSpec, WrittenImage
 from ..checkpoints import keep_partials
 from ..compress import Compression, accepts_zstd
 from ..endpoint import DEFAULT_UNIX_SOCKET
 from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound, ZstdUnavailable
+from ..formats.agent import DATA, EVENT, HEADER
+from ..formats.entries import Cut, Progress, RewriteResult, cut_from_json, result_from_json
+from ..formats.spec import StreamSpec, spec_to_json
 from ..model import human_size
 from ..transport.ssh import WINDOW, SSHConnection, connection_for
 from . import RemoteFilter
-from .agent import DATA, EVENT, HEADER, spec_to_json
 from .pack import EXIT_TOO_OLD, command, program
 
 if TYPE_CHECKING:
@@ -72,15 +73,6 @@ def read_frames(recv: Callable[[int], bytes]) -> Iterator[tuple[bytes, bytes]]:
         payload = bytes(buf[HEADER.size : HEADER.size + size])
         del buf[: HEADER.size + size]
         yield kind, payload
-
-
-def _written(images: list[dict[str, Any]]) -> list[WrittenImage]:
-    return [WrittenImage(i["config_digest"], tuple(i["diff_ids"]), i.get("manifest_digest")) for i in images]
-
-
-def result_from_json(doc: dict[str, Any]) -> RewriteResult:
-    fields = {k: v for k, v in doc.items() if k not in ("images", "partials")}
-    return RewriteResult(images=_written(doc["images"]), partials=_written(doc["partials"]), **fields)
 
 
 def accepted(requested: Compression, dst: Engine) -> list[str]:
@@ -191,7 +183,7 @@ class _Relay:
                     for what, key, n in event["items"]:
                         _progress(self.progress, what, key, n)
                 elif name == "cut":
-                    self.cut = Cut(tuple(_written(event["images"])), tuple(event["sources"]))
+                    self.cut = cut_from_json(event)
                     return
                 elif name == "result":
                     self.result = result_from_json(event["result"])

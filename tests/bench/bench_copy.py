@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from docker_d2d.archive import Rewriter
 from docker_d2d.endpoint import parse_endpoint
 from docker_d2d.engine import Engine as Client
+from docker_d2d.formats.rewrite import Rewriter
 from docker_d2d.model import parse_ref
 from docker_d2d.plan import holdings, layer_sizes, plan_transfer, stream_spec
 from tests.conftest import d2d_path

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from docker_d2d.archive import OutputFormat, Rewriter, StreamSpec
 from docker_d2d.errors import ArchiveError
-from docker_d2d.plan import legacy_v1_ids
-from docker_d2d.tarstream import ChunkReader, file_entry, read_entries
+from docker_d2d.formats.readers.legacy import legacy_v1_ids
+from docker_d2d.formats.rewrite import Rewriter
+from docker_d2d.formats.spec import OutputFormat, StreamSpec
+from docker_d2d.formats.tarstream import ChunkReader, file_entry, read_entries
 
 
 def sha(b: bytes) -> str:

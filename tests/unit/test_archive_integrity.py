@@ -15,19 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from docker_d2d.archive import MAX_METADATA, OutputFormat, Rewriter, StreamSpec
 from docker_d2d.errors import ArchiveError
+from docker_d2d.formats.readers.export import MAX_METADATA
+from docker_d2d.formats.readers.legacy import legacy_v1_ids
+from docker_d2d.formats.rewrite import Rewriter
+from docker_d2d.formats.spec import OutputFormat, StreamSpec
+from docker_d2d.formats.tarstream import END_OF_ARCHIVE, MAX_EXTENDED_HEADER, ChunkReader, read_entries
 from docker_d2d.model import EngineInfo, EngineKind, ImageInfo, ImageRef, RefKind
-from docker_d2d.plan import (
-    LAYER_SLACK,
-    holdings,
-    layer_limit,
-    layer_sizes,
-    legacy_v1_ids,
-    plan_transfer,
-    stream_spec,
-)
-from docker_d2d.tarstream import END_OF_ARCHIVE, MAX_EXTENDED_HEADER, ChunkReader, read_entries
+from docker_d2d.plan import LAYER_SLACK, holdings, layer_limit, layer_sizes, plan_transfer, stream_spec
 
 
 def sha(b: bytes) -> str:

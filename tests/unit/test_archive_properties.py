@@ -18,9 +18,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from docker_d2d.archive import OutputFormat, Rewriter, StreamSpec
 from docker_d2d.errors import ArchiveError
-from docker_d2d.tarstream import ChunkReader, read_entries
+from docker_d2d.formats.rewrite import Rewriter
+from docker_d2d.formats.spec import OutputFormat, StreamSpec
+from docker_d2d.formats.tarstream import ChunkReader, read_entries
 
 from .test_archive_integrity import config_for, legacy, oci, podman, sha
 

@@ -17,10 +17,13 @@ from typing import Any
 import pytest
 import zstandard
 
-from docker_d2d import archive
-from docker_d2d.archive import MT_LAYER, NoProgress, OutputFormat, Rewriter, StreamSpec
 from docker_d2d.errors import ArchiveError
-from docker_d2d.tarstream import file_entry
+from docker_d2d.formats.entries import NoProgress
+from docker_d2d.formats.oci import MT_LAYER
+from docker_d2d.formats.readers import export as archive
+from docker_d2d.formats.rewrite import Rewriter
+from docker_d2d.formats.spec import OutputFormat, StreamSpec
+from docker_d2d.formats.tarstream import file_entry
 
 ZSTD = MT_LAYER + "+zstd"
 GZIP = MT_LAYER + "+gzip"

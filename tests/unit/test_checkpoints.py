@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from docker_d2d.archive import PARTIAL_LABEL, Cut, OutputFormat, Rewriter, StreamSpec, partial_config
 from docker_d2d.checkpoints import AUTO_EVERY, every, parse_checkpoint, partial_refs
 from docker_d2d.errors import UsageError
+from docker_d2d.formats.checkpoint import PARTIAL_LABEL, partial_config
+from docker_d2d.formats.entries import Cut
+from docker_d2d.formats.rewrite import Rewriter
+from docker_d2d.formats.spec import OutputFormat, StreamSpec
 from docker_d2d.model import ImageInfo
 
 from .test_archive import chunks, make_tar, sha

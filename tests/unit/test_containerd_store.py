@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from docker_d2d import probe
-from docker_d2d.archive import OutputFormat, Rewriter, StreamSpec
 from docker_d2d.errors import EngineError, UsageError
+from docker_d2d.formats.oci import uncompressed
+from docker_d2d.formats.rewrite import Rewriter
+from docker_d2d.formats.spec import OutputFormat, StreamSpec
 from docker_d2d.model import ImageInfo, Platform
 from docker_d2d.registry_layers import split_repo_digest
 
@@ -82,7 +84,7 @@ def test_left_out_layers_named_by_the_source_descriptor(tmp_path: Path) -> None:
 
 
 def test_a_known_holding_wins_over_the_source_descriptor(tmp_path: Path) -> None:
-    held = {DIFFS[0]: probe.uncompressed(DIFFS[0])}
+    held = {DIFFS[0]: uncompressed(DIFFS[0])}
     spec = StreamSpec(OutputFormat.OCI, frozenset(DIFFS[:2]), {}, tuple(DIFFS), left_out=held, prefer_source=True)
     _, manifest, _ = rewrite(store_export(), spec, tmp_path)
     # Uncompressed: the real size, not the probe's placeholder.
@@ -111,7 +113,7 @@ def test_keep_drops_other_platforms_layers(tmp_path: Path) -> None:
 
 
 def test_probe_archive_is_a_config_and_a_manifest() -> None:
-    layers = [probe.uncompressed(DIFFS[0]), {"mediaType": GZ, "digest": sha(BLOBS[1]), "size": len(BLOBS[1])}]
+    layers = [uncompressed(DIFFS[0]), {"mediaType": GZ, "digest": sha(BLOBS[1]), "size": len(BLOBS[1])}]
     data, digest = probe.probe_archive(Platform("linux", "arm64"), DIFFS[:2], layers)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
@@ -141,9 +143,7 @@ class FakeStore:
 
 
 def candidates() -> dict[str, list[dict[str, Any]]]:
-    return {
-        d: [probe.uncompressed(d), {"mediaType": GZ, "digest": sha(b), "size": len(b)}] for d, b in zip(DIFFS, BLOBS)
-    }
+    return {d: [uncompressed(d), {"mediaType": GZ, "digest": sha(b), "size": len(b)}] for d, b in zip(DIFFS, BLOBS)}
 
 
 def test_held_as_one_probe_when_the_first_candidates_are_right(monkeypatch: pytest.MonkeyPatch) -> None:

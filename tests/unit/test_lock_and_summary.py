@@ -61,8 +61,8 @@ def test_no_lock_dir_does_not_stop_the_copy(tmp_path: Path, monkeypatch: pytest.
 
 
 def _result(transfers: list[list[str]], sent: dict[str, int], left_out: dict[str, int]) -> object:
-    from docker_d2d.archive import RewriteResult, WrittenImage
     from docker_d2d.compress import Compression
+    from docker_d2d.formats.entries import RewriteResult, WrittenImage
     from docker_d2d.job import CopyResult
     from docker_d2d.model import EngineInfo, EngineKind
     from docker_d2d.plan import TransferPlan

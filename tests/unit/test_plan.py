@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from docker_d2d.archive import OutputFormat
-from docker_d2d.model import EngineInfo, EngineKind, ImageInfo, chain_ids, parse_ref
-from docker_d2d.plan import Decision, holdings, layer_sizes, legacy_v1_ids, plan_transfer, stream_spec
+from docker_d2d.formats.digests import chain_ids
+from docker_d2d.formats.readers.legacy import legacy_v1_ids
+from docker_d2d.formats.spec import OutputFormat
+from docker_d2d.model import EngineInfo, EngineKind, ImageInfo, parse_ref
+from docker_d2d.plan import Decision, holdings, layer_sizes, plan_transfer, stream_spec
 
 D = [f"sha256:{c * 64}" for c in "abcdef"]
 

@@ -22,10 +22,12 @@ from typing import cast
 import pytest
 import zstandard
 
-from docker_d2d.archive import OutputFormat, Rewriter, StreamSpec
-from docker_d2d.remote.agent import DATA, EVENT, spec_to_json
+from docker_d2d.formats.agent import DATA, EVENT
+from docker_d2d.formats.entries import result_from_json
+from docker_d2d.formats.rewrite import Rewriter
+from docker_d2d.formats.spec import OutputFormat, StreamSpec, spec_to_json
 from docker_d2d.remote.pack import BOOTSTRAP, EXIT_TOO_OLD, program
-from docker_d2d.remote.run import read_frames, result_from_json
+from docker_d2d.remote.run import read_frames
 from tests.unit.test_archive import DIFFS, legacy_export, oci_export
 from tests.unit.test_archive_integrity import LAYERS as LINK_LAYERS
 from tests.unit.test_archive_integrity import config_for
@@ -274,7 +276,7 @@ def test_closing_stdin_ends_the_agent_and_its_children(
 def test_every_field_of_the_spec_reaches_the_host() -> None:
     import dataclasses
 
-    from docker_d2d.remote.agent import spec_from_json
+    from docker_d2d.formats.spec import spec_from_json
 
     spec = StreamSpec(
         OutputFormat.OCI,

@@ -10,13 +10,13 @@ from unittest.mock import MagicMock
 
 import pytest
 
-from docker_d2d.archive import RewriteResult, WrittenImage
 from docker_d2d.compress import Compression
 from docker_d2d.errors import ArchiveError
+from docker_d2d.formats.agent import HEADER
+from docker_d2d.formats.entries import RewriteResult, WrittenImage, result_from_json
 from docker_d2d.model import EngineInfo, EngineKind
 from docker_d2d.remote import pack
-from docker_d2d.remote.agent import HEADER
-from docker_d2d.remote.run import accepted, read_frames, result_from_json
+from docker_d2d.remote.run import accepted, read_frames
 
 
 def frames(*items: tuple[bytes, bytes]) -> bytes:
@@ -89,10 +89,12 @@ def test_the_program_is_the_installed_modules() -> None:
     payload = pack.program({"x": 1})
     length, _, rest = payload.partition(b"\n")
     doc = json.loads(zlib.decompress(rest[: int(length)]))
-    import docker_d2d.archive
-    import docker_d2d.remote.agent
+    import docker_d2d.formats.agent
+    import docker_d2d.formats.rewrite
 
-    assert doc["modules"]["docker_d2d.archive"] == Path(docker_d2d.archive.__file__).read_text()
-    assert doc["modules"]["docker_d2d.remote.agent"] == Path(docker_d2d.remote.agent.__file__).read_text()
-    assert doc["job"] == {"x": 1} and set(doc["packages"]) == {"docker_d2d", "docker_d2d.remote"}
+    assert doc["modules"]["docker_d2d.formats.rewrite"] == Path(docker_d2d.formats.rewrite.__file__).read_text()
+    assert doc["modules"]["docker_d2d.formats.agent"] == Path(docker_d2d.formats.agent.__file__).read_text()
+    assert doc["main"] == "docker_d2d.formats.agent" and doc["modules"]["docker_d2d"] == ""
+    assert doc["job"] == {"x": 1}
+    assert set(doc["packages"]) == {"docker_d2d", "docker_d2d.formats", "docker_d2d.formats.readers"}
     assert "'" not in pack.BOOTSTRAP  # it travels single-quoted in the exec request

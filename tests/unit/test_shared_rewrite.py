@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from docker_d2d.archive import Cut, OutputFormat, Rewriter, StreamSpec
 from docker_d2d.compress import Compression
 from docker_d2d.endpoint import parse_endpoint
 from docker_d2d.errors import Cancelled, EngineError
+from docker_d2d.formats.entries import Cut
+from docker_d2d.formats.rewrite import Rewriter
+from docker_d2d.formats.spec import OutputFormat, StreamSpec
 from docker_d2d.loading import Compressing, Outgoing
 from docker_d2d.model import Platform
 from docker_d2d.shared_export import SharedExport

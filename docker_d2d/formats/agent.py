@@ -14,7 +14,7 @@ once (and the engine's export with it, since its socket closes), so Ctrl-C, a dr
 an error at the destination leaves nothing running here. Nothing is written to disk: the
 only spool the reader may need is an unnamed temporary file, gone when the process ends.
 
-This module travels: it must stay importable on Python 3.8.
+Like everything in formats/, it travels (remote/pack.py): Python 3.8, standard library only.
 """
 
 from __future__ import annotations
@@ -32,19 +32,20 @@ import sys
 import threading
 import traceback
 import zlib
-from dataclasses import asdict
 from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
-from ..archive import OutputFormat, Rewriter, StreamSpec
-from ..errors import D2DError, EngineError, ImageNotFound
-from ..prefetch import prefetch
+from .entries import cut_to_json, result_to_json
+from .errors import D2DError
+from .prefetch import prefetch
+from .rewrite import Rewriter
+from .spec import spec_from_json
 
 HEADER = struct.Struct(">cI")
 DATA = b"D"
 EVENT = b"E"
 CHUNK = 1 << 20
-ZSTD_FASTEST = -131072  # as compress.py: close to a copy, for blobs that are compressed already
+ZSTD_FASTEST = -131072  # as transfer/compress.py: close to a copy, for blobs that are compressed already
 EXIT_ABORTED = 75
 
 
@@ -116,7 +117,7 @@ class _Plain:
 
 
 class _Gzip(_Plain):
-    """gzip members; already compressed blobs go into stored members (as compress.py does)."""
+    """gzip members; already compressed blobs go into stored members (as transfer/compress.py does)."""
 
     name = "gzip"
 
@@ -186,7 +187,7 @@ class _ZstdProcess(_Plain):
         if self.error is not None:
             raise self.error
         if self.proc.wait() != 0:
-            raise EngineError(f"zstd on the source host exited with status {self.proc.returncode}")
+            raise EngineFailed(f"zstd on the source host exited with status {self.proc.returncode}")
 
 
 def compressor(accepted: list[str], frames: Frames, children: list[subprocess.Popen[bytes]]) -> _Plain:
@@ -210,6 +211,15 @@ def compressor(accepted: list[str], frames: Frames, children: list[subprocess.Po
 
 class ConnectFailed(D2DError):
     """The engine socket cannot be opened from here (the local side then falls back)."""
+
+
+class EngineFailed(D2DError):
+    """The engine (or the host's zstd) failed: the local side raises it as its EngineError, or as
+    ImageNotFound when `not_found`."""
+
+    def __init__(self, message: str, not_found: bool = False) -> None:
+        super().__init__(message)
+        self.not_found = not_found
 
 
 class _UnixHTTP(http.client.HTTPConnection):
@@ -237,8 +247,7 @@ def export(path: str, api: str, names: list[str]) -> http.client.HTTPResponse:
             message = json.loads(body).get("message") or body
         except ValueError:
             message = body.strip() or resp.reason
-        cls = ImageNotFound if resp.status == 404 else EngineError
-        raise cls(f"export: {message}", status=resp.status)
+        raise EngineFailed(f"export: {message}", not_found=resp.status == 404)
     return resp
 
 
@@ -270,51 +279,6 @@ def _watch_stdin(children: list[subprocess.Popen[bytes]]) -> None:
     threading.Thread(target=watch, name="d2d-stdin", daemon=True).start()
 
 
-def spec_from_json(doc: dict[str, Any]) -> StreamSpec:
-    def optional_set(value: Any) -> frozenset[str] | None:
-        return None if value is None else frozenset(value)
-
-    return StreamSpec(
-        OutputFormat(doc["output"]),
-        frozenset(doc["skip"]),
-        dict(doc["named"]),
-        tuple(doc["unnamed"]),
-        wanted=optional_set(doc["wanted"]),
-        image_ids=frozenset(doc["image_ids"]),
-        limits=dict(doc["limits"]),
-        max_layer=doc["max_layer"],
-        left_out={k: dict(v) for k, v in doc["left_out"].items()},
-        prefer_source=bool(doc["prefer_source"]),
-        keep=optional_set(doc["keep"]),
-        checkpoint=doc["checkpoint"],
-        chains={k: tuple(v) for k, v in doc["chains"].items()},
-        platform=dict(doc["platform"]),
-        decompress_zstd=bool(doc["decompress_zstd"]),
-    )
-
-
-def spec_to_json(spec: StreamSpec) -> dict[str, Any]:
-    """Every field: what the host's reader checks and how it names layers must be what the local
-    one would do (a unit test holds this to StreamSpec's fields)."""
-    return {
-        "output": spec.output.value,
-        "skip": sorted(spec.skip),
-        "named": dict(spec.named),
-        "unnamed": list(spec.unnamed),
-        "wanted": None if spec.wanted is None else sorted(spec.wanted),
-        "image_ids": sorted(spec.image_ids),
-        "limits": dict(spec.limits),
-        "max_layer": spec.max_layer,
-        "left_out": {k: dict(v) for k, v in spec.left_out.items()},
-        "prefer_source": spec.prefer_source,
-        "keep": None if spec.keep is None else sorted(spec.keep),
-        "checkpoint": spec.checkpoint,
-        "chains": {k: list(v) for k, v in spec.chains.items()},
-        "platform": dict(spec.platform),
-        "decompress_zstd": spec.decompress_zstd,
-    }
-
-
 def run(job: dict[str, Any], source: Any, frames: Frames, children: list[subprocess.Popen[bytes]]) -> None:
     """Rewrite `source` (an iterator of export chunks) into compressed frames; the testable core."""
     comp = compressor(job["compress"], frames, children)
@@ -328,9 +292,9 @@ def run(job: dict[str, Any], source: Any, frames: Frames, children: list[subproc
         comp.close()  # each archive is a load body of its own: a whole compressed stream
         events.flush()
         if archive.cut is not None:
-            frames.event("cut", images=[asdict(i) for i in archive.cut.images], sources=list(archive.cut.sources))
+            frames.event("cut", **cut_to_json(archive.cut))
             comp = compressor(job["compress"], frames, children)
-    frames.event("result", result=asdict(rewriter.result))
+    frames.event("result", result=result_to_json(rewriter.result))
 
 
 def main(job: dict[str, Any]) -> None:
@@ -346,7 +310,7 @@ def main(job: dict[str, Any]) -> None:
             frames.event("error", kind="connect", message=exc.message)
             sys.exit(1)
         except D2DError as exc:
-            kind = "not-found" if isinstance(exc, ImageNotFound) else type(exc).__name__
+            kind = "not-found" if isinstance(exc, EngineFailed) and exc.not_found else type(exc).__name__
             frames.event("error", kind=kind, message=exc.message)
             sys.exit(1)
         except (http.client.HTTPException, OSError) as exc:

@@ -1,0 +1,26 @@
+"""Content digests: of bytes, of layer chains, and their short forms."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """chain(L1) = diff(L1); chain(L1..Ln) = sha256(chain(L1..Ln-1) + " " + diff(Ln))."""
+    chains: list[str] = []
+    for diff in diff_ids:
+        if not chains:
+            chains.append(diff)
+        else:
+            chains.append(sha256(f"{chains[-1]} {diff}".encode()))
+    return chains
+
+
+def short(digest: str, n: int = 12) -> str:
+    # No str.removeprefix here: this runs on the source host's Python 3.8 too.
+    return (digest[7:] if digest.startswith("sha256:") else digest)[:n]
