@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({**METADATA, "Version": __version__}))
         return
     if args[:1] in (["__complete"], ["__completeNoDesc"]):
-        from .completion import cobra_complete
+        from .app.completion import cobra_complete
 
         print(cobra_complete(args[0], args[1:]))
         return
 
+    from .app.options import split_global_flags
     from .errors import UsageError
-    from .options import split_global_flags
 
     try:
         opts, rest = split_global_flags(args)
@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     if rest[:1] == ["help"]:
         rest = ["--help"]
 
-    from . import cli
+    from .app import cli
+    from .app.application import Application
 
-    cli.GLOBALS = opts
-    cli.app(args=normalize_argv(rest), prog_name="docker d2d" if plugin else "docker-d2d")
+    cli.app(args=normalize_argv(rest), prog_name="docker d2d" if plugin else "docker-d2d", obj=Application(opts))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""The local side: start the agent on the source host over ssh and relay its stream into the load.
+"""The local side of the agent: start it on the source host over ssh and relay its stream.
 
-The compressed archive goes into the destination's load as it arrives, never decompressed
-here (engines read gzip and zstd load bodies themselves). When the host cannot run the agent
-(no python3, one older than 3.8, an engine socket it cannot open directly), the transfer falls
-back to the plain export stream, with one note saying what that costs and how to avoid it.
+Each relay is one load body: the compressed archive goes into the destination's load as it
+arrives, never decompressed here (engines read gzip and zstd load bodies themselves). When the
+host cannot run the agent (no python3, one older than 3.8, an engine socket it cannot open
+directly), `start` raises AgentUnavailable: the transfer then falls back to the plain export
+stream (transfer/sources.py).
 """
 
 from __future__ import annotations
@@ -11,36 +12,22 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import paramiko
 
-from ..checkpoints import keep_partials
-from ..compress import Compression, accepts_zstd
-from ..endpoint import DEFAULT_UNIX_SOCKET
+from ..engine.ssh import WINDOW, SSHConnection
 from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound, ZstdUnavailable
 from ..formats.agent import DATA, EVENT, HEADER
 from ..formats.entries import Cut, Progress, RewriteResult, cut_from_json, result_from_json
-from ..formats.spec import StreamSpec, spec_to_json
-from ..model import human_size
-from ..transport.ssh import WINDOW, SSHConnection, connection_for
-from . import RemoteFilter
 from .pack import EXIT_TOO_OLD, command, program
 
-if TYPE_CHECKING:
-    from ..engine import Engine
-    from ..job import CopyOptions, CopyResult, Reporter
-    from ..plan import TransferPlan
-
 log = logging.getLogger("docker_d2d.remote")
+
 HELLO_TIMEOUT = 60.0
 EXIT_NOT_FOUND = 127
-
-# Hosts found unable to run the agent in this run, with the reason (warned once per host).
-_UNUSABLE: weakref.WeakKeyDictionary[SSHConnection, str] = weakref.WeakKeyDictionary()
 
 
 class AgentUnavailable(Exception):
@@ -75,16 +62,6 @@ def read_frames(recv: Callable[[int], bytes]) -> Iterator[tuple[bytes, bytes]]:
         yield kind, payload
 
 
-def accepted(requested: Compression, dst: Engine) -> list[str]:
-    """What the agent may compress with, best first: what the destination's load reads."""
-    assert dst.info
-    if requested is Compression.NONE:
-        return ["none"]
-    if requested is Compression.GZIP or not accepts_zstd(dst.info):
-        return ["gzip"]
-    return ["zstd", "gzip"]
-
-
 _ERRORS: dict[str, type[D2DError]] = {
     "not-found": ImageNotFound,
     "ArchiveError": ArchiveError,
@@ -93,7 +70,7 @@ _ERRORS: dict[str, type[D2DError]] = {
 
 
 @dataclass
-class _Agent:
+class Agent:
     connection: SSHConnection
     channel: paramiko.Channel
     frames: Iterator[tuple[bytes, bytes]]
@@ -119,13 +96,12 @@ class _Agent:
         return cls(message)
 
 
-def _start(src: Engine, job: dict[str, Any]) -> tuple[_Agent, dict[str, Any]]:
+def start(connection: SSHConnection, job: dict[str, Any]) -> tuple[Agent, dict[str, Any]]:
     """Open the exec channel, send the program, wait for the hello (the export has begun)."""
-    connection = connection_for(src.endpoint, src.timeouts)
     channel = connection.transport.open_session(window_size=WINDOW)
     channel.settimeout(HELLO_TIMEOUT)
     channel.exec_command(command())
-    agent = _Agent(connection, channel, read_frames(channel.recv))
+    agent = Agent(connection, channel, read_frames(channel.recv))
     # When python3 is missing the channel may close before all is sent: the exit status tells.
     with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
         channel.sendall(program(job))
@@ -160,13 +136,13 @@ def _start(src: Engine, job: dict[str, Any]) -> tuple[_Agent, dict[str, Any]]:
     raise AgentUnavailable(f"python3 failed ({why})")
 
 
-class _Relay:
+class Relay:
     """One load body: the agent's data frames as they come, up to a checkpoint ("cut", then `cut`
     is set and the next body goes on) or the end ("result", then `result` is set); events go to
-    the reporter."""
+    `progress`, and `wire(n)` hears of each data frame's bytes."""
 
-    def __init__(self, agent: _Agent, progress: Progress, counted: CopyResult) -> None:
-        self.agent, self.progress, self.counted = agent, progress, counted
+    def __init__(self, agent: Agent, progress: Progress, wire: Callable[[int], None]) -> None:
+        self.agent, self.progress, self.wire = agent, progress, wire
         self.cut: Cut | None = None
         self.result: RewriteResult | None = None
 
@@ -174,7 +150,7 @@ class _Relay:
         try:
             for kind, payload in self.agent.frames:
                 if kind == DATA:
-                    self.counted.wire_bytes += len(payload)
+                    self.wire(len(payload))
                     yield payload
                     continue
                 event = json.loads(payload)
@@ -204,85 +180,3 @@ def _progress(progress: Progress, what: str, key: str, n: int) -> None:
         progress.layer_advanced(key, n)
     elif what == "finished":
         progress.layer_finished(key)
-
-
-def _fallback_note(src: Engine, plan: TransferPlan, why: str, remedy: str = "") -> str:
-    layers = plan.unique_layers().values()
-    whole = sum(lay.size or 0 for lay in layers)
-    missing = plan.bytes_to_send
-    host = src.endpoint.host
-    remedy = remedy or f"Install python3 (3.8 or later) on {host}"
-    return (
-        f"the source host {host} cannot filter the export: {why}. The whole export (~ {human_size(whole)}) "
-        f"crosses the link uncompressed instead of only the missing layers (~ {human_size(missing)} before "
-        f"compression). {remedy} for the fast path, or pass --remote-filter never to choose the plain stream"
-    )
-
-
-def remote_transfer(
-    src: Engine,
-    dst: Engine,
-    plan: TransferPlan,
-    ids: list[str],
-    spec: StreamSpec,
-    reporter: Reporter,
-    options: CopyOptions,
-    result: CopyResult,
-    progress: Progress,
-) -> RewriteResult | None:
-    """Filter at the source host and load what it sends; None: the plain stream instead.
-    `progress` hears of each layer (and keeps count in `result`)."""
-    if options.remote_filter is RemoteFilter.NEVER:
-        log.info("source %s: plain export stream (--remote-filter never)", src.endpoint)
-        return None
-    connection = connection_for(src.endpoint, src.timeouts)
-    if connection in _UNUSABLE:
-        log.info("source %s: plain export stream (%s)", src.endpoint, _UNUSABLE[connection])
-        return None
-    job = {
-        "socket": src.endpoint.path or DEFAULT_UNIX_SOCKET,
-        "api": src.api_version,
-        "names": ids,
-        "spec": spec_to_json(spec),
-        "compress": accepted(options.compress, dst),
-    }
-    try:
-        agent, hello = _start(src, job)
-    except AgentUnavailable as exc:
-        _UNUSABLE[connection] = str(exc)
-        log.info("source %s: plain export stream (%s)", src.endpoint, exc)
-        reporter.note(_fallback_note(src, plan, str(exc)))
-        return None
-    except D2DError as exc:
-        raise exc.with_side("source", str(src.endpoint)) from exc
-    log.info(
-        "source %s: filtering at the source host (python %s, %s on the wire)",
-        src.endpoint,
-        hello.get("python"),
-        hello.get("compression"),
-    )
-    result.compression = Compression(hello.get("compression", "none"))
-    try:
-        while True:
-            body = _Relay(agent, progress, result)
-            dst.load(body)
-            if body.cut is None:
-                assert body.result is not None
-                return body.result
-            keep_partials(dst, body.cut, reporter, result)
-    except ZstdUnavailable:
-        # Its reader met a zstd blob (a containerd store's) it cannot hash or inflate. The load got a
-        # body cut off before its end, so it made nothing (partial images of earlier checkpoints
-        # stay, named): the plain stream starts over. Deciding up front would cost every pull from
-        # such a store the plain stream, zstd blobs or not.
-        why = "its python3 lacks the zstandard module, which the store's zstd layers need"
-        _UNUSABLE[connection] = why
-        log.info("source %s: plain export stream (%s)", src.endpoint, why)
-        remedy = f"Install the zstandard module for python3 on {src.endpoint.host} (Debian: python3-zstandard)"
-        reporter.note(_fallback_note(src, plan, why, remedy))
-        return None
-    except D2DError as exc:
-        # Raised inside the body generator (the source's side) unless named already.
-        raise exc.with_side("source", str(src.endpoint)) from exc
-    finally:
-        agent.channel.close()

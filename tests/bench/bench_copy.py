@@ -19,10 +19,13 @@ import time
 from pathlib import Path
 
 from docker_d2d.endpoint import parse_endpoint
-from docker_d2d.engine import Engine as Client
+from docker_d2d.engine.client import open_engine
+from docker_d2d.engine.pool import SSHPool
+from docker_d2d.engine.watch import Timeouts
 from docker_d2d.formats.rewrite import Rewriter
 from docker_d2d.model import parse_ref
-from docker_d2d.plan import holdings, layer_sizes, plan_transfer, stream_spec
+from docker_d2d.transfer.plan import holdings, layer_sizes, plan_transfer
+from docker_d2d.transfer.spec import stream_spec
 from tests.conftest import d2d_path
 from tests.harness.engines import Engine, start_engine
 from tests.harness.realistic import build_image
@@ -47,7 +50,11 @@ def d2d(src: Engine, dst: Engine, image: str) -> tuple[float, int]:
 
 def thin_archive(src: Engine, dst: Engine, image: str, out: Path) -> None:
     """Write what docker-d2d would send for `image` into a file (not timed)."""
-    with Client(parse_endpoint(src.host), "source") as s, Client(parse_endpoint(dst.host), "destination") as d:
+    with (
+        SSHPool() as pool,
+        open_engine(parse_endpoint(src.host), "source", Timeouts(), pool) as s,
+        open_engine(parse_endpoint(dst.host), "destination", Timeouts(), pool) as d,
+    ):
         si, di = s.connect(), d.connect()
         info = s.inspect(image)
         plan = plan_transfer(

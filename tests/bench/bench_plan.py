@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 from docker_d2d.endpoint import parse_endpoint
-from docker_d2d.engine import Engine as Client
+from docker_d2d.engine.client import open_engine
+from docker_d2d.engine.pool import SSHPool
+from docker_d2d.engine.watch import Timeouts
 from tests.conftest import d2d_path
 from tests.harness.delay_proxy import DelayProxy
 from tests.harness.engines import start_engine
@@ -38,7 +40,7 @@ def timed_noop(src: str, dst: str, image: str, cache: Path) -> float:
 
 def serial_inspects(dst: str) -> float:
     t = time.perf_counter()
-    with Client(parse_endpoint(dst), "destination") as client:
+    with SSHPool() as pool, open_engine(parse_endpoint(dst), "destination", Timeouts(), pool) as client:
         client.connect()
         for image_id in client.list_image_ids():
             client.inspect(image_id)

@@ -22,8 +22,8 @@ from pathlib import Path
 import zstandard
 
 from docker_d2d.endpoint import parse_endpoint
-from docker_d2d.transport import Timeouts
-from docker_d2d.transport.ssh import SSHConnection, close_all
+from docker_d2d.engine.ssh import SSHConnection
+from docker_d2d.engine.watch import Timeouts
 from tests.bench.timing import d2d
 from tests.harness.engines import SPECS, Engine, start_engine
 from tests.harness.netns import NetNS
@@ -50,7 +50,7 @@ def zstd3_of_layer(src: Engine, image: str, diff_id: str) -> int:
 
 def zstd_throughput(src: Engine, image: str) -> float:
     """MB/s of docker-d2d's wire compression on this image's export (in memory, so disk is not measured)."""
-    from docker_d2d.compress import Compression, compressed
+    from docker_d2d.transfer.compress import Compression, compressed
 
     data = src.docker("save", image).stdout
     chunks = [data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
@@ -82,7 +82,7 @@ def raw_throughput(work: Path, client: SshClientHome, mb: int = 512) -> tuple[fl
         os.environ["HOME"] = str(client.home)
         conn = SSHConnection(parse_endpoint(f"ssh://root@127.0.0.1:{srv.port}{sink}"), Timeouts())
         conn.connect()
-        from docker_d2d.transport.ssh import open_streamlocal
+        from docker_d2d.engine.ssh import open_streamlocal
 
         channel = open_streamlocal(conn.transport, str(sink), Timeouts().connect)
         t = time.perf_counter()
@@ -93,7 +93,6 @@ def raw_throughput(work: Path, client: SshClientHome, mb: int = 512) -> tuple[fl
         ours = mb / (time.perf_counter() - t)
         channel.close()
         conn.close()
-        close_all()
         return openssh, ours
     finally:
         socat.terminate()

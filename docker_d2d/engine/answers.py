@@ -1,0 +1,91 @@
+"""What an engine answers, read: the API version to speak, image inspect, JSON message streams."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from ..model import ImageInfo, Platform
+
+# The newest API version we were tested against; older engines get their own
+# version, as the docker CLI negotiates it.
+MAX_API_VERSION = "1.45"
+MIN_API_VERSION = "1.24"
+
+
+def version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
+def negotiate_version(server: str | None, override: str | None = None, server_min: str | None = None) -> str:
+    """The docker CLI's rule, min(ours, the engine's), raised to the engine's floor when the engine
+    refuses anything older (Docker 29.0 refused clients below 1.44; any engine may be started with
+    DOCKER_MIN_API_VERSION): the calls we make mean the same in every version since 1.24."""
+    if override:
+        return override
+    if not server:
+        return MIN_API_VERSION
+    version = min(server, MAX_API_VERSION, key=version_tuple)
+    if server_min and version_tuple(server_min) > version_tuple(version):
+        return min(server_min, server, key=version_tuple)
+    return version
+
+
+def history_size(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def json_stream(text: str) -> Iterator[dict[str, Any]]:
+    decoder = json.JSONDecoder()
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            return
+        if isinstance(obj, dict):
+            yield obj
+
+
+def full_id(image_id: str) -> str:
+    return image_id if image_id.startswith("sha256:") else "sha256:" + image_id
+
+
+def image_info(data: dict[str, Any]) -> ImageInfo:
+    diff_ids = tuple((data.get("RootFS") or {}).get("Layers") or ())
+    # Engines render the same config differently: graphdriver Docker fills in the build's
+    # parent as Config.Image, others leave it empty; empty fields come and go.
+    empty: tuple[Any, ...] = (None, "", False, [], {})
+    config = {k: v for k, v in (data.get("Config") or {}).items() if k != "Image" and v not in empty}
+    ident = {
+        "Config": config,
+        "Architecture": data.get("Architecture"),
+        "Os": data.get("Os"),
+        "Created": data.get("Created"),
+        "Layers": diff_ids,
+    }
+    return ImageInfo(
+        id=full_id(data["Id"]),
+        diff_ids=diff_ids,
+        repo_tags=tuple(data.get("RepoTags") or ()),
+        created=data.get("Created") or "",
+        repo_digests=tuple(data.get("RepoDigests") or ()),
+        fingerprint=hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest(),
+        size=int(data.get("Size") or 0),
+        platform=Platform(*(str(data.get(k) or "") for k in ("Os", "Architecture", "Variant"))),
+        media_type=str((data.get("Descriptor") or {}).get("mediaType") or ""),
+    )
+
+
+def stream_error(messages: Iterator[dict[str, Any]]) -> str | None:
+    """The failure a load's or pull's message stream reports inside its HTTP 200 answer, if any."""
+    for msg in messages:
+        if msg.get("errorDetail") or msg.get("error"):
+            return str((msg.get("errorDetail") or {}).get("message") or msg.get("error"))
+    return None

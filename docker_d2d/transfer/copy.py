@@ -1,0 +1,47 @@
+"""A single copy: one source, one destination, one Transfer.
+
+endpoints -> engines -> the images asked for -> plan -> Transfer (send, verify, tag).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from ..endpoint import Endpoint
+from ..engine.client import open_engine
+from ..engine.pool import SSHPool
+from ..model import parse_ref
+from .job import CopyOptions, CopyResult, Reporter
+from .requests import resolve
+from .sources import source_for
+from .transfer import Transfer, one_copy_at_a_time, plan_for
+
+
+def copy_images(
+    source: Endpoint,
+    destination: Endpoint,
+    refs: Sequence[str],
+    reporter: Reporter,
+    options: CopyOptions,
+    ssh: SSHPool,
+) -> CopyResult:
+    """Copy `refs` from `source` to `destination`; engines over ssh use the run's connections (`ssh`)."""
+    started = time.monotonic()
+    parsed = [parse_ref(r) for r in refs]
+    with (
+        open_engine(source, "source", options.timeouts, ssh) as src,
+        open_engine(destination, "destination", options.timeouts, ssh) as dst,
+        one_copy_at_a_time(destination, reporter, options),
+    ):
+        src_info = src.connect()
+        reporter.connected("source", source, src_info)
+        dst_info = dst.connect()
+        reporter.connected("destination", destination, dst_info)
+        platform = options.platform or dst_info.platform
+        requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]
+        result = plan_for(src_info, dst, requested, reporter, options, src.all_images)
+        if not options.dry_run:
+            Transfer(source_for(src), dst, reporter, options, result).deliver()
+    result.elapsed = time.monotonic() - started
+    return result

@@ -1,0 +1,203 @@
+"""One rewrite and one compression for every destination of a fleet that would be sent the same
+bytes.
+
+Destinations of one kind that lack the same layers get the same thin archive, compressed the same
+way: rewriting and compressing it once per destination spends the client's CPU, on a fleet the
+scarcest thing there is, on identical work. So a destination asks for its stream by what decides
+its bytes (the stream's spec and the compression); the first to ask starts a rewrite of the shared
+export into a spool file, and every destination asking the same reads that file at its own pace.
+
+What the rewrite reports (layer progress, the barrier before image entries, the end of each
+archive) is kept as marks at the byte offset where it happened, and replayed to each reader as it
+passes that offset, so each destination's progress follows its own link.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..endpoint import Endpoint
+from ..formats.entries import BARRIER, Cut, Progress, RewriteResult
+from ..formats.rewrite import Rewriter, in_turn
+from ..formats.spec import StreamSpec, spec_to_json
+from ..model import EngineInfo
+from .compress import Compression, compressed
+from .loading import Outgoing, WireArchive
+from .shared_export import SharedExport
+from .sources import Send, send_outgoing
+from .spool import Spool
+
+if TYPE_CHECKING:
+    from ..formats.entries import Buffer
+
+
+@dataclass(frozen=True)
+class _End:
+    """An archive ends here; with a cut, another follows."""
+
+    cut: Cut | None
+
+
+@dataclass(frozen=True)
+class _Progress:
+    method: str  # of archive.Progress
+    args: tuple[str] | tuple[str, int]
+
+
+class _Marking:
+    """The rewrite's progress, kept as marks in its spool."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+
+    def layer_skipped(self, key: str, size: int) -> None:
+        self.spool.mark(_Progress("layer_skipped", (key, size)))
+
+    def layer_started(self, key: str, size: int) -> None:
+        self.spool.mark(_Progress("layer_started", (key, size)))
+
+    def layer_advanced(self, key: str, nbytes: int) -> None:
+        self.spool.mark(_Progress("layer_advanced", (key, nbytes)))
+
+    def layer_finished(self, key: str) -> None:
+        self.spool.mark(_Progress("layer_finished", (key,)))
+
+
+class _Rewrite:
+    """The shared export, rewritten as `spec` says and compressed, into a spool, on a thread."""
+
+    def __init__(self, export: SharedExport, spec: StreamSpec, how: Compression, spool_dir: Path | None) -> None:
+        self.spec = spec
+        self.spool = Spool(spool_dir, "d2d-rewrite-")
+        self._stack = ExitStack()
+        held = self._stack.enter_context(tempfile.TemporaryDirectory(prefix="d2d-", dir=spool_dir))
+        chunks = self._stack.enter_context(export.reader())
+        self.rewriter = Rewriter(chunks, spec, _Marking(self.spool), Path(held))
+        self._how = how
+        self._thread = threading.Thread(target=self._write, name="d2d-rewrite", daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        error: BaseException | None = None
+        try:
+            for archive in self.rewriter.archives():
+                archive.barrier = lambda: self.spool.mark(BARRIER)
+                for chunk in compressed(archive, self._how, lambda: self.rewriter.emitting_compressed):
+                    self.spool.write(chunk)
+                self.spool.mark(_End(archive.cut))
+        except BaseException as exc:  # handed to every reader where it happened in the stream (Cancelled too)
+            error = exc
+        finally:
+            self.spool.end(error)
+            self._stack.close()
+
+    def close(self) -> None:
+        self.spool.cancel()
+        self._thread.join(timeout=10)
+        self.spool.remove()
+
+
+class _Replayed:
+    """One destination's reading of a shared rewrite (loading.Outgoing)."""
+
+    def __init__(self, rewrite: _Rewrite, progress: Progress) -> None:
+        self.rewrite = rewrite
+        self.progress = progress
+        self.offset = 0  # bytes read, and marks met, so far: the next archive starts there
+        self.marks_seen = 0
+
+    @property
+    def checkpointed(self) -> bool:
+        return self.rewrite.spec.checkpoint is not None
+
+    @property
+    def result(self) -> RewriteResult:
+        return self.rewrite.rewriter.result
+
+    def archives(self) -> Iterator[WireArchive]:
+        return in_turn(lambda: _ReplayedArchive(self))
+
+
+class _ReplayedArchive:
+    def __init__(self, reading: _Replayed) -> None:
+        self._reading = reading
+        self.cut: Cut | None = None
+        self.ended = False
+        self.barrier: Callable[[], None] = lambda: None
+
+    def __iter__(self) -> Iterator[Buffer]:
+        reading = self._reading
+        spool = reading.rewrite.spool
+        with open(spool.path, "rb", buffering=0) as f:
+            while True:
+                size, marks, done = spool.wait(reading.offset, reading.marks_seen)
+                # What happened up to here, before the bytes that came after it.
+                while reading.marks_seen < marks and spool.marks[reading.marks_seen][0] <= reading.offset:
+                    what = spool.marks[reading.marks_seen][1]
+                    reading.marks_seen += 1
+                    if isinstance(what, _End):
+                        self.cut = what.cut
+                        self.ended = True
+                        return
+                    if what is BARRIER:
+                        self.barrier()
+                    elif isinstance(what, _Progress):
+                        getattr(reading.progress, what.method)(*what.args)
+                until = spool.marks[reading.marks_seen][0] if reading.marks_seen < marks else size
+                if until <= reading.offset and reading.marks_seen >= marks and done:
+                    spool.wait(reading.offset, reading.marks_seen)  # raises the rewrite's error
+                    raise RuntimeError("the shared rewrite ended without the end of its archive")
+                for chunk in spool.read(f.fileno(), reading.offset, until):
+                    yield chunk
+                    reading.offset += len(chunk)
+
+
+class SharedSource:
+    """The source as the destinations of a fleet see it: one export, and one rewrite per distinct
+    stream, shared by every destination that asks for the same."""
+
+    def __init__(self, endpoint: Endpoint, info: EngineInfo | None, export: SharedExport) -> None:
+        self.endpoint = endpoint
+        self.info = info
+        self.export = export
+        self._rewrites: dict[str, _Rewrite] = {}
+        self._lock = threading.Lock()
+        self.streams = 0  # distinct streams rewritten for the destinations
+
+    def send(self, job: Send) -> RewriteResult:
+        return send_outgoing(self, job, self._outgoing(job))
+
+    @contextmanager
+    def _outgoing(self, job: Send) -> Iterator[Outgoing]:
+        yield self.outgoing(job.spec, job.result.compression, job.progress, job.options.spool_dir)
+
+    def outgoing(self, spec: StreamSpec, how: Compression, progress: Progress, spool_dir: Path | None) -> Outgoing:
+        """What a destination whose stream `spec` and `how` decide is sent."""
+        # every field, in a stable form
+        key = json.dumps([spec_to_json(spec), how.value], sort_keys=True)
+        with self._lock:
+            rewrite = self._rewrites.get(key)
+            if rewrite is None:
+                rewrite = self._rewrites[key] = _Rewrite(self.export, spec, how, spool_dir)
+                self.streams += 1
+        return _Replayed(rewrite, progress)
+
+    def cancel(self) -> None:
+        """Stop the export and every reader of every rewrite, even of what is written already."""
+        self.export.cancel()
+        with self._lock:
+            for rewrite in self._rewrites.values():
+                rewrite.spool.cancel()
+
+    def close(self) -> None:
+        with self._lock:
+            rewrites, self._rewrites = list(self._rewrites.values()), {}
+        for rewrite in rewrites:
+            rewrite.close()
