@@ -53,12 +53,8 @@ class LazyEngines(dict[str, Engine]):
 @pytest.fixture(scope="session")
 def registry(engine_base: Path) -> Iterator[Registry]:
     """A real distribution registry on loopback (tests/harness/registry.py)."""
-    reg = Registry(engine_base / "registry")
-    reg.start()
-    try:
+    with Registry(engine_base / "registry") as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="session")

@@ -433,7 +433,8 @@ def open_streamlocal(transport: paramiko.Transport, path: str, timeout: float) -
 
     paramiko has no API for this channel type (its open_channel only encodes tcpip and x11
     arguments), so this mirrors Transport.open_channel with the streamlocal payload:
-    string socket path, string reserved, uint32 reserved (OpenSSH PROTOCOL, 2.4)."""
+    string socket path, string reserved, uint32 reserved (OpenSSH PROTOCOL, 2.4). paramiko is
+    pinned in pyproject.toml; tests/unit/engine/test_pinned.py fails when a release changes this."""
     from paramiko.channel import Channel
     from paramiko.common import cMSG_CHANNEL_OPEN
     from paramiko.message import Message

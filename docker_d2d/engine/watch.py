@@ -201,8 +201,9 @@ def with_backend(
     backend: httpcore.NetworkBackend, ssl_context: ssl.SSLContext | None = None, uds: str | None = None
 ) -> httpx.HTTPTransport:
     """An httpx transport on our own network backend. httpx has no public way to give one, so
-    this replaces the pool HTTPTransport builds (httpx 0.28 `_transports/default.py`,
-    `self._pool = httpcore.ConnectionPool(...)`); pinned and tested against httpx 0.28."""
+    this replaces the pool HTTPTransport builds (httpx `_transports/default.py`,
+    `self._pool = httpcore.ConnectionPool(...)`): pinned in pyproject.toml, and
+    tests/unit/engine/test_pinned.py fails when a release changes it."""
     # verify=False: the pool built here, with the CA bundle httpx would load for it (35 ms, twice per
     # engine), is thrown away; TLS uses `ssl_context`.
     transport = httpx.HTTPTransport(verify=False)

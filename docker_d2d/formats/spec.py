@@ -35,7 +35,7 @@ class StreamSpec:
     keep: frozenset[str] | None = None
     # Resumable copies: once this many layer bytes went into one archive, it ends, at the first
     # point where partial images (prefixes of `chains`) hold every layer it carried; a new
-    # archive goes on (see `Rewriter.archives`). None: one archive.
+    # archive goes on (see rewrite.py, `Rewrite.archives`). None: one archive.
     checkpoint: int | None = None
     chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # source image id -> diff ids
     platform: Mapping[str, str] = field(default_factory=dict)  # os, architecture[, variant] of partial configs

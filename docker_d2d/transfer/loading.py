@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..endpoint import Endpoint
 from ..errors import D2DError
 from ..formats.entries import Cut, RewriteResult
-from ..formats.rewrite import Archive, Rewriter
+from ..formats.rewrite import Archive, Rewrite
 from ..model import EngineKind
 from . import checkpoints
 from .compress import Compression, compressed
@@ -60,7 +60,7 @@ class Outgoing(Protocol):
 class Compressing:
     """A rewrite of this destination's own, compressed as it is sent."""
 
-    def __init__(self, rewriter: Rewriter, how: Compression) -> None:
+    def __init__(self, rewriter: Rewrite, how: Compression) -> None:
         self.rewriter = rewriter
         self.how = how
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterable
@@ -254,3 +255,10 @@ def start_engine(name: str, base: Path, **kwargs: object) -> Engine:
     engine = Engine(SPECS[name], base / name)
     engine.start(**kwargs)  # type: ignore[arg-type]
     return engine
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (another process may take it before it is bound)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

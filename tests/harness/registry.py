@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from .engines import Engine
+from .engines import Engine, free_port
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -37,12 +36,6 @@ class RegistryStartError(RuntimeError):
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Registry:
@@ -78,11 +71,18 @@ class Registry:
         """`name:tag` -> `127.0.0.1:PORT/name:tag`."""
         return f"{self.address}/{name}"
 
+    def __enter__(self) -> Registry:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def start(self, timeout: float = 30.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         log = self.base / "registry.log"
         for _ in range(5):  # another process may take the free port before the registry binds it
-            self.port = _free_port()
+            self.port = free_port()
             config = self.base / "config.yml"
             config.write_text(
                 json.dumps(  # JSON is YAML

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .engines import free_port
 
 
 def keygen(path: Path, kind: str = "ed25519", passphrase: str = "") -> Path:
@@ -31,9 +32,7 @@ class Sshd:
         self.base.mkdir(parents=True, exist_ok=True)
         Path("/run/sshd").mkdir(exist_ok=True)
         if not self.port:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                self.port = s.getsockname()[1]
+            self.port = free_port()
         host_key = keygen(self.base / "ssh_host_ed25519_key")
         keys_dir = self.base / "authorized"
         keys_dir.mkdir(exist_ok=True)

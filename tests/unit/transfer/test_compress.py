@@ -8,7 +8,6 @@ import pytest
 import zstandard
 
 from docker_d2d.endpoint import parse_endpoint
-from docker_d2d.engine.answers import negotiate_version
 from docker_d2d.errors import UsageError
 from docker_d2d.model import EngineInfo, EngineKind
 from docker_d2d.transfer.compress import Compression, accepts_zstd_layers, choose, compressed
@@ -75,14 +74,3 @@ def test_which_destinations_take_zstd_layers() -> None:
     }
     for (kind, version), expected in takes.items():
         assert accepts_zstd_layers(EngineInfo(kind, version, "1.41")) is expected, (kind, version)
-
-
-def test_api_version_negotiation() -> None:
-    assert negotiate_version("1.41") == "1.41"
-    assert negotiate_version("1.51") == "1.45"  # never newer than ours
-    assert negotiate_version("1.45", override="1.40") == "1.40"
-    assert negotiate_version(None) == "1.24"
-    # An engine whose floor is above our newest (Docker 29.0 refused < 1.44): its floor, never above it.
-    assert negotiate_version("1.99", server_min="1.98") == "1.98"
-    assert negotiate_version("1.51", server_min="1.44") == negotiate_version("1.51")
-    assert negotiate_version("1.41", server_min="1.24") == "1.41"

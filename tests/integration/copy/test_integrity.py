@@ -25,7 +25,7 @@ from tests.harness import fake_engine as fe
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, image_layers, rootfs_tar, unique
 
-from .helpers import copy, random_file, saved_layers
+from ..helpers import copy, random_file, saved_layers
 
 pytestmark = pytest.mark.engines
 

@@ -15,7 +15,7 @@ from tests.conftest import run_d2d
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, small_app, unique
 
-from .helpers import random_file
+from ..helpers import random_file
 
 pytestmark = pytest.mark.engines
 CLIS = {"28.2": "/usr/local/bin/docker", "20.10": "/usr/bin/docker"}

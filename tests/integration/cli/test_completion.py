@@ -17,7 +17,7 @@ from tests.harness.engines import Engine
 from tests.harness.tty import terminal
 
 pytestmark = pytest.mark.engines
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DOCKER = "/usr/local/bin/docker"
 
 

@@ -9,7 +9,7 @@ import pytest
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_layers, place_compressed, unique
 
-from .helpers import built_in_the_store, copy, random_file, saved_layers
+from ..helpers import built_in_the_store, copy, random_file, saved_layers
 
 pytestmark = pytest.mark.engines
 

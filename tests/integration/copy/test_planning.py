@@ -12,7 +12,7 @@ from tests.harness.delay_proxy import DelayProxy
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, many_images, unique
 
-from .helpers import copy, random_file
+from ..helpers import copy, random_file
 
 pytestmark = pytest.mark.engines
 

@@ -19,7 +19,7 @@ from tests.conftest import d2d_path
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, unique
 
-from .helpers import random_file
+from ..helpers import random_file
 
 pytestmark = pytest.mark.engines
 

@@ -13,10 +13,10 @@ import pytest
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, small_app
 
-from .helpers import random_file
+from ..helpers import random_file
 
 pytestmark = pytest.mark.engines
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _docker(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

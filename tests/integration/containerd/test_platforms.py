@@ -12,11 +12,9 @@ import pytest
 from tests.conftest import run_d2d
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, image_layers, unique
-
-from .helpers import copy
-from .store_fixtures import (
+from tests.harness.registry import Registry
+from tests.integration.containerd.store_fixtures import (
     PlatformImage,
-    Registry,
     ctr_images,
     leftovers,
     measured,
@@ -25,13 +23,15 @@ from .store_fixtures import (
     saved_blobs,
 )
 
+from ..helpers import copy
+
 pytestmark = pytest.mark.engines
 
 
 def _index(registry: Registry, src: Engine, platforms: tuple[str, ...]) -> tuple[str, dict[str, PlatformImage]]:
     repo = unique("multi")
     images = {i.platform: i for i in push_multiplatform(registry, repo, "1")}
-    ref = f"{registry.host}/{repo}:1"
+    ref = f"{registry.address}/{repo}:1"
     for platform in platforms:
         src.docker("pull", "-q", "--platform", platform, ref)
     return ref, images
@@ -108,7 +108,7 @@ def test_source_pulled_lazily(stores: dict[str, Engine], store_registry: Registr
     but its export lacks them (engines.md). One line, never an archive missing its config."""
     src, dst = stores["docker28c"], stores["docker26c"]  # docker26 builds the image: not a destination here
     builder = Builder(stores["docker26"])
-    ref = builder.base(f"{store_registry.host}/{unique('lazy')}:1", size=100_000)
+    ref = builder.base(f"{store_registry.address}/{unique('lazy')}:1", size=100_000)
     stores["docker26"].docker("push", "-q", ref)
     local = unique("lazylocal") + ":1"
     stores["docker26"].docker("tag", ref, local)
@@ -133,7 +133,7 @@ def test_attestations_in_the_store_do_not_travel(
     src, dst = stores[source], stores["docker28c" if source == "docker26c" else "docker26c"]
     repo = unique("attested")
     images = push_multiplatform(store_registry, repo, "1")
-    ref = f"{store_registry.host}/{repo}:1"
+    ref = f"{store_registry.address}/{repo}:1"
     src.docker("load", input=oci_layout(images, ref))
     exported = _export_names(src, ref)
     before = ctr_images(dst)

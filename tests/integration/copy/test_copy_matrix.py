@@ -11,7 +11,7 @@ from tests.conftest import ENGINE_NAMES, TWIN
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, image_layers, unique
 
-from .helpers import copy, random_file, saved_layers
+from ..helpers import copy, random_file, saved_layers
 
 # A second engine of the same kind only where no other pair has that source format going into
 # that load format: legacy save -> legacy load (Docker 20.10), the containerd store into itself

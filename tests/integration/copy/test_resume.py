@@ -22,7 +22,7 @@ from tests.harness.delay_proxy import DelayProxy
 from tests.harness.engines import SPECS, Engine
 from tests.harness.images import Builder, image_exists, image_layers, lacking_bytes, unique
 
-from .helpers import copy, random_file, saved_layers
+from ..helpers import copy, random_file, saved_layers
 from .test_signals import _start
 
 pytestmark = pytest.mark.engines

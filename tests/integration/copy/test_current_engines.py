@@ -11,7 +11,7 @@ from tests.harness.engines import SPECS, Engine
 from tests.harness.images import Builder, export_layer_sizes, image_layers, lacking_bytes, small_app, unique
 from tests.harness.registry import Registry
 
-from .helpers import copy, random_file, saved_layers
+from ..helpers import copy, random_file, saved_layers
 
 pytestmark = pytest.mark.engines
 

@@ -11,20 +11,18 @@ import pytest
 from tests.conftest import run_d2d
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_layers, place_compressed, unique
-
-from .helpers import copy, random_file
-from .store_fixtures import (
+from tests.harness.registry import Registry
+from tests.integration.containerd.store_fixtures import (
     LyingSource,
-    Registry,
     ctr_images,
     layer_blob_sizes,
     leftovers,
     measured,
     pulled,
     saved_blobs,
-    start_registry,
-    stop_registry,
 )
+
+from ..helpers import copy, random_file
 
 pytestmark = pytest.mark.engines
 
@@ -32,7 +30,7 @@ pytestmark = pytest.mark.engines
 def registry_base(stores: dict[str, Engine], registry: Registry, size: int = 300_000) -> str:
     """A fresh one-layer base pushed to the registry (pushed gzip-compressed by Docker)."""
     builder = Builder(stores["docker26"])
-    ref = builder.base(f"{registry.host}/{unique('base')}:1", size=size)
+    ref = builder.base(f"{registry.address}/{unique('base')}:1", size=size)
     stores["docker26"].docker("push", "-q", ref)
     return ref
 
@@ -82,10 +80,11 @@ def test_registry_out_of_reach_base_travels_once(stores: dict[str, Engine], stor
     """The same, with the registry gone by the time of the copy: no digest names the base, so it
     travels, once, in the one load (no second export, no incomplete image)."""
     src, dst = stores["docker26"], stores["docker28c"]
-    reg = start_registry(store_registry.base.parent / unique("shortlived"))
+    reg = Registry(store_registry.base.parent / unique("shortlived"))
+    reg.start()
     base = registry_base(stores, reg)
     pulled(dst, base)
-    stop_registry(reg)
+    reg.stop()
     app = unique("regapp") + ":1"
     Builder(src).build(app, base, ["COPY a /a"], {"a": random_file(100_000)})
     before = ctr_images(dst)

@@ -17,7 +17,7 @@ from tests.conftest import d2d_path, run_d2d
 from tests.harness.engines import SPECS, Engine
 from tests.harness.images import Builder, image_exists, unique
 
-from .helpers import random_file
+from ..helpers import random_file
 
 pytestmark = pytest.mark.engines
 

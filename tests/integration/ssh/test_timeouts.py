@@ -24,7 +24,7 @@ from tests.harness.images import image_exists, unique
 from tests.harness.netns import NetNS
 from tests.harness.sshd import SshClientHome, Sshd
 
-from .helpers import random_file
+from ..helpers import random_file
 
 pytestmark = pytest.mark.engines
 

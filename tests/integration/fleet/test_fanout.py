@@ -26,7 +26,7 @@ from tests.harness.netns import NetNS
 from tests.harness.registry import Registry
 from tests.harness.sshd import SshClientHome, Sshd
 
-from .helpers import random_file
+from ..helpers import random_file
 
 pytestmark = pytest.mark.engines
 

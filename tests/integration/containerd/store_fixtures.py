@@ -1,5 +1,5 @@
-"""Fixtures for the containerd-store tests: the session's engines and a registry of their own with
-the registry-API index builder."""
+"""Fixtures for the containerd-store tests: the session's engines and a registry of their own
+(tests/harness/registry.py), with the registry-API index builder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import socket
 import subprocess
 import tarfile
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +19,7 @@ import httpx
 import pytest
 
 from tests.harness.engines import SPECS, Engine, destroy_all
-
-
-@dataclass
-class Registry:
-    host: str  # 127.0.0.1:PORT
-    proc: subprocess.Popen[bytes]
-    base: Path  # its private directory
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
+from tests.harness.registry import Registry
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +31,8 @@ def store_base() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def store_registry(store_base: Path) -> Iterator[Registry]:
-    reg = start_registry(store_base / "registry")
-    yield reg
-    stop_registry(reg)
+    with Registry(store_base / "registry") as reg:
+        yield reg
 
 
 @pytest.fixture(scope="session")
@@ -60,47 +48,6 @@ def stores(store_base: Path) -> Iterator[dict[str, Engine]]:
         yield started
     finally:
         destroy_all(started.values())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_registry(base: Path) -> Registry:
-    """Debian's `docker-registry` (distribution 2.8) on a free loopback port, private storage."""
-    base.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    config = base / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = open(base / "registry.log", "ab")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                return Registry(f"127.0.0.1:{port}", proc, base)
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"docker-registry did not start:\n{(base / 'registry.log').read_text(errors='replace')}")
-
-
-def stop_registry(registry: Registry) -> None:
-    registry.proc.terminate()
-    try:
-        registry.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        registry.proc.kill()
 
 
 # --- what an engine holds ------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,20 +10,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_d2d
-from tests.harness.engines import SPECS, Engine
+from tests.harness.engines import SPECS, Engine, free_port
 from tests.harness.images import Builder, image_exists, small_app, unique
 from tests.harness.netns import NetNS
 from tests.harness.tls import Certs, make_certs
 
-from .helpers import random_file
+from ..helpers import random_file
 
 pytestmark = pytest.mark.engines
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from tests.harness.engines import Engine
 from tests.harness.images import Builder, place_compressed, unique
 from tests.harness.tty import terminal
 
-from .helpers import random_file
+from ..helpers import random_file
 
 pytestmark = pytest.mark.engines
 

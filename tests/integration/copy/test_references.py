@@ -7,7 +7,7 @@ import pytest
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, image_layers, unique
 
-from .helpers import copy, random_file
+from ..helpers import copy, random_file
 
 pytestmark = pytest.mark.engines
 

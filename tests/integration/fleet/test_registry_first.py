@@ -12,7 +12,7 @@ from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, image_layers, unique
 from tests.harness.registry import Registry
 
-from .helpers import copy, random_file
+from ..helpers import copy, random_file
 
 pytestmark = pytest.mark.engines
 

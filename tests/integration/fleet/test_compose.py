@@ -11,7 +11,7 @@ from tests.conftest import run_d2d
 from tests.harness.engines import ENGINES_DIR, Engine
 from tests.harness.images import Builder, image_exists, unique
 
-from .helpers import copy, random_file
+from ..helpers import copy, random_file
 
 pytestmark = pytest.mark.engines
 

@@ -25,7 +25,7 @@ from tests.harness.images import (
 )
 from tests.harness.registry import Registry
 
-from .helpers import random_file
+from ..helpers import random_file
 
 pytestmark = pytest.mark.engines
 

@@ -22,7 +22,7 @@ from tests.harness.netns import NetNS
 from tests.harness.sshd import SshClientHome, Sshd
 from tests.harness.tty import terminal
 
-from .helpers import built_in_the_store, random_file
+from ..helpers import built_in_the_store, random_file
 
 pytestmark = pytest.mark.engines
 

@@ -26,7 +26,7 @@ from tests.harness.images import (
 )
 from tests.harness.registry import OCI_MANIFEST, Registry, digest_of
 
-from .helpers import copy, saved_layers
+from ..helpers import copy, saved_layers
 
 pytestmark = pytest.mark.engines
 

@@ -1,0 +1,33 @@
+"""The private parts of typer the app relies on, each behind one function (pyproject.toml pins
+typer's version): these fail when a new release changes them.
+
+- completion.completion_script: the standalone docker-d2d's completion script comes from typer's
+  own generator, which typer keeps in a private module.
+- the completion table's generator (tests/harness/command_table.py `annotation`): the type an
+  option was declared with, which typer keeps on its click parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from docker_d2d.app.cli import app
+from docker_d2d.app.completion import completion_script
+from docker_d2d.transfer.compress import Compression
+from tests.harness.command_table import annotation
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_script_comes_from_typer(shell: str) -> None:
+    script = completion_script(shell)
+    assert "_DOCKER_D2D_COMPLETE" in script and "docker-d2d" in script
+
+
+def test_annotation_is_the_declared_type() -> None:
+    copy = typer.main.get_command(app).commands["copy"]  # type: ignore[attr-defined]
+    params = {p.name: p for p in copy.params}
+    assert annotation(params["compress"]) is Compression
+    assert annotation(params["spool_dir"]) is Path  # Optional[Path] reads as Path: a directory to complete
+    assert annotation(params["dry_run"]) is bool
