@@ -28,7 +28,7 @@ from docker_d2d.formats.rewrite import Rewriter
 from docker_d2d.formats.spec import OutputFormat, StreamSpec, spec_to_json
 from docker_d2d.remote.pack import BOOTSTRAP, EXIT_TOO_OLD, program
 from docker_d2d.remote.run import read_frames
-from tests.harness.tars import config_for
+from tests.harness.tars import config_for, make_tar
 from tests.harness.tars import legacy as links_legacy
 from tests.harness.tars import podman as links_podman
 from tests.harness.tars import sha as integrity_sha
@@ -149,6 +149,20 @@ def _legacy_links_case() -> tuple[bytes, StreamSpec]:
     return data, StreamSpec(OutputFormat.LEGACY, frozenset(), named, (L_DIFFS[-1],))
 
 
+def _multi_member_case() -> tuple[bytes, StreamSpec]:
+    """Blobs of several gzip members (eStargz), ending on and next to the inflater's output steps."""
+    layers = [[b"y" * (2 << 20)] * 3, [b"z" * ((1 << 20) + 1)] * 4, [b"a", b"b" * (1 << 20)]]
+    blobs = [b"".join(gzip.compress(m, mtime=0) for m in layer) for layer in layers]
+    diffs = [integrity_sha(b"".join(layer)) for layer in layers]
+    config = config_for(diffs)
+    names = [f"blobs/sha256/{integrity_sha(b)[7:]}" for b in [*blobs, config]]
+    manifest = [{"Config": names[-1], "Layers": names[:-1]}]
+    entries = sorted(zip(names, [*blobs, config]))
+    return make_tar([*entries, ("manifest.json", json.dumps(manifest).encode())]), StreamSpec(
+        OutputFormat.OCI, frozenset(diffs[:1]), {}, tuple(diffs)
+    )
+
+
 CASES: dict[str, Callable[[], tuple[bytes, StreamSpec]]] = {
     "legacy->legacy": _legacy_case,
     "oci->oci": lambda: (
@@ -166,6 +180,7 @@ CASES: dict[str, Callable[[], tuple[bytes, StreamSpec]]] = {
         oci_export(compress=True),
         StreamSpec(OutputFormat.OCI, frozenset(DIFFS[:1]), {}, tuple(DIFFS)),
     ),
+    "multi-member gzip->oci": _multi_member_case,
 }
 
 
