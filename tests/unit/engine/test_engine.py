@@ -161,6 +161,27 @@ def test_a_load_that_fails_inside_its_200_answer_fails(tmp_path: Path) -> None:
         assert eng.load([b"tar"]) == ["Loaded"]
 
 
+@pytest.mark.parametrize(
+    ("components", "driver", "quiet"),
+    [(("Engine",), "overlay2", "0"), (("Engine",), "containerd", "1"), (("Podman Engine",), "overlay2", "1")],
+)
+def test_only_a_graphdriver_engine_is_asked_for_load_progress(
+    components: tuple[str, ...], driver: str, quiet: str, tmp_path: Path
+) -> None:
+    """Docker with a graphdriver reports each layer it registers, so its load's answer keeps
+    moving; the others say nothing until done, whatever they are asked (their silence is allowed
+    for by the bytes sent instead)."""
+    fake = FakeEngine(components=components, driver=driver)
+    progress = (
+        b'{"status":"Loading layer","progressDetail":{"current":1,"total":2}}\n{"stream":"Loaded image: a:1\\n"}\n'
+    )
+    fake.routes[("POST", "/v1.45/images/load")] = lambda r: httpx.Response(200, content=progress)
+    with engine(fake, tmp_path) as eng:
+        eng.connect()
+        assert eng.load([b"tar"]) == ["Loaded image: a:1"]
+    assert fake.seen[-1].url.params["quiet"] == quiet
+
+
 def raising(exc: Exception) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc
