@@ -53,6 +53,12 @@ def json_stream(text: str) -> Iterator[dict[str, Any]]:
             yield obj
 
 
+def available(summary: dict[str, Any]) -> list[bool]:
+    """Of an image in the containerd store's list with manifests (API 1.47): whether each of its
+    platforms' images has all its content."""
+    return [bool(m.get("Available")) for m in summary.get("Manifests") or [] if m.get("Kind") == "image"]
+
+
 def full_id(image_id: str) -> str:
     return image_id if image_id.startswith("sha256:") else "sha256:" + image_id
 

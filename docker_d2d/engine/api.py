@@ -81,6 +81,7 @@ class ApiClient:
         self.server_api: str | None = None  # the engine's own newest version, for calls newer than ours
         self.info: EngineInfo | None = None
         self._cache: InspectCache | None = None
+        self.stale: list[str] = []  # ids whose cached inspect the engine contradicted in this run
 
     @property
     def environ(self) -> Mapping[str, str]:
@@ -98,6 +99,16 @@ class ApiClient:
         self._client.close()
         if self._pinger is not None:
             self._pinger.close()
+
+    def answers(self, seconds: float) -> bool:
+        """Whether the engine answers a ping within `seconds` (on a connection of its own)."""
+        if self._pinger is not None:
+            return self._pinger.alive(seconds)
+        try:
+            self._client.get("/_ping", timeout=seconds)
+        except httpx.HTTPError:
+            return False
+        return True
 
     # --- plumbing -------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from ..endpoint import Endpoint, Scheme
 from ..errors import D2DError, EngineError, ImageNotFound
 from ..model import EngineKind, ImageInfo, Platform
 from .answers import (
+    available,
     full_id,
     history_size,
     image_info,
@@ -141,10 +142,12 @@ class Engine(ApiClient):
     def all_images(self) -> list[ImageInfo]:
         """Every image the engine lists. Inspect answers are cached by id (content addresses) and
         the rest are asked for concurrently: planning costs about one round trip whatever the
-        number of images."""
+        number of images. Cached entries the engine now contradicts are dropped (`self.stale`)."""
         assert self.info is not None
         listed = self.list_images()
         cache = self._inspect_cache()
+        if any(cache.get(i) for i in listed):  # the cache may say such an image holds layers
+            self.recheck(self._unavailable())
         missing = [i for i in listed if cache.get(i) is None]
         if missing:
             with ThreadPoolExecutor(max_workers=INSPECT_CONCURRENCY) as pool:
@@ -158,17 +161,45 @@ class Engine(ApiClient):
                 images.append(replace(held, repo_tags=tags, repo_digests=digests))
         return images
 
+    def recheck(self, image_ids: Iterable[str]) -> list[str]:
+        """Inspect afresh the cached images among `image_ids`; drop the entries the engine now
+        contradicts (another answer, no layers, or no such image). Returns their ids, which are
+        also added to `stale`."""
+        wrong = self._inspect_cache().recheck(image_ids, self._inspect_briefly)
+        self.stale.extend(wrong)
+        return wrong
+
+    def _inspect_briefly(self, image_id: str) -> ImageInfo | None:
+        # Each answer within the connect timeout: an engine going away is no reason to wait.
+        path = f"/images/{quote(image_id, safe=':')}/json"
+        try:
+            return image_info(self._get_json(path, f"image {image_id}", self.timeouts.connect))
+        except ImageNotFound:
+            return None
+
+    def _unavailable(self) -> list[str]:
+        """Listed images of a containerd store none of whose platforms has all its content (blobs
+        removed behind our back: Docker 28 lists such an image, and inspect then answers no layers)."""
+        if self.info is None or self.info.kind is not EngineKind.CONTAINERD or not self.speaks("1.47"):
+            return []
+        gone = []
+        for img in self._manifests_listed():
+            platforms = available(img)
+            if platforms and not any(platforms):
+                gone.append(full_id(img["Id"]))
+        return gone
+
+    def _manifests_listed(self) -> list[dict[str, Any]]:
+        """The image list with each image's manifests and whether their content is there (API 1.47)."""
+        resp = self._request("GET", "/v1.47/images/json", params={"all": "1", "manifests": "1"})
+        self._check(resp, "image list")
+        return list(resp.json())
+
     def image_complete(self, image_id: str) -> bool:
         """Whether the containerd store holds every blob of an image. Docker 26 hides an image with
         missing content from its list; Docker 28 lists it, marked unavailable (API 1.47 summaries)."""
         if self.speaks("1.47"):
-            resp = self._request("GET", "/v1.47/images/json", params={"all": "1", "manifests": "1"})
-            self._check(resp, "image list")
-            for img in resp.json():
-                if img.get("Id") == image_id:
-                    manifests = [m for m in img.get("Manifests") or [] if m.get("Kind") == "image"]
-                    return all(m.get("Available") for m in manifests)
-            return False
+            return any(img.get("Id") == image_id and all(available(img)) for img in self._manifests_listed())
         return image_id in self.list_image_ids()
 
     def remove(self, image_id: str) -> None:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,6 +55,29 @@ class InspectCache:
             self._entries.pop(info.id, None)  # re-inserted: the newest entries are kept when trimming
             self._entries[info.id] = replace(info, repo_tags=(), repo_digests=())
             self._dirty = True
+
+    def drop(self, image_id: str) -> None:
+        """Forget an entry the engine contradicted."""
+        if self._entries.pop(image_id, None) is not None:
+            self._dirty = True
+
+    def recheck(self, image_ids: Iterable[str], ask: Callable[[str], ImageInfo | None]) -> list[str]:
+        """The cached ids among `image_ids` whose entry a fresh answer (`ask`: None when the engine
+        has no such image) contradicts: another answer, no layers, or no image. Their entries go;
+        a fresh answer with layers is the entry now. Saved at once."""
+        wrong = []
+        for image_id in image_ids:
+            cached = self.get(image_id)
+            if cached is None:
+                continue
+            fresh = ask(image_id)
+            if fresh is None or fresh.diff_ids != cached.diff_ids or fresh.fingerprint != cached.fingerprint:
+                self.drop(image_id)
+                if fresh is not None:
+                    self.put(fresh)
+                wrong.append(image_id)
+        self.save()
+        return wrong
 
     def keep_only(self, ids: Iterable[str]) -> None:
         wanted = set(ids)

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from ..endpoint import Endpoint
 from ..engine.client import open_engine
 from ..engine.pool import SSHPool
+from ..errors import EngineError, VerifyError
 from ..model import parse_ref
 from .job import CopyOptions, CopyResult, Reporter
 from .requests import resolve
 from .sources import source_for
-from .transfer import Transfer, one_copy_at_a_time, plan_for
+from .transfer import Transfer, one_copy_at_a_time, plan_for, stale_holdings, tell_stale
 
 
 def copy_images(
@@ -42,6 +43,13 @@ def copy_images(
         requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]
         result = plan_for(src_info, dst, requested, reporter, options, src.all_images)
         if not options.dry_run:
-            Transfer(source_for(src), dst, reporter, options, result).deliver()
+            try:
+                Transfer(source_for(src), dst, reporter, options, result).deliver()
+            except (EngineError, VerifyError) as exc:
+                if not stale_holdings(dst, result, exc):
+                    raise
+                tell_stale(dst, reporter, "planned again")
+                result = plan_for(src_info, dst, requested, reporter, options, src.all_images)
+                Transfer(source_for(src), dst, reporter, options, result).deliver()
     result.elapsed = time.monotonic() - started
     return result

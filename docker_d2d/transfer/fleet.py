@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from ..endpoint import Endpoint
 from ..engine.client import open_engine
 from ..engine.pool import SSHPool
-from ..errors import D2DError, UsageError
+from ..errors import D2DError, EngineError, UsageError, VerifyError
 from ..model import EngineInfo, ImageInfo, Platform, parse_ref
 from ..registry.auth import Via
 from ..registry.client import Registry
@@ -30,7 +30,7 @@ from .requests import resolve, save_platform
 from .shared_export import SharedExport
 from .shared_rewrite import SharedSource
 from .sources import ExportSource
-from .transfer import Transfer, one_copy_at_a_time, plan_for
+from .transfer import Transfer, one_copy_at_a_time, plan_for, stale_holdings, tell_stale
 from .via import pull_from_registry, push_to_registry
 
 
@@ -109,7 +109,13 @@ def copy_to_many(
                 def send(i: int) -> None:
                     host = hosts[i]
                     assert host.result is not None
-                    Transfer(shared, engines[i], reporters[i], options, host.result).deliver(exported, stop)
+                    try:
+                        Transfer(shared, engines[i], reporters[i], options, host.result).deliver(exported, stop)
+                    except (EngineError, VerifyError) as exc:
+                        # One export serves the whole fleet: no plan of one host is redone in it.
+                        if stale_holdings(engines[i], host.result, exc):
+                            tell_stale(engines[i], reporters[i], "the next run plans without them")
+                        raise
 
                 def cancel() -> None:
                     stop.set()

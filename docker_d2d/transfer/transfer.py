@@ -44,6 +44,8 @@ def plan_for(
     plan is made again against what it then holds."""
     assert dst.info
     held = dst.all_images()
+    if dst.stale:
+        tell_stale(dst, reporter, "asked the engine")
     plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, held))
     pulled: dict[str, PulledBase] = {}
     if options.registry_first is RegistryFirst.AUTO and source_images and not options.dry_run and _lacks_lower(plan):
@@ -60,6 +62,29 @@ def plan_for(
     result = CopyResult(plan, src_info, dst.info, compression=choose(options.compress, dst.endpoint, dst.info))
     result.pulled_bases, result.held = pulled, held
     return result
+
+
+def stale_holdings(dst: DestinationEngine, result: CopyResult, failure: D2DError) -> bool:
+    """After the destination refused what the plan sent: whether the inspect cache misled the plan
+    (then its wrong entries are dropped). The images it counted on for the layers left out are
+    inspected afresh; an engine that fails that too keeps the first failure."""
+    if failure.side != "destination" or not dst.answers(2.0):  # gone or going: not a question of the cache
+        return False
+    skipped = result.plan.skip
+    counted = [image.id for image in result.held if skipped & set(image.diff_ids)]
+    try:
+        return bool(dst.recheck(counted))
+    except D2DError:
+        return False
+
+
+def tell_stale(dst: DestinationEngine, reporter: Reporter, then: str) -> None:
+    """Note, once, the cache entries the destination contradicted."""
+    reporter.note(
+        f"the destination's inspect cache was wrong about {len(dst.stale)} image(s) (changed behind docker-d2d's "
+        f"back): dropped those entries and {then}"
+    )
+    dst.stale.clear()
 
 
 def _lacks_lower(plan: TransferPlan) -> bool:

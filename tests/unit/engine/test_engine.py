@@ -305,3 +305,36 @@ def test_inspect_answers_are_kept_by_id(tmp_path: Path) -> None:
     inspects = [r for r in fake.seen if r.url.path == f"/v1.45/images/{IMAGE}/json"]
     assert len(inspects) == 1, "the second run asked the cache"
     assert json.loads(next(tmp_path.glob("inspect/*.json")).read_text())["images"][IMAGE]["diff_ids"]
+
+
+def test_a_cached_containerd_image_listed_unavailable_is_asked_again(tmp_path: Path) -> None:
+    """Docker 28 lists an image whose blobs went behind our back, marked unavailable (API 1.47),
+    and inspect then answers no layers: the cached entry that said otherwise goes, and `stale`
+    says so once."""
+    fake = FakeEngine(api="1.47", driver="containerd")
+    layers: list[str] = ["sha256:" + "1" * 64]
+    manifests: list[dict[str, object]] = [{"Kind": "image", "Available": True}]
+    fake.routes[("GET", "/v1.45/images/json")] = lambda r: httpx.Response(200, json=[{"Id": IMAGE}])
+    fake.routes[("GET", "/v1.47/images/json")] = lambda r: httpx.Response(
+        200, json=[{"Id": IMAGE, "Manifests": manifests}]
+    )
+    fake.routes[("GET", f"/v1.45/images/{IMAGE}/json")] = lambda r: httpx.Response(
+        200, json={"Id": IMAGE, "RootFS": {"Layers": layers}, "Config": {}, "Os": "linux"}
+    )
+    with engine(fake, tmp_path) as eng:
+        eng.connect()
+        assert [i.diff_ids for i in eng.all_images()] == [tuple(layers)] and eng.stale == []
+    layers.clear()
+    manifests[0]["Available"] = False
+    with engine(fake, tmp_path) as eng:
+        eng.connect()
+        assert eng.all_images() == [] and eng.stale == [IMAGE]
+    assert IMAGE not in json.loads(next(tmp_path.glob("inspect/*.json")).read_text())["images"]
+
+
+def test_answers_is_a_bounded_ping(tmp_path: Path) -> None:
+    fake = FakeEngine()
+    with engine(fake, tmp_path) as eng:
+        assert eng.answers(2.0)
+    with engine(raising(httpx.ConnectError("[Errno 111] Connection refused")), tmp_path) as eng:
+        assert not eng.answers(2.0)

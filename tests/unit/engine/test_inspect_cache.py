@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import docker_d2d.engine.inspect_cache as ic
@@ -57,3 +58,44 @@ def test_one_file_per_engine(tmp_path: Path) -> None:
     b = InspectCache.for_engine("ssh://h", EngineKind.GRAPHDRIVER, env).path
     assert a != b and a is not None and a.parent == cache_dir(env) / "inspect"
     assert cache_dir({"DOCKER_D2D_CACHE_DIR": "/x"}) == Path("/x")
+
+
+def test_a_dropped_entry_is_forgotten_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    cache = InspectCache(path)
+    info = ImageInfo("sha256:" + "1" * 64, ("sha256:" + "2" * 64,), fingerprint="f")
+    cache.put(info)
+    cache.save()
+    again = InspectCache(path)
+    assert again.get(info.id) is not None
+    again.drop(info.id)
+    again.drop(info.id)  # twice: nothing left to drop
+    again.save()
+    assert InspectCache(path).get(info.id) is None
+
+
+def test_a_recheck_drops_or_replaces_only_what_the_engine_contradicts(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    cache = InspectCache(path)
+    agreed, moved, emptied, gone = info(10), info(20), info(30), info(40)
+    for entry in (agreed, moved, emptied, gone):
+        cache.put(entry)
+    fresh = {
+        agreed.id: agreed,
+        moved.id: replace(moved, diff_ids=(f"sha256:{99:064x}",)),  # another answer: it is the entry now
+        emptied.id: replace(emptied, diff_ids=()),  # a containerd image whose content went
+    }
+    asked: list[str] = []
+
+    def ask(image_id: str) -> ImageInfo | None:
+        asked.append(image_id)
+        return fresh.get(image_id)
+
+    uncached = info(50).id
+    assert cache.recheck([agreed.id, moved.id, emptied.id, gone.id, uncached], ask) == [moved.id, emptied.id, gone.id]
+    assert uncached not in asked  # only entries are questioned
+    saved = InspectCache(path)  # saved at once
+    assert saved.get(agreed.id) == cache.get(agreed.id)
+    replaced = saved.get(moved.id)
+    assert replaced is not None and replaced.diff_ids == (f"sha256:{99:064x}",)
+    assert saved.get(emptied.id) is None and saved.get(gone.id) is None
