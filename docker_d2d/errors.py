@@ -12,17 +12,18 @@
     ├── ArchiveError              the source's archive is not what its engine promised
     │   └── ZstdUnavailable       a zstd layer, and no zstandard module to read it (a source host's python)
     ├── VerifyError               the destination's image differs from the source's after the load
+    ├── SpoolFull                 no room to spool in a directory (ours: --spool-dir; or the source host's)
     └── Cancelled                 the user interrupted (exit 130)
 
 The CLI turns them into messages in one place (app/application.py, Application.run); nothing
 below it prints or exits. Text an engine wrote reaches the terminal only through `printable`.
-D2DError, ArchiveError and ZstdUnavailable are defined in formats/errors.py (the code that also
-runs on a source host raises them) and are the same classes here.
+D2DError, ArchiveError, ZstdUnavailable and SpoolFull are defined in formats/errors.py (the code
+that also runs on a source host raises them) and are the same classes here.
 """
 
 from __future__ import annotations
 
-from .formats.errors import ArchiveError, D2DError, ZstdUnavailable
+from .formats.errors import ArchiveError, D2DError, SpoolFull, ZstdUnavailable
 
 __all__ = [
     "ArchiveError",
@@ -33,6 +34,7 @@ __all__ = [
     "EngineError",
     "ImageNotFound",
     "PlatformError",
+    "SpoolFull",
     "StalledError",
     "UsageError",
     "VerifyError",

@@ -167,11 +167,3 @@ class ImageInfo:
     @property
     def chain_ids(self) -> list[str]:
         return chain_ids(self.diff_ids)
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1000
-    raise AssertionError("unreachable")

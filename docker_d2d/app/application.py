@@ -19,11 +19,11 @@ import typer
 
 from ..endpoint import Endpoint, Scheme
 from ..engine.watch import CONNECT_TIMEOUT, STALL_TIMEOUT, Timeouts
-from ..errors import Cancelled, D2DError, UsageError, printable
+from ..errors import Cancelled, D2DError, SpoolFull, UsageError, printable
 from ..model import Platform
 from ..transfer.checkpoints import parse_checkpoint
 from ..transfer.compress import Compression
-from ..transfer.job import CopyOptions, RegistryFirst, RemoteFilter
+from ..transfer.job import CopyOptions, FleetResult, RegistryFirst, RemoteFilter
 from .console import BaseReporter, JsonReporter, PlainReporter, QuietReporter, RichReporter
 from .contexts import config_dir, resolve
 from .options import GlobalOptions
@@ -133,7 +133,7 @@ class Application:
             if debug:
                 traceback.print_exc()
             where = f": {exc.filename}" if exc.filename else ""
-            typer.echo(f"docker-d2d: {printable(exc.strerror or str(exc))}{where}", err=True)
+            typer.echo(f"docker-d2d: local: {printable(exc.strerror or str(exc))}{where}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
             if isinstance(exc, Terminated):
@@ -264,12 +264,26 @@ class Application:
             elif isinstance(rep, JsonReporter):
                 rep.failed(str(host.error))
         top.fleet_finished(fleet)
-        for host in fleet.failed:
-            typer.echo(f"docker-d2d: {host.error}", err=True)
-        if fleet.failed:
-            typer.echo(f"docker-d2d: {len(fleet.failed)} of {len(fleet.hosts)} destinations failed", err=True)
-            return 1
-        return 0
+        for line in fleet_failures(fleet):
+            typer.echo(f"docker-d2d: {printable(line)}", err=True)
+        return 1 if fleet.failed else 0
+
+
+def fleet_failures(fleet: FleetResult) -> list[str]:
+    """What a fleet's failures say. A failure of our own side is the same for every destination:
+    said once (a full spool directory once, whichever of its files met it first), without the
+    count of destinations it failed."""
+    local: dict[str, str] = {}
+    remote: list[str] = []
+    for host in fleet.failed:
+        error = host.error
+        if error is not None and error.side == "local":
+            local.setdefault(error.directory if isinstance(error, SpoolFull) else str(error), str(error))
+        else:
+            remote.append(str(error))
+    if remote:
+        remote.append(f"{len(fleet.failed)} of {len(fleet.hosts)} destinations failed")
+    return [*local.values(), *remote]
 
 
 def _reporter(quiet: bool, as_json: bool) -> BaseReporter:

@@ -13,8 +13,8 @@ import time
 from typing import Any, TextIO
 
 from ..endpoint import Endpoint
-from ..formats.digests import short
-from ..model import EngineInfo, human_size
+from ..formats.digests import human_size, short
+from ..model import EngineInfo
 from ..transfer.compress import Compression
 from ..transfer.job import CopyResult, FleetResult
 from ..transfer.plan import Decision, TransferPlan

@@ -12,7 +12,8 @@ digests) lives here, and the core builds on it.
                         rewrite produces (files, written images, cuts, its result)
     readers/            one reader per save format: a `docker save` stream -> typed entries
     filter.py           per layer: leave out, send, spool to learn it, or hold back (checkpoints);
-                        hasher.py: a layer's blob digest and diff id as it passes
+                        hasher.py: a layer's blob digest and diff id as it passes; spooling.py:
+                        a full spool directory said as one error naming it
     checkpoint.py       where a resumable stream ends an archive, with partial images
     writers.py          one writer per output format: legacy manifest.json, OCI index.json
     rewrite.py          the composition: entries -> filter -> writer -> the archive(s) to load

@@ -1,4 +1,4 @@
-"""Content digests: of bytes, of layer chains, and their short forms."""
+"""Content digests: of bytes, of layer chains, and their short forms; sizes as people read them."""
 
 from __future__ import annotations
 
@@ -24,3 +24,11 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
 def short(digest: str, n: int = 12) -> str:
     # No str.removeprefix here: this runs on the source host's Python 3.8 too.
     return (digest[7:] if digest.startswith("sha256:") else digest)[:n]
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    raise AssertionError("unreachable")

@@ -33,3 +33,9 @@ class ArchiveError(D2DError):
 
 class ZstdUnavailable(ArchiveError):
     pass
+
+
+class SpoolFull(D2DError):
+    def __init__(self, message: str, *, directory: str = "", side: str | None = None, endpoint: str | None = None):
+        super().__init__(message, side=side, endpoint=endpoint)
+        self.directory = directory

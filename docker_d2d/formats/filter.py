@@ -13,15 +13,17 @@ from __future__ import annotations
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .digests import short
+from .digests import human_size, short
 from .entries import Layer, LayerRecord, OutFile, Progress, RewriteResult
 from .errors import ArchiveError
 from .hasher import DiffHasher, peek, read_file
 from .oci import MT_LAYER, MT_ZSTD, media_type
 from .spec import OutputFormat, StreamSpec
+from .spooling import spooling
 
 if TYPE_CHECKING:  # for the type checker only: this module also runs on the host's Python 3.8
     from .entries import Output
@@ -80,7 +82,8 @@ class Filter:
 
     def _spooled(self, layer: Layer) -> Sending:
         hasher = DiffHasher(self.spec.max_layer)
-        with tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-spool-") as spool:
+        what = "a layer of " + human_size(layer.size)
+        with _spool_file(self.spool_dir, "d2d-spool-", what) as spool:
             for chunk in layer.body:
                 hasher.update(chunk)
                 spool.write(chunk)
@@ -168,7 +171,8 @@ class Filter:
         """Send a zstd blob as the plain tar it inflates to, for a destination that cannot take zstd.
         A tar header names its entry's size before the body, so the blob is inflated into a spool
         first (a spooled blob, once more from its spool: only layers that travel are inflated)."""
-        with tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-inflate-") as plain:
+        what = f"a zstd layer of {human_size(layer.size)} inflated"
+        with _spool_file(self.spool_dir, "d2d-inflate-", what) as plain:
             hasher = DiffHasher(self.spec.limits.get(record.diff_id or "", self.spec.max_layer), inflate_to=plain)
             for chunk in body:
                 hasher.update(chunk)
@@ -302,20 +306,22 @@ class HeldBack:
         self, record: LayerRecord, layer: Layer, body: Iterator[memoryview], hashed: DiffHasher | None
     ) -> LayerRecord:
         # Closed when the layer goes out (ready) or the stream ends (close).
-        spool = tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-held-")  # noqa: SIM115
-        hasher = hashed or DiffHasher(self.spec.limits.get(str(record.diff_id), self.spec.max_layer))
-        try:
-            for chunk in body:
+        what = f"a layer of {human_size(layer.size)} held back until the layers below it are out"
+        with _spooling(self.spool_dir, what):
+            spool = tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-held-")  # noqa: SIM115
+            hasher = hashed or DiffHasher(self.spec.limits.get(str(record.diff_id), self.spec.max_layer))
+            try:
+                for chunk in body:
+                    if hashed is None:
+                        hasher.update(chunk)
+                    spool.write(chunk)
                 if hashed is None:
-                    hasher.update(chunk)
-                spool.write(chunk)
-            if hashed is None:
-                hasher.finish()
-                _check_claims(layer, hasher)
-        except BaseException:
-            spool.close()
-            raise
-        spool.seek(0)
+                    hasher.finish()
+                    _check_claims(layer, hasher)
+                spool.seek(0)
+            except BaseException:
+                spool.close()
+                raise
         self.result.spooled_bytes += layer.size
         self._held[str(record.diff_id)] = (layer, record, spool, hasher)
         return record
@@ -332,6 +338,19 @@ class HeldBack:
     def close(self) -> None:
         for _, _, spool, _ in self._held.values():
             spool.close()
+
+
+def _spooling(spool_dir: Path | None, what: str) -> AbstractContextManager[None]:
+    # The agent (formats/agent.py) spools into the source host's temp dir; a local run always
+    # gives the rewrite a directory of its own.
+    return spooling(spool_dir, what, local=spool_dir is not None)
+
+
+@contextmanager
+def _spool_file(spool_dir: Path | None, prefix: str, what: str) -> Iterator[IO[bytes]]:
+    """A private temp file, whose writes that find the file system full say so in one error."""
+    with _spooling(spool_dir, what), tempfile.TemporaryFile(dir=spool_dir, prefix=prefix) as f:
+        yield f
 
 
 def _whole(out: OutFile) -> Iterator[OutFile]:

@@ -19,7 +19,7 @@ from typing import Any
 import paramiko
 
 from ..engine.ssh import WINDOW, SSHConnection
-from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound, ZstdUnavailable
+from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound, SpoolFull, ZstdUnavailable
 from ..formats.agent import DATA, EVENT, HEADER
 from ..formats.entries import Cut, Progress, RewriteResult, cut_from_json, result_from_json
 from .pack import EXIT_TOO_OLD, command, program
@@ -66,6 +66,7 @@ _ERRORS: dict[str, type[D2DError]] = {
     "not-found": ImageNotFound,
     "ArchiveError": ArchiveError,
     "ZstdUnavailable": ZstdUnavailable,
+    "SpoolFull": SpoolFull,
 }
 
 

@@ -21,12 +21,18 @@ from .spool import Spool
 
 class SharedExport:
     def __init__(
-        self, source: Exporter, ids: Sequence[str], spool_dir: Path | None, platform: Platform | None = None
+        self,
+        source: Exporter,
+        ids: Sequence[str],
+        spool_dir: Path | None,
+        platform: Platform | None = None,
+        what: str = "the source's export",
     ) -> None:
         self.ids = list(ids)
         self.platform = platform
+        self.what = what
         self._source = source
-        self._spool = Spool(spool_dir, "d2d-export-")
+        self._spool = Spool(spool_dir, "d2d-export-", what)
         self._thread = threading.Thread(target=self._write, name="d2d-export", daemon=True)
 
     def __enter__(self) -> SharedExport:

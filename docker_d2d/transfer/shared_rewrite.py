@@ -27,6 +27,7 @@ from ..endpoint import Endpoint
 from ..formats.entries import BARRIER, Cut, Progress, RewriteResult
 from ..formats.rewrite import Rewriter, in_turn
 from ..formats.spec import StreamSpec, spec_to_json
+from ..formats.spooling import PRIVATE_DIR
 from ..model import EngineInfo
 from .compress import Compression, compressed
 from .loading import Outgoing, WireArchive
@@ -75,9 +76,9 @@ class _Rewrite:
 
     def __init__(self, export: SharedExport, spec: StreamSpec, how: Compression, spool_dir: Path | None) -> None:
         self.spec = spec
-        self.spool = Spool(spool_dir, "d2d-rewrite-")
+        self.spool = Spool(spool_dir, "d2d-rewrite-", f"the rewrite of {export.what}")
         self._stack = ExitStack()
-        held = self._stack.enter_context(tempfile.TemporaryDirectory(prefix="d2d-", dir=spool_dir))
+        held = self._stack.enter_context(tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=spool_dir))
         chunks = self._stack.enter_context(export.reader())
         self.rewriter = Rewriter(chunks, spec, _Marking(self.spool), Path(held))
         self._how = how

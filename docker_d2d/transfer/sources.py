@@ -22,11 +22,13 @@ from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint, Scheme
 from ..engine.client import Engine
 from ..engine.protocol import DestinationEngine, SourceEngine
 from ..errors import ArchiveError, D2DError, EngineError, PlatformError, ZstdUnavailable
+from ..formats.digests import human_size
 from ..formats.entries import Progress, RewriteResult
 from ..formats.prefetch import prefetch
 from ..formats.rewrite import Rewriter
 from ..formats.spec import StreamSpec, spec_to_json
-from ..model import EngineInfo, EngineKind, Platform, human_size
+from ..formats.spooling import PRIVATE_DIR
+from ..model import EngineInfo, EngineKind, Platform
 from .checkpoints import keep_partials
 from .compress import Compression, accepts_zstd
 from .job import CopyOptions, CopyResult, RemoteFilter, Reporter
@@ -86,7 +88,7 @@ class ExportSource:
     @contextmanager
     def _outgoing(self, job: Send) -> Iterator[Outgoing]:
         with (
-            tempfile.TemporaryDirectory(prefix="d2d-", dir=job.options.spool_dir) as spool,
+            tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=job.options.spool_dir) as spool,
             self.engine.save(job.ids, job.platform) as raw,
             prefetch(raw) as chunks,
         ):

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import Cancelled, D2DError, UsageError
+from ..formats.digests import human_size
+from ..formats.spooling import spooling
 
 MIN_FREE = 1 << 20  # below this the directory is as good as full
 
@@ -46,8 +48,10 @@ class Spool:
     pace. The writer may also leave marks: things that happened after so many bytes, which a
     reader meets in order as it passes them (see shared_rewrite.py)."""
 
-    def __init__(self, spool_dir: Path | None, prefix: str) -> None:
-        fd, name = tempfile.mkstemp(prefix=prefix, dir=spool_dir)
+    def __init__(self, spool_dir: Path | None, prefix: str, what: str) -> None:
+        self.what = what  # what it holds, for the one line a full spool directory gives
+        with spooling(spool_dir, what):
+            fd, name = tempfile.mkstemp(prefix=prefix, dir=spool_dir)
         self._out = os.fdopen(fd, "wb", buffering=0)
         self.path = Path(name)
         self.size = 0
@@ -59,7 +63,10 @@ class Spool:
 
     def write(self, data: bytes | memoryview) -> None:
         """Append; raises Cancelled once the spool is cancelled."""
-        self._out.write(data)
+        view = memoryview(data)
+        with spooling(self.path.parent, f"{self.what} ({human_size(self.size)} written)"):
+            while view:  # an unbuffered write may take part of it (a file system filling up)
+                view = view[self._out.write(view) or 0 :]
         with self._cond:
             if self._closed:
                 raise Cancelled()

@@ -22,6 +22,7 @@ from ..formats.entries import OutFile
 from ..formats.oci import MT_MANIFEST, blob_name
 from ..formats.readers.export import SMALL_BLOB
 from ..formats.rewrite import Rewriter
+from ..formats.spooling import PRIVATE_DIR
 from ..model import EngineKind, ImageInfo
 from ..registry.client import Registry
 from .job import CopyResult, Pushed, PushResult, Reporter, Requested
@@ -50,7 +51,10 @@ def push_to_registry(
     spec = stream_spec(plan, src.info, EngineKind.PODMAN, decompress_zstd=decompress_zstd)
     result = PushResult({}, blobs_there=len(present))
     small: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory(prefix="d2d-", dir=spool_dir) as spool, src.save([i.id for i in images]) as raw:
+    with (
+        tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=spool_dir) as spool,
+        src.save([i.id for i in images]) as raw,
+    ):
         rewriter = Rewriter(raw, spec, reporter, Path(spool))
         for out in rewriter.files():  # the OCI layout the rewrite writes, file by file
             digest = blob_name(out.name) if isinstance(out, OutFile) else None

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from docker_d2d.errors import UsageError
-from docker_d2d.formats.digests import chain_ids
-from docker_d2d.model import RefKind, as_id_ref, could_be_id, familiar, human_size, parse_ref
+from docker_d2d.formats.digests import chain_ids, human_size
+from docker_d2d.model import RefKind, as_id_ref, could_be_id, familiar, parse_ref
 
 
 @pytest.mark.parametrize(
