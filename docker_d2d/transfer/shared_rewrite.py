@@ -15,7 +15,6 @@ passes that offset, so each destination's progress follows its own link.
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -27,7 +26,6 @@ from ..endpoint import Endpoint
 from ..formats.entries import BARRIER, Cut, Progress, RewriteResult
 from ..formats.rewrite import Rewriter, in_turn
 from ..formats.spec import StreamSpec, spec_to_json
-from ..formats.spooling import PRIVATE_DIR
 from ..model import EngineInfo
 from .compress import Compression, compressed
 from .loading import Outgoing, WireArchive
@@ -78,9 +76,9 @@ class _Rewrite:
         self.spec = spec
         self.spool = Spool(spool_dir, "d2d-rewrite-", f"the rewrite of {export.what}")
         self._stack = ExitStack()
-        held = self._stack.enter_context(tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=spool_dir))
         chunks = self._stack.enter_context(export.reader())
-        self.rewriter = Rewriter(chunks, spec, _Marking(self.spool), Path(held))
+        # The layers it spools live beside the rewrite, until close(): readers follow the rewrite.
+        self.rewriter = Rewriter(chunks, spec, _Marking(self.spool), self.spool.directory)
         self._how = how
         self._thread = threading.Thread(target=self._write, name="d2d-rewrite", daemon=True)
         self._thread.start()

@@ -11,11 +11,9 @@ Each sends one rewrite of the export into the destination's load (or loads, with
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint, Scheme
@@ -27,13 +25,13 @@ from ..formats.entries import Progress, RewriteResult
 from ..formats.prefetch import prefetch
 from ..formats.rewrite import Rewriter
 from ..formats.spec import StreamSpec, spec_to_json
-from ..formats.spooling import PRIVATE_DIR
 from ..model import EngineInfo, EngineKind, Platform
 from .checkpoints import keep_partials
 from .compress import Compression, accepts_zstd
 from .job import CopyOptions, CopyResult, RemoteFilter, Reporter
 from .loading import Compressing, Outgoing, load_archives
 from .plan import TransferPlan
+from .spool import private_dir
 
 log = logging.getLogger("docker_d2d.remote")
 
@@ -88,11 +86,11 @@ class ExportSource:
     @contextmanager
     def _outgoing(self, job: Send) -> Iterator[Outgoing]:
         with (
-            tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=job.options.spool_dir) as spool,
+            private_dir(job.options.spool_dir) as spool,
             self.engine.save(job.ids, job.platform) as raw,
             prefetch(raw) as chunks,
         ):
-            yield Compressing(Rewriter(chunks, job.spec, job.progress, Path(spool)), job.result.compression)
+            yield Compressing(Rewriter(chunks, job.spec, job.progress, spool), job.result.compression)
 
 
 def send_outgoing(src: Source, job: Send, outgoing: AbstractContextManager[Outgoing]) -> RewriteResult:

@@ -1,11 +1,16 @@
-"""The spool directory, checked before any engine is contacted (a run that would fail after
-minutes of transfer because of it fails at once, in one line); and a spool file several read
-while one writes it (shared exports and rewrites)."""
+"""The spool directory: checked before any engine is contacted (a run that would fail after
+minutes of transfer because of it fails at once, in one line); the private directories a run
+spools into there, which a later run removes when the run that made them died (SIGKILL, power);
+and a spool file several read while one writes it (shared exports and rewrites)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
+import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -13,9 +18,13 @@ from pathlib import Path
 
 from ..errors import Cancelled, D2DError, UsageError
 from ..formats.digests import human_size
-from ..formats.spooling import spooling
+from ..formats.spooling import PRIVATE_DIR, spooling
 
 MIN_FREE = 1 << 20  # below this the directory is as good as full
+# Held (flock) by the run that owns a private directory for as long as it lives: the kernel
+# releases it however the run ends, so a lock that can be taken means its run is gone.
+_OWNER = ".owner"
+_NEW = "d2d-new-"  # a private directory before its owner holds it: never swept
 
 
 def check_spool_dir(path: Path) -> None:
@@ -40,18 +49,75 @@ def check_spool_dir(path: Path) -> None:
         raise D2DError(f"--spool-dir {path}: cannot create files there ({cause})") from exc
 
 
+@contextlib.contextmanager
+def private_dir(base: Path | None) -> Iterator[Path]:
+    """A directory of this run's own in the spool directory (`base`, or the temp dir), removed at
+    the end; the leftovers of runs that died are removed first. It gets its name (PRIVATE_DIR...)
+    only once its owner lock is held, so that a sweeping run never takes one being made."""
+    base = base if base is not None else Path(tempfile.gettempdir())
+    sweep(base)
+    made = Path(tempfile.mkdtemp(prefix=_NEW, dir=base))
+    fd = -1
+    try:
+        fd = os.open(made / _OWNER, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = base / (PRIVATE_DIR + made.name[len(_NEW) :])
+        os.rename(made, path)
+        made = path
+        yield path
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
+        if fd >= 0:
+            os.close(fd)
+
+
+def sweep(base: Path) -> None:
+    """Remove the private directories in `base` of this user's runs that are gone (their owner
+    lock is free). Best effort: whatever cannot be read or removed stays."""
+    try:
+        candidates = [p for p in base.iterdir() if p.name.startswith(PRIVATE_DIR)]
+    except OSError:
+        return
+    uid = os.getuid()
+    for path in candidates:
+        try:
+            st = path.lstat()
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+                continue
+            fd = os.open(path / _OWNER, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue  # not ours to judge: no owner lock (another tool's, or an older version's)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # its run is alive
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
 CHUNK = 1 << 20
 
 
 class Spool:
     """A private file one thread appends to while others read it from the start, each at its own
     pace. The writer may also leave marks: things that happened after so many bytes, which a
-    reader meets in order as it passes them (see shared_rewrite.py)."""
+    reader meets in order as it passes them (see shared_rewrite.py). It lives in a private
+    directory of the run's (`directory`, gone with `remove`), where its writer may keep other
+    files of its own."""
 
     def __init__(self, spool_dir: Path | None, prefix: str, what: str) -> None:
         self.what = what  # what it holds, for the one line a full spool directory gives
-        with spooling(spool_dir, what):
-            fd, name = tempfile.mkstemp(prefix=prefix, dir=spool_dir)
+        self._dir = contextlib.ExitStack()
+        try:
+            self.directory = self._dir.enter_context(private_dir(spool_dir))
+            with spooling(self.directory, what):
+                fd, name = tempfile.mkstemp(prefix=prefix, dir=self.directory)
+        except BaseException:
+            self._dir.close()
+            raise
         self._out = os.fdopen(fd, "wb", buffering=0)
         self.path = Path(name)
         self.size = 0
@@ -94,6 +160,7 @@ class Spool:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+        self._dir.close()
 
     def wait(self, offset: int, marks_seen: int = 0) -> tuple[int, int, bool]:
         """Wait until there is more than `offset` bytes or `marks_seen` marks; return how many

@@ -10,7 +10,6 @@ the requested tags, and loses the registry's name again.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,12 +21,12 @@ from ..formats.entries import OutFile
 from ..formats.oci import MT_MANIFEST, blob_name
 from ..formats.readers.export import SMALL_BLOB
 from ..formats.rewrite import Rewriter
-from ..formats.spooling import PRIVATE_DIR
 from ..model import EngineKind, ImageInfo
 from ..registry.client import Registry
 from .job import CopyResult, Pushed, PushResult, Reporter, Requested
 from .plan import Holdings, plan_transfer
 from .spec import stream_spec
+from .spool import private_dir
 from .transfer import apply_tags
 
 
@@ -52,10 +51,10 @@ def push_to_registry(
     result = PushResult({}, blobs_there=len(present))
     small: dict[str, bytes] = {}
     with (
-        tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=spool_dir) as spool,
+        private_dir(spool_dir) as spool,
         src.save([i.id for i in images]) as raw,
     ):
-        rewriter = Rewriter(raw, spec, reporter, Path(spool))
+        rewriter = Rewriter(raw, spec, reporter, spool)
         for out in rewriter.files():  # the OCI layout the rewrite writes, file by file
             digest = blob_name(out.name) if isinstance(out, OutFile) else None
             if not isinstance(out, OutFile) or digest is None:

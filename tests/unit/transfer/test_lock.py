@@ -58,3 +58,41 @@ def test_no_lock_dir_does_not_stop_the_copy(tmp_path: Path, monkeypatch: pytest.
     with destination_lock(Endpoint(Scheme.UNIX, "u", path="/x"), lambda: None):
         ran.append(1)
     assert ran == [1]
+
+
+def test_lock_files_go_with_their_holders_and_exclusion_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each holder removes its lock file: a waiter on the removed file opens the path again, so
+    never two hold the lock at once, and no file stays behind (issue 16, item 7)."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    dst = Endpoint(Scheme.UNIX, "u", path="/run/x.sock")
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    def run(n: int) -> None:
+        for _ in range(30):
+            with destination_lock(dst, lambda: None):
+                inside.append(n)
+                if len(inside) > 1:
+                    overlaps.append(n)
+                time.sleep(0.001)
+                inside.remove(n)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert overlaps == []
+    assert list((tmp_path / "docker-d2d").iterdir()) == []
+
+
+def test_a_lock_file_a_killed_run_left_is_taken_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    dst = Endpoint(Scheme.UNIX, "u", path="/run/x.sock")
+    with destination_lock(dst, lambda: None):
+        (left,) = (tmp_path / "docker-d2d").iterdir()
+    left.write_text("")  # as a killed run leaves it: there, and not held
+    waited: list[bool] = []
+    with destination_lock(dst, lambda: waited.append(True)):
+        pass
+    assert not waited and list((tmp_path / "docker-d2d").iterdir()) == []
