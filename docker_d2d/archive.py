@@ -42,6 +42,9 @@ MAX_METADATA_TOTAL = 64 << 20
 # followed this many hops at most.
 MAX_LINK_HOPS = 8
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Compressed input handed to zlib per call. When a gzip member ends, zlib copies all the input
+# after it into `unused_data`: small steps keep that copy small for a layer of many tiny members.
+_GZIP_STEP = 64 << 10
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -312,14 +315,17 @@ class _DiffHasher:
             raise ArchiveError(f"a layer's {self.media_type} stream is corrupt: {exc}") from exc
 
     def _inflate_gzip(self, data: bytes | memoryview) -> None:
-        buf: bytes | memoryview = data
-        while buf:
-            self._plain(self._gzip.decompress(buf, CHUNK))
-            buf = self._gzip.unconsumed_tail
-            if self._gzip.eof and self._gzip.unused_data:
-                # Another gzip member follows (gzip allows concatenated members).
-                buf = self._gzip.unused_data + bytes(buf)
-                self._gzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        view = memoryview(data)
+        for start in range(0, len(view), _GZIP_STEP):
+            buf: bytes | memoryview = view[start : start + _GZIP_STEP]
+            while buf:
+                if self._gzip.eof:  # another member follows (gzip allows concatenated members: eStargz)
+                    self._gzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._plain(self._gzip.decompress(buf, CHUNK))
+                # Once a member has ended, all the input after it is in unused_data. CPython (3.8 to
+                # 3.13) leaves the same bytes in unconsumed_tail too when the member ended on a call
+                # that hit the output limit: feeding both inflated the next member twice.
+                buf = self._gzip.unused_data if self._gzip.eof else self._gzip.unconsumed_tail
 
     def _plain(self, data: bytes) -> None:
         self._diff.update(data)

@@ -33,6 +33,7 @@ from tests.harness.images import (
     layer_files,
     oci_archive,
     place_compressed,
+    rootfs_tar,
     unique,
 )
 from tests.harness.netns import NetNS
@@ -48,6 +49,7 @@ SUBNET = 20 + (RUN % 100) * 2
 AGENT_MARK = "sys.meta_path.insert"  # a piece of the bootstrap: how the agent shows in ps
 MB = 1 << 20
 MT_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+MT_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
 @dataclass
@@ -407,6 +409,27 @@ def test_pull_from_a_containerd_store_holding_compressed_blobs(world: World, bui
     assert wire <= 1.2 * reference(layer_bytes(builder.engine, app, missing), "gzip") + 2 * MB
     assert layers_of(dst, app) == layers_of(src, app)
     assert list((world.base / "tmpa").iterdir()) == []
+
+
+def test_pull_layers_of_several_gzip_members(world: World) -> None:
+    """Blobs stored as several gzip members (eStargz, `cat a.gz b.gz`), members inflating to the
+    hasher's output step exactly: the host's reader hashes each once and the pull completes."""
+    src, dst = world.a.engines["docker26c"], world.local
+    ref = unique("rfmembers") + ":1"
+    text = b"".join(b"line %d of a log file that compresses well\n" % i for i in range(100_000))
+    layers = [rootfs_tar({"a.log": text, "id": os.urandom(4000)}), rootfs_tar({"b.log": text, "id": os.urandom(9)})]
+    blobs = [b"".join(gzip.compress(x[i : i + MB], mtime=0) for i in range(0, len(x), MB)) for x in layers]
+    config = image_config([diff_id(b) for b in layers], [{"created_by": "x"}, {"created_by": "y"}])
+    src.docker("load", "-q", input=oci_archive(ref, [(MT_GZIP, b) for b in blobs], config))
+    try:
+        res, log = d2d_json(world, "pull", world.a.url("docker26c"), ref)
+        assert "filtering at the source host" in log
+        assert res["layers_sent"] == 2 and res["tagged"] == [ref]
+        assert layers_of(dst, ref) == [diff_id(b) for b in layers]
+        assert dst.docker("save", ref).returncode == 0
+    finally:
+        remove(dst, ref)
+        remove(src, ref)
 
 
 @pytest.mark.parametrize("dst_kind", ["docker20", "docker26"])

@@ -6,6 +6,7 @@ source exports them."""
 from __future__ import annotations
 
 import gzip
+import os
 
 import pytest
 import zstandard
@@ -22,6 +23,7 @@ from tests.harness.images import (
     lacking_bytes,
     layer_files,
     oci_archive,
+    rootfs_tar,
     unique,
 )
 from tests.harness.registry import OCI_MANIFEST, Registry, digest_of
@@ -274,3 +276,41 @@ def test_non_distributable_layer_the_destination_lacks(engines: dict[str, Engine
     assert last.startswith(f"docker-d2d: source {src.host}: ")
     assert "non-distributable" in last and MT_FOREIGN in last, last  # the export's rule, not a pull's gap
     assert dst.docker("image", "inspect", ref, check=False).returncode != 0
+
+
+def _gzip_members(layer: bytes, step: int) -> bytes:
+    """`layer` as consecutive gzip members of `step` bytes each (`cat a.gz b.gz`, as eStargz)."""
+    return b"".join(gzip.compress(layer[i : i + step], mtime=0) for i in range(0, len(layer), step))
+
+
+# A graphdriver engine, Podman 4.3 and another containerd store: each reader of the blob (the hash
+# of the legacy and the OCI writers) and each loader.
+@pytest.mark.parametrize("destination", ["docker28", "podman", "docker26c"])
+def test_layers_of_several_gzip_members_from_a_registry(
+    engines: dict[str, Engine], registry: Registry, destination: str
+) -> None:
+    """A containerd store that pulled layers stored as several gzip members: members that inflate
+    to 1 MiB exactly (the hasher's output step) and to 1 MiB and a byte, text that compresses well
+    so that one read holds a member's end and the next members. `docker save | docker load` takes
+    the image; the copy sends it once, complete."""
+    src, dst = engines["docker28c"], engines[destination]
+    name = unique("members")
+    text = b"".join(b"line %d of a log file that compresses well\n" % i for i in range(120_000))
+    layers = [
+        rootfs_tar({"var/log/a.log": text, "etc/id": os.urandom(5000)}),
+        rootfs_tar({"var/log/b.log": text[: 3 << 20], "bin/x": os.urandom(300_000)}),
+    ]
+    blobs = [_gzip_members(layers[0], 1 << 20), _gzip_members(layers[1], (1 << 20) + 1)]
+    assert [gzip.decompress(b) for b in blobs] == layers, "test setup: valid multi-member gzip"
+    config = image_config([diff_id(b) for b in layers], [{"created_by": "x"}, {"created_by": "y"}])
+    ref = _push_by_hand(registry, name, [(MT_GZIP, b) for b in blobs], config)
+    registry.pull(src, ref)
+    assert image_layers(src, ref) == [diff_id(b) for b in layers]
+    assert export_layer_sizes(src, ref) == [len(b) for b in blobs], "test setup: exported as pulled"
+
+    lacking = lacking_bytes(src, dst, ref)
+    result = copy(src, dst, ref)
+    assert result["tagged"] == [ref] and result["layers_sent"] == 2
+    assert result["bytes_sent"] == lacking == sum(len(b) for b in blobs)
+    _assert_complete(src, dst, ref)
+    assert copy(src, dst, ref)["bytes_sent"] == 0

@@ -26,7 +26,7 @@ from docker_d2d.archive import OutputFormat, Rewriter, StreamSpec
 from docker_d2d.remote.agent import DATA, EVENT, spec_to_json
 from docker_d2d.remote.pack import BOOTSTRAP, EXIT_TOO_OLD, program
 from docker_d2d.remote.run import read_frames, result_from_json
-from tests.unit.test_archive import DIFFS, legacy_export, oci_export
+from tests.unit.test_archive import DIFFS, legacy_export, make_tar, oci_export
 from tests.unit.test_archive_integrity import LAYERS as LINK_LAYERS
 from tests.unit.test_archive_integrity import config_for
 from tests.unit.test_archive_integrity import legacy as links_legacy
@@ -147,6 +147,20 @@ def _legacy_links_case() -> tuple[bytes, StreamSpec]:
     return data, StreamSpec(OutputFormat.LEGACY, frozenset(), named, (L_DIFFS[-1],))
 
 
+def _multi_member_case() -> tuple[bytes, StreamSpec]:
+    """Blobs of several gzip members (eStargz), ending on and next to the inflater's output steps."""
+    layers = [[b"y" * (2 << 20)] * 3, [b"z" * ((1 << 20) + 1)] * 4, [b"a", b"b" * (1 << 20)]]
+    blobs = [b"".join(gzip.compress(m, mtime=0) for m in layer) for layer in layers]
+    diffs = [integrity_sha(b"".join(layer)) for layer in layers]
+    config = config_for(diffs)
+    names = [f"blobs/sha256/{integrity_sha(b)[7:]}" for b in [*blobs, config]]
+    manifest = [{"Config": names[-1], "Layers": names[:-1]}]
+    entries = sorted(zip(names, [*blobs, config]))
+    return make_tar([*entries, ("manifest.json", json.dumps(manifest).encode())]), StreamSpec(
+        OutputFormat.OCI, frozenset(diffs[:1]), {}, tuple(diffs)
+    )
+
+
 CASES: dict[str, Callable[[], tuple[bytes, StreamSpec]]] = {
     "legacy->legacy": _legacy_case,
     "oci->oci": lambda: (
@@ -164,6 +178,7 @@ CASES: dict[str, Callable[[], tuple[bytes, StreamSpec]]] = {
         oci_export(compress=True),
         StreamSpec(OutputFormat.OCI, frozenset(DIFFS[:1]), {}, tuple(DIFFS)),
     ),
+    "multi-member gzip->oci": _multi_member_case,
 }
 
 
