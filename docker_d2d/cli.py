@@ -99,7 +99,7 @@ StallTimeout = Annotated[
         metavar="SECONDS",
         min=0.2,
         envvar="D2D_STALL_TIMEOUT",
-        help="Fail when no byte moved for this long and the engine does not answer a ping either.",
+        help="Fail when no byte moved for this long and the engine answers no ping (on a load, even if it answers).",
     ),
 ]
 CompressOpt = Annotated[

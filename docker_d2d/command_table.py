@@ -145,7 +145,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "stall_timeout",
                     "names": ["--stall-timeout"],
-                    "help": "Fail when no byte moved for this long and the engine does not answer a ping either",
+                    "help": "Fail when no byte moved for this long and the engine answers no ping",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -276,7 +276,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "stall_timeout",
                     "names": ["--stall-timeout"],
-                    "help": "Fail when no byte moved for this long and the engine does not answer a ping either",
+                    "help": "Fail when no byte moved for this long and the engine answers no ping",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -414,7 +414,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "stall_timeout",
                     "names": ["--stall-timeout"],
-                    "help": "Fail when no byte moved for this long and the engine does not answer a ping either",
+                    "help": "Fail when no byte moved for this long and the engine answers no ping",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,

@@ -9,6 +9,11 @@ engine is alive and working, and the wait goes on; no answer means the engine is
 link is dead, and the read or write fails with `ReadStalled`/`WriteStalled` within the stall
 timeout. Calls that carry an explicit httpx timeout (the first contact, the ping itself) get
 exactly that timeout and no ping.
+
+A live engine is no proof that one connection still moves (a proxy or an ssh channel can stop
+forwarding it alone), so a request made `within(Silence(...))` (the load) also fails once no byte
+moved for its own limit, pings or not: the stall timeout, plus what the engine may honestly spend
+in silence on the bytes it was sent so far.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import os
 import select
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -73,6 +81,34 @@ Alive = Callable[[float], bool]
 
 
 @dataclass
+class Silence:
+    """How long one request may move no byte although its engine answers pings: `stall`, plus
+    `per_mb` seconds for each MiB of body sent so far (`sent`, counted by the request's owner):
+    the work an engine that says nothing until it is done may still be doing with it."""
+
+    stall: float
+    per_mb: float = 0.0
+    sent: int = 0
+
+    def limit(self) -> float:
+        return self.stall + self.per_mb * self.sent / (1 << 20)
+
+
+# The request the current thread is making (httpx's sync client sends and reads on the caller's thread).
+_SILENCE: ContextVar[Silence | None] = ContextVar("d2d_silence", default=None)
+
+
+@contextmanager
+def within(silence: Silence) -> Iterator[Silence]:
+    """Bound the silence of the requests this thread makes inside the block."""
+    token = _SILENCE.set(silence)
+    try:
+        yield silence
+    finally:
+        _SILENCE.reset(token)
+
+
+@dataclass
 class Patience:
     """How one stream waits: `alive(timeout)` pings its engine on another connection."""
 
@@ -87,13 +123,25 @@ class Patience:
             except TimeoutError as exc:
                 raise (httpcore.WriteTimeout if write else httpcore.ReadTimeout)(str(exc) or "timed out") from exc
         probe = self.timeouts.probe
+        silence = _SILENCE.get()
+        started = time.monotonic()
+        stalled = WriteStalled if write else ReadStalled
         while True:
+            wait = probe
+            if silence is not None:
+                limit = silence.limit()
+                left = limit - (time.monotonic() - started)
+                if left <= 0:
+                    raise stalled(
+                        f"no byte moved on its connection for {limit:.0f} s although the engine answers pings "
+                        "on another: that connection is stuck"
+                    )
+                wait = min(probe, left)
             try:
-                return op(probe)
+                return op(wait)
             except TimeoutError:
                 pass
             if not self.alive(probe):
-                stalled = WriteStalled if write else ReadStalled
                 raise stalled(f"no byte moved for {self.timeouts.stall:g} s and the engine did not answer a ping")
 
 

@@ -2,7 +2,10 @@
 direction: a far engine (a round trip of 2 x delay) without netem, which this kernel lacks.
 Chunks keep their order; with `rate` (bytes a second, each direction) they are also paced, and
 `cut()` takes the link down: every connection drops at once and new ones are refused. It also counts the HTTP
-requests that pass, by method and path."""
+requests that pass, by method and path. With `freeze` (a regex over 'METHOD /path'), a connection
+whose request matches stops forwarding, alone, while every other one goes on: towards the engine
+after `freeze_after` bytes of it, and its answer never. With `unix`, it listens on that socket
+path instead of a TCP port (an engine socket to reach through sshd)."""
 
 from __future__ import annotations
 
@@ -30,14 +33,23 @@ class DelayProxy:
     _stop: threading.Event = field(default_factory=threading.Event)
     _open: list[socket.socket] = field(default_factory=list)
     _down: threading.Event = field(default_factory=threading.Event)
+    freeze: str | None = None
+    freeze_after: int = 0
+    unix: str | None = None
+    frozen: int = 0  # connections frozen so far
 
     @property
     def host(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
+        return f"unix://{self.unix}" if self.unix else f"tcp://127.0.0.1:{self.port}"
 
     def start(self) -> DelayProxy:
-        self._server = socket.create_server(("127.0.0.1", self.port))
-        self.port = self._server.getsockname()[1]
+        if self.unix:
+            self._server = socket.socket(socket.AF_UNIX)
+            self._server.bind(self.unix)
+            self._server.listen(64)
+        else:
+            self._server = socket.create_server(("127.0.0.1", self.port))
+            self.port = self._server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 
@@ -80,10 +92,16 @@ class DelayProxy:
                 continue
             with self._lock:
                 self._open += [client, upstream]
-            self._pipe(client, upstream, count=True)
-            self._pipe(upstream, client, count=False)
+            matched = threading.Event()  # this connection's request matches `freeze`
+            self._pipe(client, upstream, count=True, matched=matched)
+            self._pipe(upstream, client, count=False, matched=matched)
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
+    def _hold(self) -> None:
+        with self._lock:
+            self.frozen += 1
+        self._stop.wait()  # forwards nothing more; its reader backs up once the queue is full
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, count: bool, matched: threading.Event) -> None:
         # Bounded, as a link is: a sender that outruns `rate` blocks here, not in an unbounded queue
         # that would take a whole body at once and deliver it after the sender is gone.
         held: queue.Queue[tuple[float, bytes]] = queue.Queue(maxsize=16)
@@ -95,15 +113,26 @@ class DelayProxy:
                         with self._lock:
                             for m in _REQUEST_LINE.finditer(chunk):
                                 self.requests[f"{m[1].decode()} {m[2].decode()}"] += 1
+                                if self.freeze and re.search(self.freeze, f"{m[1].decode()} {m[2].decode()}"):
+                                    matched.set()
                     held.put((time.monotonic() + self.delay, chunk))
             except OSError:
                 pass
             held.put((time.monotonic() + self.delay, b""))
 
         def write() -> None:
+            passed = 0  # bytes forwarded towards the engine
             while True:
                 due, chunk = held.get()
                 time.sleep(max(0.0, due - time.monotonic()))
+                if matched.is_set():
+                    if not count:
+                        return self._hold()
+                    if passed + len(chunk) > self.freeze_after:
+                        with contextlib.suppress(OSError):
+                            dst.sendall(chunk[: max(0, self.freeze_after - passed)])
+                        return self._hold()
+                passed += len(chunk)
                 try:
                     if not chunk:
                         dst.shutdown(socket.SHUT_WR)

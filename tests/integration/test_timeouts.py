@@ -1,7 +1,9 @@
 """Every wait is bounded and said in one line (issue 7, item 3): real dockerd stopped with
 SIGSTOP (a wedged engine: it accepts connections and never answers) as source and destination,
-before and during the transfer; an ssh "host" that accepts TCP and never speaks; a link that
-dies mid-transfer; completion against a silent host."""
+before and during the transfer; a load whose connection alone freezes while the engine answers
+pings (issue 16, item 2), over tcp and ssh, and long honest loads that must not fail; an ssh
+"host" that accepts TCP and never speaks; a link that dies mid-transfer; completion against a
+silent host."""
 
 from __future__ import annotations
 
@@ -83,13 +85,10 @@ def stopped(engine: Engine) -> Iterator[None]:
 
 class SlowLink:
     """A unix-socket relay in front of an engine that passes at most `rate` bytes per second
-    in one direction ("up": towards the engine, "down": from it). With `hold`, the answer to a
-    request that carried more than 1 MB (a load) is held back that many seconds: an engine busy
-    registering layers, which still answers pings on other connections."""
+    in one direction ("up": towards the engine, "down": from it)."""
 
-    def __init__(self, target: Path, path: Path, rate: int, direction: str, hold: float = 0) -> None:
-        self.target, self.path, self.rate, self.direction, self.hold = target, path, rate, direction, hold
-        self.held = 0
+    def __init__(self, target: Path, path: Path, rate: int, direction: str) -> None:
+        self.target, self.path, self.rate, self.direction = target, path, rate, direction
         self.server = socket.socket(socket.AF_UNIX)
         self.server.bind(str(path))
         self.server.listen(16)
@@ -107,22 +106,13 @@ class SlowLink:
                 return
             engine = socket.socket(socket.AF_UNIX)
             engine.connect(str(self.target))
-            up = [0]  # bytes this connection carried towards the engine
-            threading.Thread(target=self._pipe, args=(client, engine, self.direction == "up", up), daemon=True).start()
-            threading.Thread(
-                target=self._pipe, args=(engine, client, self.direction == "down", up, True), daemon=True
-            ).start()
+            threading.Thread(target=self._pipe, args=(client, engine, self.direction == "up"), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(engine, client, self.direction == "down"), daemon=True).start()
 
-    def _pipe(self, a: socket.socket, b: socket.socket, slow: bool, up: list[int], answer: bool = False) -> None:
+    def _pipe(self, a: socket.socket, b: socket.socket, slow: bool) -> None:
         try:
             while data := a.recv(65536):
-                if answer and self.hold and up[0] > 1 << 20:
-                    time.sleep(self.hold)
-                    self.held += 1
-                    up[0] = 0
                 b.sendall(data)
-                if not answer:
-                    up[0] += len(data)
                 if slow:
                     time.sleep(len(data) / self.rate)
             b.shutdown(socket.SHUT_WR)
@@ -206,18 +196,113 @@ def test_a_wedged_engine_mid_transfer(pair: tuple[Engine, Engine], big: str, sid
     assert image_exists(dst, tag)
 
 
-def test_a_long_silent_load_is_not_a_stall_while_the_engine_answers_pings(
-    pair: tuple[Engine, Engine], big: str, tmp_path: Path
+def _image_of(engine: Engine, size: int) -> str:
+    """A new one-layer image of `size` incompressible bytes at `engine`."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("blob")
+        info.size = size
+        tar.addfile(info, io.BytesIO(random_file(size)))
+    name = unique("honest") + ":1"
+    engine.docker("import", "-", name, input=buf.getvalue())
+    return name
+
+
+# Docker with a graphdriver reports each layer as it registers it; the containerd store and Podman
+# say nothing until they are done (Podman 4.3: about 4 s for these 200 MB here, 15 s for 800 MB).
+@pytest.mark.parametrize("destination", ["docker20", "docker28c", "podman"])
+def test_a_long_load_with_a_short_stall_timeout_still_succeeds(
+    pair: tuple[Engine, Engine], engines: dict[str, Engine], destination: str
 ) -> None:
-    src, dst = pair
-    # The load's answer comes 4 s after its last byte, with a stall timeout of 1 s.
-    link = SlowLink(dst.socket, tmp_path / "busy.sock", 1 << 40, "up", hold=4)
+    src = pair[0]
+    dst = pair[1] if destination == "docker20" else engines[destination]
+    image = _image_of(src, 200 << 20)
     try:
-        proc = run_d2d("copy", "-q", "--stall-timeout", "1", "-s", src.host, "-d", link.host, big, timeout=120)
+        proc = run_d2d("copy", "-q", "--stall-timeout", "1", "-s", src.host, "-d", dst.host, image, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert image_exists(dst, image)
     finally:
-        link.close()
-    assert proc.returncode == 0, proc.stderr
-    assert link.held == 1 and image_exists(dst, big)
+        src.docker("rmi", image, check=False)
+        dst.docker("rmi", image, check=False)
+
+
+# Where the load's connection freezes: mid-body (the engine stops taking it), or after the whole
+# body (its answer never comes back). Docker 20.10 reports progress, so its limit is the stall
+# timeout; Podman answers only when done, so its limit grows with the body (engine.SILENT_LOAD_PER_MB).
+FREEZES = [("docker20", "sending"), ("docker20", "answer"), ("podman", "answer")]
+
+
+@pytest.mark.parametrize(("destination", "where"), FREEZES)
+def test_a_frozen_load_fails_although_the_engine_answers_pings(
+    pair: tuple[Engine, Engine], engines: dict[str, Engine], big: str, destination: str, where: str
+) -> None:
+    """A proxy in front of the destination stops forwarding the load's connection alone, while
+    it passes the watchdog's pings: no byte moves on the load for its limit, so the copy fails."""
+    from docker_d2d.engine import SILENT_LOAD_PER_MB
+    from tests.harness.delay_proxy import DelayProxy
+
+    src = pair[0]
+    dst = pair[1] if destination == "docker20" else engines[destination]
+    after = 4 << 20 if where == "sending" else 1 << 40
+    proxy = DelayProxy(str(dst.socket), 0.0, freeze=r"POST /v[0-9.]+/images/load$", freeze_after=after).start()
+    limit = STALL + (0 if destination == "docker20" else SILENT_LOAD_PER_MB * 24_000_000 / (1 << 20))
+    tag = unique("frozen") + ":1"
+    src.docker("tag", big, tag)
+    try:
+        args = ["copy", "-q", "--stall-timeout", str(STALL), "-s", src.host, "-d", proxy.host, tag]
+        bound = limit + startup() + SLACK
+        proc, took = timed(*args)
+    finally:
+        proxy.stop()
+    line = one_line(proc.stderr)
+    assert proc.returncode == 1
+    doing = "sending the load" if where == "sending" else "waiting for the answer to the load"
+    assert line.startswith(f"docker-d2d: destination {proxy.host}: stalled {doing}: "), line
+    assert f"no byte moved on its connection for {limit:.0f} s although the engine answers pings" in line, line
+    assert line.endswith("(--stall-timeout changes the limit)"), line
+    assert proxy.frozen >= 1 and proxy.count("GET /_ping") >= 1
+    assert took < bound, (took, bound)
+    again = run_d2d("copy", "-q", "-s", src.host, "-d", dst.host, tag)
+    assert again.returncode == 0, again.stderr
+    assert image_exists(dst, tag)
+    dst.docker("rmi", tag, check=False)
+
+
+def test_a_frozen_load_over_ssh_fails_although_the_engine_answers_pings(
+    engine_base: Path, pair: tuple[Engine, Engine], big: str, tmp_path: Path
+) -> None:
+    """The ssh channel of the load stops moving (the engine socket behind sshd is a proxy that
+    freezes that one connection), while the channels of the pings go on."""
+    from tests.harness.delay_proxy import DelayProxy
+
+    src, dst = pair
+    client = SshClientHome(tmp_path / "home")
+    client.key()
+    sshd = Sshd(engine_base / unique("freezesshd")).start({"root": [client.ssh / "id_ed25519"]})
+    client.trust(sshd)
+    sock = str(tmp_path / "frozen.sock")
+    proxy = DelayProxy(str(dst.socket), 0.0, freeze=r"/images/load$", freeze_after=4 << 20, unix=sock).start()
+    url = f"ssh://root@127.0.0.1:{sshd.port}{sock}"
+    tag = unique("sshfrozen") + ":1"
+    src.docker("tag", big, tag)
+    try:
+        bound = STALL + startup() + SLACK
+        proc, took = timed(
+            "copy", "-q", "--stall-timeout", str(STALL), "-s", src.host, "-d", url, tag, env=client.env()
+        )
+    finally:
+        proxy.stop()
+        sshd.stop()
+    line = one_line(proc.stderr)
+    assert proc.returncode == 1
+    assert line.startswith(f"docker-d2d: destination {url}: stalled sending the load: "), line
+    assert "although the engine answers pings" in line, line
+    assert proxy.frozen >= 1 and proxy.count("GET /_ping") >= 1
+    assert took < bound, (took, bound)
+    assert not image_exists(dst, tag)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import time
 import httpcore
 import pytest
 
-from docker_d2d.transport.watch import Patience, ReadStalled, SocketStream, Timeouts, WriteStalled
+from docker_d2d.transport.watch import Patience, ReadStalled, Silence, SocketStream, Timeouts, WriteStalled, within
 
 
 def _pair(alive: bool, stall: float = 0.4) -> tuple[SocketStream, socket.socket, list[float]]:
@@ -68,4 +68,50 @@ def test_an_explicit_timeout_is_a_plain_timeout() -> None:
     with pytest.raises(httpcore.ReadTimeout) as info:
         stream.read(1024, timeout=0.1)
     assert not isinstance(info.value, ReadStalled) and pings == []
+    peer.close()
+
+
+# --- a request with a bound on its silence (the load): pings that answer do not extend it ----------
+
+
+def test_a_bounded_read_stalls_at_its_limit_although_pings_answer() -> None:
+    stream, peer, pings = _pair(alive=True, stall=0.4)
+    started = time.monotonic()
+    with within(Silence(0.4)), pytest.raises(ReadStalled, match="answers pings on another: that connection is stuck"):
+        stream.read(1024)
+    assert 0.4 <= time.monotonic() - started < 0.7 and pings
+    peer.close()
+
+
+def test_a_bounded_write_stalls_at_its_limit_although_pings_answer() -> None:
+    stream, peer, _ = _pair(alive=True, stall=0.4)
+    started = time.monotonic()
+    with within(Silence(0.4)), pytest.raises(WriteStalled, match="that connection is stuck"):
+        stream.write(b"x" * (64 << 20))
+    assert time.monotonic() - started < 0.7
+    peer.close()
+
+
+def test_the_limit_grows_with_the_bytes_sent_and_a_late_answer_within_it_is_taken() -> None:
+    assert Silence(10, 0.2, sent=50 << 20).limit() == pytest.approx(20)
+    stream, peer, _ = _pair(alive=True, stall=0.2)
+    threading.Timer(0.7, peer.sendall, (b"late answer",)).start()
+    with within(Silence(0.2, per_mb=0.2, sent=5 << 20)):  # 1.2 s
+        assert stream.read(1024) == b"late answer"
+    peer.close()
+
+
+def test_a_dead_engine_is_still_named_as_such_within_a_bound() -> None:
+    stream, peer, _ = _pair(alive=False, stall=0.4)
+    with within(Silence(0.4, per_mb=1, sent=100 << 20)), pytest.raises(ReadStalled, match="did not answer a ping"):
+        stream.read(1024)
+    peer.close()
+
+
+def test_the_bound_is_only_for_the_block_and_this_thread() -> None:
+    stream, peer, _ = _pair(alive=True, stall=0.2)
+    with within(Silence(0.2)):
+        pass
+    threading.Timer(0.7, peer.sendall, (b"late answer",)).start()
+    assert stream.read(1024) == b"late answer"
     peer.close()
