@@ -82,9 +82,39 @@ def _copy(
         requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]
         result = plan_for(src_info, dst, requested, reporter, options, src.all_images)
         if not options.dry_run:
-            deliver(src, dst, result, reporter, options)
+            try:
+                deliver(src, dst, result, reporter, options)
+            except (EngineError, VerifyError) as exc:
+                if not stale_holdings(dst, result, exc):
+                    raise
+                tell_stale(dst, reporter, "planned again")
+                result = plan_for(src_info, dst, requested, reporter, options, src.all_images)
+                deliver(src, dst, result, reporter, options)
     result.elapsed = time.monotonic() - started
     return result
+
+
+def stale_holdings(dst: Engine, result: CopyResult, failure: D2DError) -> bool:
+    """After the destination refused what the plan sent: whether the inspect cache misled the plan
+    (then its wrong entries are dropped). The images it counted on for the layers left out are
+    inspected afresh; an engine that fails that too keeps the first failure."""
+    if failure.side != "destination":
+        return False
+    skipped = result.plan.skip
+    counted = [image.id for image in result.held if skipped & set(image.diff_ids)]
+    try:
+        return bool(dst.recheck(counted))
+    except D2DError:
+        return False
+
+
+def tell_stale(dst: Engine, reporter: Reporter, then: str) -> None:
+    """Note, once, the cache entries the destination contradicted."""
+    reporter.note(
+        f"the destination's inspect cache was wrong about {len(dst.stale)} image(s) (changed behind docker-d2d's "
+        f"back): dropped those entries and {then}"
+    )
+    dst.stale.clear()
 
 
 def plan_for(
@@ -100,6 +130,8 @@ def plan_for(
     plan is made again against what it then holds."""
     assert dst.info
     held = dst.all_images()
+    if dst.stale:
+        tell_stale(dst, reporter, "asked the engine")
     plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, held))
     pulled: dict[str, PulledBase] = {}
     if options.registry_first is RegistryFirst.AUTO and source_images and not options.dry_run and _lacks_lower(plan):

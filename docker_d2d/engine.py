@@ -122,6 +122,7 @@ class Engine:
         self.server_api: str | None = None  # the engine's own newest version, for calls newer than ours
         self.info: EngineInfo | None = None
         self._cache: InspectCache | None = None
+        self.stale: list[str] = []  # ids whose cached inspect the engine contradicted in this run
 
     def __enter__(self) -> Engine:
         return self
@@ -319,10 +320,11 @@ class Engine:
     def all_images(self) -> list[ImageInfo]:
         """Every image the engine lists. Inspect answers are cached by id (content addresses) and
         the rest are asked for concurrently: planning costs about one round trip whatever the
-        number of images."""
+        number of images. Cached entries the engine now contradicts are dropped (`self.stale`)."""
         assert self.info is not None
         listed = self.list_images()
         cache = self._inspect_cache()
+        self.recheck(self._unavailable(listed))
         missing = [i for i in listed if cache.get(i) is None]
         if missing:
             with ThreadPoolExecutor(max_workers=INSPECT_CONCURRENCY) as pool:
@@ -335,6 +337,43 @@ class Engine:
             if held:
                 images.append(replace(held, repo_tags=tags, repo_digests=digests))
         return images
+
+    def _unavailable(self, listed: Iterable[str]) -> list[str]:
+        """Listed images of a containerd store none of whose platforms has all its content (blobs
+        removed behind our back: Docker 28 lists such an image, and inspect then answers no
+        layers). Asked only when one of them is cached: the cache may say it holds layers."""
+        cache = self._cache
+        if self.info is None or self.info.kind is not EngineKind.CONTAINERD or not self.speaks("1.47"):
+            return []
+        if cache is None or not any(cache.get(i) for i in listed):
+            return []
+        resp = self._request("GET", "/v1.47/images/json", params={"all": "1", "manifests": "1"})
+        self._check(resp, "image list")
+        gone = []
+        for img in resp.json():
+            manifests = [m for m in img.get("Manifests") or [] if m.get("Kind") == "image"]
+            if manifests and not any(m.get("Available") for m in manifests):
+                gone.append(_full_id(img["Id"]))
+        return gone
+
+    def recheck(self, image_ids: Iterable[str]) -> list[str]:
+        """Inspect afresh the cached images among `image_ids`; drop the entries the engine now
+        contradicts (another answer, no layers, or no such image). Returns their ids, which are
+        also added to `stale`."""
+        cache = self._inspect_cache()
+        wrong = []
+        for image_id in image_ids:
+            cached = cache.get(image_id)
+            if cached is None:
+                continue
+            fresh = self.find(image_id)  # a fresh answer with layers replaces the entry
+            if fresh is None or fresh.diff_ids != cached.diff_ids or fresh.fingerprint != cached.fingerprint:
+                if fresh is None or not fresh.diff_ids:
+                    cache.drop(image_id)
+                wrong.append(image_id)
+        cache.save()
+        self.stale.extend(wrong)
+        return wrong
 
     def speaks(self, version: str) -> bool:
         """Whether the engine has API `version` (for single calls that need more than we negotiate)."""

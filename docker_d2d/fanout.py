@@ -16,10 +16,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from .compress import accepts_zstd_layers
-from .copy import deliver, one_copy_at_a_time, plan_for, resolve, save_platform
+from .copy import deliver, one_copy_at_a_time, plan_for, resolve, save_platform, stale_holdings, tell_stale
 from .endpoint import Endpoint
 from .engine import Engine
-from .errors import D2DError, UsageError
+from .errors import D2DError, EngineError, UsageError, VerifyError
 from .job import CopyOptions, CopyResult, Reporter
 from .model import EngineInfo, ImageInfo, Platform, parse_ref
 from .plan import TransferPlan
@@ -130,7 +130,13 @@ def copy_to_many(
                     def send(i: int) -> None:
                         host = hosts[i]
                         assert host.result is not None
-                        deliver(shared, engines[i], host.result, reporters[i], options, exported, stop)
+                        try:
+                            deliver(shared, engines[i], host.result, reporters[i], options, exported, stop)
+                        except (EngineError, VerifyError) as exc:
+                            # One export serves the whole fleet: no plan of one host is redone in it.
+                            if stale_holdings(engines[i], host.result, exc):
+                                tell_stale(engines[i], reporters[i], "the next run plans without them")
+                            raise
 
                     def cancel() -> None:
                         stop.set()

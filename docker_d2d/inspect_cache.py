@@ -56,6 +56,11 @@ class InspectCache:
             self._entries[info.id] = replace(info, repo_tags=(), repo_digests=())
             self._dirty = True
 
+    def drop(self, image_id: str) -> None:
+        """Forget an entry the engine contradicted."""
+        if self._entries.pop(image_id, None) is not None:
+            self._dirty = True
+
     def keep_only(self, ids: Iterable[str]) -> None:
         wanted = set(ids)
         gone = [i for i in self._entries if i not in wanted]

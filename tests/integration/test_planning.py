@@ -3,14 +3,17 @@ are cached by image id (content addresses), so a second run asks only about new 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.conftest import run_d2d
 from tests.harness.delay_proxy import DelayProxy
 from tests.harness.engines import Engine
-from tests.harness.images import Builder, many_images, unique
+from tests.harness.images import Builder, image_layers, many_images, small_app, unique
 
 from .helpers import copy, random_file
 
@@ -58,3 +61,74 @@ def test_second_plan_asks_only_about_new_images(
     copy(src, proxy.host, app, env=env)
     assert proxy.count(INSPECT) == 1, proxy.requests
     assert any(newer)
+
+
+def _notes(result: dict[str, Any]) -> list[str]:
+    return [str(e["message"]) for e in result["events"] if e["event"] == "note"]
+
+
+STALE = "the destination's inspect cache was wrong about 1 image(s)"
+
+
+@pytest.mark.parametrize("destination", ["docker20", "podman"])
+def test_a_cache_entry_the_engine_contradicts_heals_once(
+    engines: dict[str, Engine], builder: Builder, tmp_path: Path, destination: str
+) -> None:
+    """An entry that claims layers its image does not have (a cache written wrong, or carried over
+    from elsewhere): the load the plan made from it is refused, the entry is dropped, the plan made
+    again once, with a note; the next run notes nothing."""
+    src, dst = engines["docker28"], engines[destination]
+    other = small_app(builder, dst, "other", random_file(20_000))
+    base = builder.base(unique("healbase") + ":1")
+    app = unique("healapp") + ":1"
+    builder.build(app, base, ["COPY a /a"], {"a": random_file(30_000)})
+    app2 = unique("healapp") + ":2"
+    builder.build(app2, app, ["COPY b /b"], {"b": random_file(30_000)})
+    builder.place(src, app, app2)
+    cache = tmp_path / "cache"
+    env = {"DOCKER_D2D_CACHE_DIR": str(cache)}
+    assert run_d2d("copy", "--dry-run", "-q", "-s", src.host, "-d", dst.host, app, env=env).returncode == 0
+
+    # The entry of `other` now claims the app's layers.
+    other_id = dst.docker("image", "inspect", "--format", "{{.Id}}", other).stdout.decode().strip()
+    (path,) = [p for p in (cache / "inspect").glob("*.json") if other_id in p.read_text()]
+    doc = json.loads(path.read_text())
+    doc["images"][other_id]["diff_ids"] = image_layers(src, app)
+    path.write_text(json.dumps(doc))
+
+    healed = copy(src, dst, app, env=env)
+    assert healed["tagged"] == [app] and healed["layers_sent"] == 2
+    assert sum(STALE in n and "planned again" in n for n in _notes(healed)) == 1, _notes(healed)
+    assert image_layers(dst, app) == image_layers(src, app)
+
+    after = copy(src, dst, app2, env=env)
+    assert after["layers_sent"] == 1 and not any("inspect cache" in n for n in _notes(after)), _notes(after)
+
+
+def test_a_containerd_image_whose_content_went_behind_our_back(
+    engines: dict[str, Engine], builder: Builder, tmp_path: Path
+) -> None:
+    """The store's blobs of a cached image removed (`ctr content rm`): Docker 28.5 still lists the
+    image, and inspect then answers no layers. The next plan asks the engine instead of trusting the
+    cache, says so once, and counts those layers as missing."""
+    src, dst = engines["docker28"], engines["docker28c"]
+    base = builder.base(unique("gonebase") + ":1")
+    app = unique("goneapp") + ":1"
+    builder.build(app, base, ["COPY a /a"], {"a": random_file(30_000)})
+    builder.place(src, app, base)
+    env = {"DOCKER_D2D_CACHE_DIR": str(tmp_path / "cache")}
+    copy(src, dst, base, env=env)
+    for diff in image_layers(dst, base):
+        dst.ctr("content", "rm", diff)
+    (inspected,) = json.loads(dst.docker("image", "inspect", base).stdout)
+    assert not inspected["RootFS"].get("Layers"), "test setup: listed, and no layers"
+
+    healed = copy(src, dst, app, env=env)
+    assert healed["tagged"] == [app] and healed["layers_sent"] == 2
+    notes = _notes(healed)
+    assert sum(STALE in n and "asked the engine" in n for n in notes) == 1, notes
+    assert not any("cannot name" in n for n in notes), notes  # the plan no longer counts them as held
+    assert image_layers(dst, app) == image_layers(src, app)
+
+    again = copy(src, dst, app, env=env)
+    assert not any("inspect cache" in n for n in _notes(again)), _notes(again)

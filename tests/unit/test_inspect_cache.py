@@ -57,3 +57,17 @@ def test_one_file_per_engine(tmp_path: Path) -> None:
     b = InspectCache.for_engine("ssh://h", EngineKind.GRAPHDRIVER, env).path
     assert a != b and a is not None and a.parent == cache_dir(env) / "inspect"
     assert cache_dir({"DOCKER_D2D_CACHE_DIR": "/x"}) == Path("/x")
+
+
+def test_a_dropped_entry_is_forgotten_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    cache = InspectCache(path)
+    info = ImageInfo("sha256:" + "1" * 64, ("sha256:" + "2" * 64,), fingerprint="f")
+    cache.put(info)
+    cache.save()
+    again = InspectCache(path)
+    assert again.get(info.id) is not None
+    again.drop(info.id)
+    again.drop(info.id)  # twice: nothing left to drop
+    again.save()
+    assert InspectCache(path).get(info.id) is None
