@@ -13,9 +13,11 @@ otherwise is it spooled to a private temp file to learn its digest before decidi
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
+import os
 import posixpath
 import re
 import tarfile
@@ -23,13 +25,14 @@ import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar, Union, cast
 
-from .errors import ArchiveError, ZstdUnavailable
-from .model import short
+from .errors import ArchiveError, SpoolFull, ZstdUnavailable
+from .model import human_size, short
 from .tarstream import CHUNK, END_OF_ARCHIVE, ChunkReader, Entry, file_entry, file_header, padding, read_entries
 
 # Blobs up to this size are read into memory and sniffed: configs, manifests and v1 json.
@@ -45,6 +48,9 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Compressed input handed to zlib per call. When a gzip member ends, zlib copies all the input
 # after it into `unused_data`: small steps keep that copy small for a layer of many tiny members.
 _GZIP_STEP = 64 << 10
+
+# A local run spools into a private directory of its own inside the spool directory (--spool-dir).
+PRIVATE_DIR = "d2d-run-"
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -255,6 +261,36 @@ def _peek(body: Iterator[memoryview], n: int = 4) -> tuple[bytes, Iterator[memor
         if size >= n:
             break
     return b"".join(bytes(c[:n]) for c in taken)[:n], itertools.chain(taken, body)
+
+
+@contextmanager
+def spooling(directory: Path | None, what: str, local: bool = True) -> Iterator[None]:
+    """A full file system under a spool (ENOSPC, EDQUOT) becomes one SpoolFull that names the
+    directory, its room and `what` was being spooled. `directory` None: the temp dir (on the
+    source host, for the agent); a run's private directory is named by the spool directory it is in."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise spool_full(directory, what, local) from exc
+
+
+def spool_full(directory: Path | None, what: str, local: bool) -> SpoolFull:
+    shown = directory if directory is not None else Path(tempfile.gettempdir())
+    if shown.name.startswith(PRIVATE_DIR):
+        shown = shown.parent
+    try:
+        st = os.statvfs(shown)
+        room = f" ({human_size(st.f_blocks * st.f_frsize)} in all, {human_size(st.f_bavail * st.f_frsize)} free)"
+    except OSError:
+        room = ""
+    if local:
+        hint = "give --spool-dir a directory with more room"
+        message = f"no space left in the spool directory {shown}{room} for {what}: {hint}"
+        return SpoolFull(message, directory=str(shown), side="local")
+    hint = "make room there, or point TMPDIR elsewhere for its ssh sessions"
+    return SpoolFull(f"no space left in {shown} on the source host{room} for {what}: {hint}", directory=str(shown))
 
 
 class _DiffHasher:
@@ -552,9 +588,14 @@ class Rewriter:
             return (yield from self._layer(entry, None, blob, body))
         return (yield from self._spooled_layer(entry, body))
 
+    def _spooling(self, what: str) -> AbstractContextManager[None]:
+        # The agent (remote/) spools into the source host's temp dir: a local run always names its own.
+        return spooling(self.spool_dir, what, local=self.spool_dir is not None)
+
     def _spooled_layer(self, entry: Entry, body: Iterator[memoryview]) -> LayerWriter:
         hasher = _DiffHasher(self.spec.max_layer)
-        with tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-spool-") as spool:
+        what = "a layer of " + human_size(entry.size)
+        with self._spooling(what), tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-spool-") as spool:
             for chunk in body:
                 hasher.update(chunk)
                 spool.write(chunk)
@@ -641,7 +682,8 @@ class Rewriter:
         """Send a zstd blob as the plain tar it inflates to, for a destination that cannot take zstd.
         A tar header names its entry's size before the body, so the blob is inflated into a spool
         first (a spooled blob, once more from its spool: only layers that travel are inflated)."""
-        with tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-inflate-") as plain:
+        what = f"a zstd layer of {human_size(entry.size)} inflated"
+        with self._spooling(what), tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-inflate-") as plain:
             hasher = _DiffHasher(self.spec.limits.get(layer.diff_id or "", self.spec.max_layer), inflate_to=plain)
             for chunk in body:
                 hasher.update(chunk)
@@ -693,20 +735,22 @@ class Rewriter:
         self, layer: LayerEntry, entry: Entry, blob: str | None, body: Iterator[memoryview], hashed: _DiffHasher | None
     ) -> LayerEntry:
         # Closed when the layer goes out (_release) or the stream ends (_items).
-        spool = tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-held-")  # noqa: SIM115
-        hasher = hashed or _DiffHasher(self.spec.limits.get(str(layer.diff_id), self.spec.max_layer))
-        try:
-            for chunk in body:
+        what = f"a layer of {human_size(entry.size)} held back until the layers below it are out"
+        with self._spooling(what):
+            spool = tempfile.TemporaryFile(dir=self.spool_dir, prefix="d2d-held-")  # noqa: SIM115
+            hasher = hashed or _DiffHasher(self.spec.limits.get(str(layer.diff_id), self.spec.max_layer))
+            try:
+                for chunk in body:
+                    if hashed is None:
+                        hasher.update(chunk)
+                    spool.write(chunk)
                 if hashed is None:
-                    hasher.update(chunk)
-                spool.write(chunk)
-            if hashed is None:
-                hasher.finish()
-                _check_claims(entry.name, hasher)
-        except BaseException:
-            spool.close()
-            raise
-        spool.seek(0)
+                    hasher.finish()
+                    _check_claims(entry.name, hasher)
+                spool.seek(0)
+            except BaseException:
+                spool.close()
+                raise
         self.result.spooled_bytes += entry.size
         self._deferred[str(layer.diff_id)] = (entry, blob, spool, hasher)
         return layer

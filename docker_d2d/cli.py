@@ -22,7 +22,7 @@ from .console import BaseReporter, JsonReporter, PlainReporter, QuietReporter, R
 from .contexts import config_dir, resolve
 from .copy import copy_images
 from .endpoint import Endpoint, Scheme
-from .errors import Cancelled, D2DError, UsageError, printable
+from .errors import Cancelled, D2DError, SpoolFull, UsageError, printable
 from .job import CopyOptions
 from .model import Platform
 from .options import GlobalOptions
@@ -248,7 +248,7 @@ def run_command(action: Callable[[], int | None], debug: bool) -> None:
         if debug:
             traceback.print_exc()
         where = f": {exc.filename}" if exc.filename else ""
-        typer.echo(f"docker-d2d: {printable(exc.strerror or str(exc))}{where}", err=True)
+        typer.echo(f"docker-d2d: local: {printable(exc.strerror or str(exc))}{where}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt as exc:
         if isinstance(exc, Terminated):
@@ -433,12 +433,21 @@ def _copy_to_many(
         elif isinstance(rep, JsonReporter):
             rep.failed(str(host.error))
     top.fleet_finished(fleet)
+    # A failure of our own side is the same for every destination: said once (a full spool
+    # directory once, whichever of the files there met it first).
+    local: dict[str, str] = {}
     for host in fleet.failed:
+        if host.error is not None and host.error.side == "local":
+            key = host.error.directory if isinstance(host.error, SpoolFull) else str(host.error)
+            local.setdefault(key, str(host.error))
+    for line in local.values():
+        typer.echo(f"docker-d2d: {printable(line)}", err=True)
+    remote = [h for h in fleet.failed if h.error is None or h.error.side != "local"]
+    for host in remote:
         typer.echo(f"docker-d2d: {host.error}", err=True)
-    if fleet.failed:
+    if remote:
         typer.echo(f"docker-d2d: {len(fleet.failed)} of {len(fleet.hosts)} destinations failed", err=True)
-        return 1
-    return 0
+    return 1 if fleet.failed else 0
 
 
 def _endpoint_option(role: str, *names: str, note: str = "") -> Any:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import checkpoints
-from .archive import PARTIAL_LABEL, Progress, Rewriter, RewriteResult, StreamSpec
+from .archive import PARTIAL_LABEL, PRIVATE_DIR, Progress, Rewriter, RewriteResult, StreamSpec
 from .compress import Compression, accepts_zstd_layers, choose, far
 from .endpoint import Endpoint, Scheme
 from .engine import Engine
@@ -617,7 +617,7 @@ def _outgoing(
         return
     assert isinstance(src, Engine)
     with (
-        tempfile.TemporaryDirectory(prefix="d2d-", dir=options.spool_dir) as spool,
+        tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=options.spool_dir) as spool,
         src.save(ids, platform) as raw,
         prefetch(raw) as chunks,
     ):

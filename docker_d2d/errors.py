@@ -12,6 +12,7 @@
     ├── ArchiveError              the source's archive is not what its engine promised
     │   └── ZstdUnavailable       a zstd layer, and no zstandard module to read it (a source host's python)
     ├── VerifyError               the destination's image differs from the source's after the load
+    ├── SpoolFull                 no room to spool in a directory (ours: --spool-dir; or the source host's)
     └── Cancelled                 the user interrupted (exit 130)
 
 The CLI turns them into messages in one place (cli.run_command); nothing below
@@ -95,3 +96,9 @@ def printable(text: str) -> str:
     """`text` with terminal control characters (ESC sequences, CR, BEL, bidi overrides)
     escaped as \\x1b etc.: engines' messages and names must not drive the user's terminal."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+class SpoolFull(D2DError):
+    def __init__(self, message: str, *, directory: str = "", **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.directory = directory

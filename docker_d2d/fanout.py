@@ -21,7 +21,7 @@ from .endpoint import Endpoint
 from .engine import Engine
 from .errors import D2DError, EngineError, UsageError, VerifyError
 from .job import CopyOptions, CopyResult, Reporter
-from .model import EngineInfo, ImageInfo, Platform, parse_ref
+from .model import EngineInfo, ImageInfo, Platform, human_size, parse_ref
 from .plan import TransferPlan
 from .registry import Registry, Via
 from .shared_export import SharedExport
@@ -123,7 +123,9 @@ def copy_to_many(
                 shared_platform = save_platform(export_plan)
                 if shared_platform:  # one platform of an index: the export names the index
                     union = list(dict.fromkeys(p.source.export_as or p.source.id for p in export_plan.exported))
-                with SharedExport(src, union, options.spool_dir, shared_platform) as export:
+                about = human_size(sum(info.size for info in exported))
+                what = f"the source's export (about {about}) for {len(_results(hosts))} destinations"
+                with SharedExport(src, union, options.spool_dir, shared_platform, what) as export:
                     shared = SharedSource(source, src_info, export)
                     stop = threading.Event()
 
@@ -195,6 +197,9 @@ def _each(
             work(i)
         except D2DError as exc:
             hosts[i].error = exc.with_side("destination", str(hosts[i].endpoint))
+        except OSError as exc:  # our own files: this machine's, not the destination's
+            where = f": {exc.filename}" if exc.filename else ""
+            hosts[i].error = D2DError(f"{exc.strerror or exc}{where}", side="local")
         except Exception as exc:  # one host's surprise must not sink the others
             where = str(hosts[i].endpoint)
             hosts[i].error = D2DError(f"{type(exc).__name__}: {exc}", side="destination", endpoint=where)

@@ -17,8 +17,9 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
+from .archive import spooling
 from .errors import Cancelled
-from .model import Platform
+from .model import Platform, human_size
 
 CHUNK = 1 << 20
 
@@ -28,8 +29,10 @@ class Spool:
     pace. The writer may also leave marks: things that happened after so many bytes, which a
     reader meets in order as it passes them (see shared_rewrite.py)."""
 
-    def __init__(self, spool_dir: Path | None, prefix: str) -> None:
-        fd, name = tempfile.mkstemp(prefix=prefix, dir=spool_dir)
+    def __init__(self, spool_dir: Path | None, prefix: str, what: str) -> None:
+        self.what = what  # what it holds, for the one line a full spool directory gives
+        with spooling(spool_dir, what):
+            fd, name = tempfile.mkstemp(prefix=prefix, dir=spool_dir)
         self._out = os.fdopen(fd, "wb", buffering=0)
         self.path = Path(name)
         self.size = 0
@@ -41,7 +44,10 @@ class Spool:
 
     def write(self, data: bytes | memoryview) -> None:
         """Append; raises Cancelled once the spool is cancelled."""
-        self._out.write(data)
+        view = memoryview(data)
+        with spooling(self.path.parent, f"{self.what} ({human_size(self.size)} written)"):
+            while view:  # an unbuffered write may take part of it (a file system filling up)
+                view = view[self._out.write(view) or 0 :]
         with self._cond:
             if self._closed:
                 raise Cancelled()
@@ -115,12 +121,18 @@ class Exporter(Protocol):
 
 class SharedExport:
     def __init__(
-        self, source: Exporter, ids: Sequence[str], spool_dir: Path | None, platform: Platform | None = None
+        self,
+        source: Exporter,
+        ids: Sequence[str],
+        spool_dir: Path | None,
+        platform: Platform | None = None,
+        what: str = "the source's export",
     ) -> None:
         self.ids = list(ids)
         self.platform = platform
+        self.what = what
         self._source = source
-        self._spool = Spool(spool_dir, "d2d-export-")
+        self._spool = Spool(spool_dir, "d2d-export-", what)
         self._thread = threading.Thread(target=self._write, name="d2d-export", daemon=True)
 
     def __enter__(self) -> SharedExport:

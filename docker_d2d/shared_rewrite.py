@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .archive import BARRIER, Cut, Progress, Rewriter, RewriteResult, StreamSpec, in_turn
+from .archive import BARRIER, PRIVATE_DIR, Cut, Progress, Rewriter, RewriteResult, StreamSpec, in_turn
 from .compress import Compression, compressed
 from .endpoint import Endpoint
 from .loading import Outgoing, WireArchive
@@ -71,9 +71,9 @@ class _Rewrite:
 
     def __init__(self, export: SharedExport, spec: StreamSpec, how: Compression, spool_dir: Path | None) -> None:
         self.spec = spec
-        self.spool = Spool(spool_dir, "d2d-rewrite-")
+        self.spool = Spool(spool_dir, "d2d-rewrite-", f"the rewrite of {export.what}")
         self._stack = ExitStack()
-        held = self._stack.enter_context(tempfile.TemporaryDirectory(prefix="d2d-", dir=spool_dir))
+        held = self._stack.enter_context(tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=spool_dir))
         chunks = self._stack.enter_context(export.reader())
         self.rewriter = Rewriter(chunks, spec, _Marking(self.spool), Path(held))
         self._how = how

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .archive import MT_MANIFEST, SMALL_BLOB, Rewriter, _blob_name
+from .archive import MT_MANIFEST, PRIVATE_DIR, SMALL_BLOB, Rewriter, _blob_name
 from .copy import apply_tags
 from .engine import Engine
 from .errors import VerifyError
@@ -65,7 +65,10 @@ def push_to_registry(
     spec = stream_spec(plan, src.info, EngineKind.PODMAN, decompress_zstd=decompress_zstd)
     result = PushResult({}, blobs_there=len(present))
     small: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory(prefix="d2d-", dir=spool_dir) as spool, src.save([i.id for i in images]) as raw:
+    with (
+        tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=spool_dir) as spool,
+        src.save([i.id for i in images]) as raw,
+    ):
         rewriter = Rewriter(raw, spec, reporter, Path(spool))
         reader = ChunkReader(iter(rewriter.stream()))  # type: ignore[arg-type]
         for entry in read_entries(reader):

@@ -22,7 +22,7 @@ from ..archive import Cut, Progress, RewriteResult, StreamSpec, WrittenImage
 from ..checkpoints import keep_partials
 from ..compress import Compression, accepts_zstd
 from ..endpoint import DEFAULT_UNIX_SOCKET
-from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound, ZstdUnavailable
+from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound, SpoolFull, ZstdUnavailable
 from ..model import human_size
 from ..transport.ssh import WINDOW, SSHConnection, connection_for
 from . import RemoteFilter
@@ -97,6 +97,7 @@ _ERRORS: dict[str, type[D2DError]] = {
     "not-found": ImageNotFound,
     "ArchiveError": ArchiveError,
     "ZstdUnavailable": ZstdUnavailable,
+    "SpoolFull": SpoolFull,
 }
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import d2d_path, run_d2d
 from tests.harness.engines import SPECS, Engine
-from tests.harness.images import Builder, image_exists, unique
+from tests.harness.images import Builder, image_exists, place_compressed, unique
 
 from .helpers import random_file
 
@@ -139,3 +139,55 @@ def test_ctrl_c_mid_transfer(engines: dict[str, Engine], builder: Builder, tmp_p
     assert "interrupted" in _one_line(err)
     assert not image_exists(dst, app)
     assert list(spool.iterdir()) == []
+
+
+@pytest.fixture
+def tiny_spool(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB file system as --spool-dir: full after the first few megabytes."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_spool_directory_is_a_local_error(
+    engines: dict[str, Engine], builder: Builder, tiny_spool: Path
+) -> None:
+    """A containerd store's layers come as compressed blobs whose names say nothing: one that the
+    destination may already hold is spooled to learn which layer it is."""
+    src, dst = engines["docker26c"], engines["docker26"]
+    base = builder.base(unique("spoolbase") + ":1", size=50_000)
+    app = unique("spoolapp") + ":1"
+    builder.build(app, base, ["COPY a /a"], {"a": random_file(6_000_000)})
+    place_compressed(builder, src, app)
+    builder.place(dst, base)
+    proc = run_d2d("copy", "--spool-dir", str(tiny_spool), "-s", src.host, "-d", dst.host, app)
+    assert proc.returncode == 1
+    line = _one_line(proc.stderr)
+    assert line.startswith(f"docker-d2d: local: no space left in the spool directory {tiny_spool} "), line
+    assert "2.1MB in all" in line and "a layer of 6.0MB" in line, line
+    assert line.endswith("give --spool-dir a directory with more room"), line
+    assert list(tiny_spool.iterdir()) == []
+    assert not image_exists(dst, app)
+
+
+def test_a_full_spool_directory_in_a_fleet_is_said_once(
+    engines: dict[str, Engine], builder: Builder, tiny_spool: Path
+) -> None:
+    """Several destinations read one export, held in the spool directory: it fills up, and the run
+    says so once, as a local error, instead of blaming each destination."""
+    src = engines["docker20"]
+    app = builder.base(unique("spoolfleet") + ":1", size=6_000_000)
+    builder.place(src, app)
+    a, b = engines["docker26"], engines["docker20-twin"]
+    proc = run_d2d("copy", "-q", "--spool-dir", str(tiny_spool), "-s", src.host, "-d", a.host, "-d", b.host, app)
+    assert proc.returncode == 1
+    line = _one_line(proc.stderr)
+    assert line.startswith(f"docker-d2d: local: no space left in the spool directory {tiny_spool} "), line
+    assert "the source's export (about 6.0MB) for 2 destinations" in line, line
+    assert line.endswith("give --spool-dir a directory with more room"), line
+    assert list(tiny_spool.iterdir()) == []
+    assert not image_exists(a, app) and not image_exists(b, app)

@@ -475,3 +475,27 @@ def test_unsupported_entry_types_are_refused() -> None:
     data = huge_header("s", 10, tarfile.GNUTYPE_SPARSE) + b"\0" * 1536
     with pytest.raises(ArchiveError, match="unsupported tar type"):
         list(read_entries(ChunkReader(iter([data]))))
+
+
+# --- issue 16 item 6: a full spool directory names itself, its room, and what was spooled -------
+
+
+def test_a_full_spool_names_the_directory_the_user_chose(tmp_path: Path) -> None:
+    import errno
+
+    from docker_d2d.archive import PRIVATE_DIR, spooling
+    from docker_d2d.errors import SpoolFull
+
+    private = tmp_path / (PRIVATE_DIR + "x")
+    with pytest.raises(SpoolFull) as info, spooling(private, "a layer of 6.0MB"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.side == "local" and info.value.directory == str(tmp_path)
+    assert str(info.value).startswith(f"local: no space left in the spool directory {tmp_path} (")
+    assert str(info.value).endswith("free) for a layer of 6.0MB: give --spool-dir a directory with more room")
+
+    with pytest.raises(SpoolFull) as info, spooling(None, "a layer of 1.0MB", local=False):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert info.value.side is None and "on the source host" in str(info.value) and "TMPDIR" in str(info.value)
+
+    with pytest.raises(PermissionError), spooling(private, "x"):
+        raise PermissionError(errno.EACCES, "Permission denied")
