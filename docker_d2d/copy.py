@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from . import checkpoints
-from .archive import PARTIAL_LABEL, PRIVATE_DIR, Progress, Rewriter, RewriteResult, StreamSpec
+from .archive import PARTIAL_LABEL, Progress, Rewriter, RewriteResult, StreamSpec
 from .compress import Compression, accepts_zstd_layers, choose, far
 from .endpoint import Endpoint, Scheme
 from .engine import Engine
@@ -41,6 +39,7 @@ from .probe import Descriptor, held_as, held_sizes, uncompressed
 from .registry_first import PulledBase, RegistryFirst, find_bases, pull_bases
 from .registry_layers import layer_descriptors
 from .shared_rewrite import SharedSource
+from .spool import private_dir
 
 
 def copy_images(
@@ -617,11 +616,11 @@ def _outgoing(
         return
     assert isinstance(src, Engine)
     with (
-        tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=options.spool_dir) as spool,
+        private_dir(options.spool_dir) as spool,
         src.save(ids, platform) as raw,
         prefetch(raw) as chunks,
     ):
-        yield Compressing(Rewriter(chunks, spec, progress, Path(spool)), how)
+        yield Compressing(Rewriter(chunks, spec, progress, spool), how)
 
 
 def _with_checkpoints(spec: StreamSpec, plan: TransferPlan, dest: EngineInfo, every: int | None) -> StreamSpec:

@@ -13,13 +13,14 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Protocol
 
 from .archive import spooling
 from .errors import Cancelled
 from .model import Platform, human_size
+from .spool import private_dir
 
 CHUNK = 1 << 20
 
@@ -132,7 +133,9 @@ class SharedExport:
         self.platform = platform
         self.what = what
         self._source = source
-        self._spool = Spool(spool_dir, "d2d-export-", what)
+        with ExitStack() as stack:
+            self._spool = Spool(stack.enter_context(private_dir(spool_dir)), "d2d-export-", what)
+            self._dir = stack.pop_all()  # closed in __exit__
         self._thread = threading.Thread(target=self._write, name="d2d-export", daemon=True)
 
     def __enter__(self) -> SharedExport:
@@ -143,6 +146,7 @@ class SharedExport:
         self.cancel()
         self._thread.join(timeout=10)
         self._spool.remove()
+        self._dir.close()
 
     def cancel(self) -> None:
         """Stop the export; every reader still reading raises Cancelled."""

@@ -15,7 +15,6 @@ passes that offset, so each destination's progress follows its own link.
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -23,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .archive import BARRIER, PRIVATE_DIR, Cut, Progress, Rewriter, RewriteResult, StreamSpec, in_turn
+from .archive import BARRIER, Cut, Progress, Rewriter, RewriteResult, StreamSpec, in_turn
 from .compress import Compression, compressed
 from .endpoint import Endpoint
 from .loading import Outgoing, WireArchive
 from .model import EngineInfo
 from .shared_export import SharedExport, Spool
+from .spool import private_dir
 
 if TYPE_CHECKING:
     from .archive import Buffer
@@ -71,11 +71,13 @@ class _Rewrite:
 
     def __init__(self, export: SharedExport, spec: StreamSpec, how: Compression, spool_dir: Path | None) -> None:
         self.spec = spec
-        self.spool = Spool(spool_dir, "d2d-rewrite-", f"the rewrite of {export.what}")
+        # Its files (the rewrite, layers it holds back) live until close(): readers follow the rewrite.
+        self._dir = ExitStack()
+        private = self._dir.enter_context(private_dir(spool_dir))
+        self.spool = Spool(private, "d2d-rewrite-", f"the rewrite of {export.what}")
         self._stack = ExitStack()
-        held = self._stack.enter_context(tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=spool_dir))
         chunks = self._stack.enter_context(export.reader())
-        self.rewriter = Rewriter(chunks, spec, _Marking(self.spool), Path(held))
+        self.rewriter = Rewriter(chunks, spec, _Marking(self.spool), private)
         self._how = how
         self._thread = threading.Thread(target=self._write, name="d2d-rewrite", daemon=True)
         self._thread.start()
@@ -98,6 +100,7 @@ class _Rewrite:
         self.spool.cancel()
         self._thread.join(timeout=10)
         self.spool.remove()
+        self._dir.close()
 
 
 class _Replayed:

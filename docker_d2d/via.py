@@ -10,13 +10,12 @@ the requested tags, and loses the registry's name again.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .archive import MT_MANIFEST, PRIVATE_DIR, SMALL_BLOB, Rewriter, _blob_name
+from .archive import MT_MANIFEST, SMALL_BLOB, Rewriter, _blob_name
 from .copy import apply_tags
 from .engine import Engine
 from .errors import VerifyError
@@ -24,6 +23,7 @@ from .job import CopyResult, Reporter, Requested
 from .model import EngineKind, ImageInfo, short
 from .plan import Holdings, plan_transfer, stream_spec
 from .registry import Registry
+from .spool import private_dir
 from .tarstream import ChunkReader, read_entries
 
 
@@ -66,10 +66,10 @@ def push_to_registry(
     result = PushResult({}, blobs_there=len(present))
     small: dict[str, bytes] = {}
     with (
-        tempfile.TemporaryDirectory(prefix=PRIVATE_DIR, dir=spool_dir) as spool,
+        private_dir(spool_dir) as spool,
         src.save([i.id for i in images]) as raw,
     ):
-        rewriter = Rewriter(raw, spec, reporter, Path(spool))
+        rewriter = Rewriter(raw, spec, reporter, spool)
         reader = ChunkReader(iter(rewriter.stream()))  # type: ignore[arg-type]
         for entry in read_entries(reader):
             digest = _blob_name(entry.name)

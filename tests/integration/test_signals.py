@@ -133,3 +133,54 @@ def test_two_runs_to_one_destination_send_the_image_once(engines: dict[str, Engi
     waited = [e for events in results for e in events if e["event"] == "note" and "waiting for it" in e["message"]]
     assert len(waited) == 1, results
     assert image_exists(dst, app)
+
+
+@pytest.mark.parametrize("fleet", [False, True], ids=["one destination", "fleet of two"])
+def test_a_killed_run_leaves_nothing_the_next_run_does_not_remove(
+    engines: dict[str, Engine], builder: Builder, tmp_path: Path, fleet: bool
+) -> None:
+    """SIGKILL mid-copy: nothing of ours can run. What it left in the spool directory (its private
+    directory; a fleet's export and rewrite files) goes with the next run, whose lock files do not
+    stay behind either. Another run's private directory, alive, is left alone."""
+    src, dst = engines["docker20"], engines["docker26"]
+    dests = [dst.host, engines["docker20-twin"].host] if fleet else [dst.host]
+    app = _big_app(builder, src, "killed", 120_000_000)
+    spool, runtime = tmp_path / "spool", tmp_path / "runtime"
+    spool.mkdir()
+    runtime.mkdir(mode=0o700)
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    targets = [x for d in dests for x in ("-d", d)]
+    args = ["copy", "--json", "--spool-dir", str(spool), "-s", src.host, *targets]
+    proc = _start(*args, app, env=env)
+    _wait_for(proc, {"status": "sending"})
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert list(spool.iterdir()), "test setup: the killed run left its spool behind"
+    assert list((runtime / "docker-d2d").iterdir()), "test setup: and its lock files"
+
+    # A live run's spool is not touched: one runs while the next run (to another engine) sweeps.
+    dead = set(spool.iterdir())
+    alive = _start(*args, app, env=env)
+    _wait_for(alive, {"status": "sending"})
+    alive_files = set(spool.iterdir()) - dead
+    assert alive_files
+
+    other = builder.base(unique("next") + ":1", size=10_000)
+    builder.place(src, other)
+    proc = _start(
+        "copy", "--json", "--spool-dir", str(spool), "-s", src.host, "-d", engines["podman"].host, other, env=env
+    )
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    left = set(spool.iterdir())
+    assert not dead & left, "the killed run's leftovers go"
+    if alive.poll() is None:
+        assert alive_files <= left, "the live run's own stay"
+    _, err = alive.communicate(timeout=300)
+    assert alive.returncode == 0, err
+    assert list(spool.iterdir()) == []
+    assert list((runtime / "docker-d2d").iterdir()) == []
+    engines["podman"].docker("rmi", other, check=False)
+    for host in dests:
+        engine = next(e for e in engines.values() if e.host == host)
+        engine.docker("rmi", app, other, check=False)

@@ -102,3 +102,64 @@ def test_summary_counts_what_the_lines_showed() -> None:
     assert result_dict(resent)["resent"] is True  # type: ignore[arg-type]
     assert "2 layer(s) sent, 0 already there" in render_summary(resent)  # type: ignore[arg-type]
     assert "a second load sent what the store still lacked" in render_summary(resent)  # type: ignore[arg-type]
+
+
+def test_lock_files_go_with_their_holders_and_exclusion_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each holder removes its lock file: a waiter on the removed file opens the path again, so
+    never two hold the lock at once, and no file stays behind."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    dst = Endpoint(Scheme.UNIX, "u", path="/run/x.sock")
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    def run(n: int) -> None:
+        for _ in range(30):
+            with destination_lock(dst, lambda: None):
+                inside.append(n)
+                if len(inside) > 1:
+                    overlaps.append(n)
+                time.sleep(0.001)
+                inside.remove(n)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert overlaps == []
+    assert list((tmp_path / "docker-d2d").iterdir()) == []
+
+
+def test_a_lock_file_a_killed_run_left_is_taken_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    dst = Endpoint(Scheme.UNIX, "u", path="/run/x.sock")
+    with destination_lock(dst, lambda: None):
+        (left,) = (tmp_path / "docker-d2d").iterdir()
+    left.write_text("")  # as a killed run leaves it: there, and not held
+    waited: list[bool] = []
+    with destination_lock(dst, lambda: waited.append(True)):
+        pass
+    assert not waited and list((tmp_path / "docker-d2d").iterdir()) == []
+
+
+def test_private_spool_dirs_of_dead_runs_are_swept(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from docker_d2d.spool import private_dir
+
+    dead, alive, foreign = (tmp_path / f"d2d-run-{n}" for n in ("dead", "alive", "foreign"))
+    for d in (dead, alive, foreign):
+        d.mkdir()
+        (d / "d2d-export-x").write_bytes(b"x" * 100)
+    (dead / ".owner").write_text("")
+    (alive / ".owner").write_text("")
+    fd = os.open(alive / ".owner", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # its run lives
+    try:
+        with private_dir(tmp_path) as mine:
+            assert mine.name.startswith("d2d-run-") and (mine / ".owner").exists()
+            assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, foreign.name, mine.name])
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, foreign.name])
+    finally:
+        os.close(fd)
