@@ -97,7 +97,7 @@ def stale_holdings(dst: Engine, result: CopyResult, failure: D2DError) -> bool:
     """After the destination refused what the plan sent: whether the inspect cache misled the plan
     (then its wrong entries are dropped). The images it counted on for the layers left out are
     inspected afresh; an engine that fails that too keeps the first failure."""
-    if failure.side != "destination":
+    if failure.side != "destination" or not dst.answers(2.0):  # gone or going: not a question of the cache
         return False
     skipped = result.plan.skip
     counted = [image.id for image in result.held if skipped & set(image.diff_ids)]

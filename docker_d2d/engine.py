@@ -136,6 +136,10 @@ class Engine:
         self._client.close()
         self._pings.close()
 
+    def answers(self, seconds: float) -> bool:
+        """Whether the engine answers a ping within `seconds` (on a connection of its own)."""
+        return self._alive(seconds)
+
     def _alive(self, seconds: float) -> bool:
         """Whether the engine answers a ping within `seconds`, on another connection."""
         try:
@@ -366,10 +370,16 @@ class Engine:
             cached = cache.get(image_id)
             if cached is None:
                 continue
-            fresh = self.find(image_id)  # a fresh answer with layers replaces the entry
+            # Each answer within the connect timeout: an engine going away is no reason to wait.
+            path = f"/images/{quote(image_id, safe=':')}/json"
+            try:
+                fresh: ImageInfo | None = image_info(self._get_json(path, f"image {image_id}", self.timeouts.connect))
+            except ImageNotFound:
+                fresh = None
             if fresh is None or fresh.diff_ids != cached.diff_ids or fresh.fingerprint != cached.fingerprint:
-                if fresh is None or not fresh.diff_ids:
-                    cache.drop(image_id)
+                cache.drop(image_id)
+                if fresh is not None:
+                    cache.put(fresh)  # an answer with layers is the entry now
                 wrong.append(image_id)
         cache.save()
         self.stale.extend(wrong)
