@@ -66,8 +66,8 @@ def _list_images(source: str | None) -> list[dict[str, Any]]:
     import httpx
 
     from ..engine.pool import SSHPool
+    from ..engine.timeouts import Timeouts
     from ..engine.transports import make_transport
-    from ..engine.watch import Timeouts
     from .contexts import resolve
     from .options import GlobalOptions
 
