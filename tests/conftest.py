@@ -7,6 +7,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,26 @@ ENGINE_NAMES = ["docker20", "docker26", "docker26c", "docker28", "docker28c", "p
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 # Folders whose modules share session fixtures of their own (containerd/: the `stores` engines).
 SHARED_FOLDERS = {INTEGRATION / "containerd"}
+
+
+TERMINAL_VARS = ("COLUMNS", "LINES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, in the controller: tell each worker this process's COLUMNS and LINES. readline, which
+    pytest imports, sets them (80x24 off a terminal) in the C environment only, where a worker
+    inherits them, and the programs the tests run would see them (bash completion's layout, rich)."""
+    node.workerinput["terminal_env"] = {name: os.environ.get(name) for name in TERMINAL_VARS}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    given: dict[str, str | None] = getattr(config, "workerinput", {}).get("terminal_env", {})
+    for name, value in given.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
