@@ -6,12 +6,8 @@ the docker CLI runs the metadata probe for every `docker --help`, `docker info` 
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
 import sys
-import threading
 
 COMMANDS = {"copy", "push", "pull", "version", "completion", "plugin"}
 ROOT_OPTIONS = {"-h", "--help", "--version", "--install-completion", "--show-completion"}
@@ -40,6 +36,10 @@ def watch_plugin_socket() -> None:
     path = os.environ.get("DOCKER_CLI_PLUGIN_SOCKET")
     if not path:
         return
+    import signal
+    import socket
+    import threading
+
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect("\0" + path[1:] if path.startswith("@") else path)
@@ -58,8 +58,15 @@ def watch_plugin_socket() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # httpx imports its own command line (click, pygments, rich's syntax and progress: ~50 ms)
+    # whenever those happen to be installed, and does without it when the import fails. We never
+    # run httpx's command line. (None in sys.modules is how Python blocks an import; typeshed
+    # does not know.)
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     args = sys.argv[1:] if argv is None else argv
     if args == ["docker-cli-plugin-metadata"]:
+        import json
+
         from . import __version__
 
         print(json.dumps({**METADATA, "Version": __version__}))

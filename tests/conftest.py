@@ -7,6 +7,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,43 @@ from tests.harness.registry import Registry
 
 # Every engine kind under test (the matrix pairs them all).
 ENGINE_NAMES = ["docker20", "docker26", "docker26c", "docker28", "docker28c", "podman", "podman5"]
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+# Folders whose modules share session fixtures of their own (containerd/: the `stores` engines).
+SHARED_FOLDERS = {INTEGRATION / "containerd"}
+
+
+TERMINAL_VARS = ("COLUMNS", "LINES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, in the controller: tell each worker this process's COLUMNS and LINES. readline, which
+    pytest imports, sets them (80x24 off a terminal) in the C environment only, where a worker
+    inherits them, and the programs the tests run would see them (bash completion's layout, rich)."""
+    node.workerinput["terminal_env"] = {name: os.environ.get(name) for name in TERMINAL_VARS}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    given: dict[str, str | None] = getattr(config, "workerinput", {}).get("terminal_env", {})
+    for name, value in given.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Work units for parallel workers (`-n N --dist loadgroup`, as .ci/test runs): an integration
+    module runs whole on one worker, so that its module fixtures (engines, namespaces, images) are
+    made once, and so does a folder in SHARED_FOLDERS; unit tests go one by one. Every worker has
+    its own session fixtures (the engines, the registry, the builder), started when first used."""
+    for item in items:
+        path = Path(str(item.path))
+        if INTEGRATION not in path.parents:
+            continue
+        unit = path.parent if path.parent in SHARED_FOLDERS else path
+        item.add_marker(pytest.mark.xdist_group(str(unit.relative_to(INTEGRATION.parent))))
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO, cast
 import typer
 
 from ..endpoint import Endpoint, Scheme
-from ..engine.watch import CONNECT_TIMEOUT, STALL_TIMEOUT, Timeouts
+from ..engine.timeouts import CONNECT_TIMEOUT, STALL_TIMEOUT, Timeouts
 from ..errors import Cancelled, D2DError, SpoolFull, UsageError, printable
 from ..model import Platform
 from ..transfer.checkpoints import parse_checkpoint

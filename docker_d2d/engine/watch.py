@@ -32,10 +32,12 @@ from typing import Any, TypeVar
 import httpcore
 import httpx
 
-T = TypeVar("T")
+# Re-exported: the engine modules take them from here with the rest of the watch.
+from .timeouts import CONNECT_TIMEOUT as CONNECT_TIMEOUT
+from .timeouts import STALL_TIMEOUT as STALL_TIMEOUT
+from .timeouts import Timeouts as Timeouts
 
-CONNECT_TIMEOUT = 15.0
-STALL_TIMEOUT = 60.0
+T = TypeVar("T")
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -44,20 +46,6 @@ def _env_seconds(name: str, default: float) -> float:
     except ValueError:
         return default
     return value if value > 0 else default
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """connect: to reach an engine (TCP, TLS, ssh handshake) and get its first answer.
-    stall: how long no byte may move on a stream before its engine must prove it is alive."""
-
-    connect: float = CONNECT_TIMEOUT
-    stall: float = STALL_TIMEOUT
-
-    @property
-    def probe(self) -> float:
-        """Each half of the stall timeout: the quiet wait, then the ping's bound."""
-        return max(self.stall / 2, 0.1)
 
 
 class ReadStalled(httpcore.ReadTimeout):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from ..endpoint import Endpoint
-from ..engine.watch import Timeouts
+from ..engine.timeouts import Timeouts
 from ..errors import D2DError
 from ..formats.entries import Progress, RewriteResult
 from ..model import EngineInfo, ImageInfo, ImageRef, Platform

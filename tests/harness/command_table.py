@@ -5,21 +5,37 @@ typer or the app."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 Node = dict[str, Any]
 VALUE_KINDS = {"source": "endpoint", "destination": "endpoint", "images": "images"}
 TABLE = Path(__file__).resolve().parents[2] / "docker_d2d" / "app" / "command_table.py"
 
 
-def annotation(param: Any) -> Any:
-    """The Python type a typer option or argument was declared with. typer keeps it on its click
-    parameters in an attribute of its own (typer/core.py, TyperOption.type_descriptor; pinned in
+def declared_types(command: Any) -> dict[str, Any]:
+    """The Python type each option and argument of a typer command was declared with, by name
+    (`Optional[X]` reads as X). Read from the command's own function: typer keeps it as the click
+    command's callback, wrapped with functools.update_wrapper (typer/main.py get_callback; pinned in
     pyproject.toml, tests/unit/app/test_pinned_typer.py fails when it changes)."""
-    return getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    callback = getattr(command, "callback", None)
+    if callback is None:
+        return {}
+    params = inspect.signature(callback, eval_str=True).parameters
+    return {name: _bare(param.annotation) for name, param in params.items()}
+
+
+def _bare(hint: Any) -> Any:
+    if get_origin(hint) is Annotated:
+        hint = get_args(hint)[0]
+    if get_origin(hint) in (Union, UnionType):
+        kinds = [a for a in get_args(hint) if a is not type(None)]
+        return kinds[0] if len(kinds) == 1 else hint
+    return hint
 
 
 def _summary(text: str | None) -> str:
@@ -28,8 +44,7 @@ def _summary(text: str | None) -> str:
     return re.split(r"\. |: | \(", first)[0].rstrip(".")
 
 
-def _param(param: Any) -> Node:
-    kind_of = annotation(param)
+def _param(param: Any, kind_of: Any) -> Node:
     choices: list[str] = []
     kind = VALUE_KINDS.get(param.name)
     if isinstance(kind_of, type) and issubclass(kind_of, Enum):
@@ -50,12 +65,13 @@ def _param(param: Any) -> Node:
 def derive(command: Any) -> Node:
     """The completion table of a click command tree (typer.main.get_command(app))."""
     params = [p for p in command.params if not getattr(p, "hidden", False)]
-    options = [_param(p) for p in params if p.param_type_name != "argument"]
+    types = declared_types(command)
+    options = [_param(p, types.get(p.name)) for p in params if p.param_type_name != "argument"]
     options.append({"dest": "help", "names": ["-h", "--help"], "help": "Show help", "value": None, "choices": []})
     return {
         "help": _summary(command.help),
         "options": options,
-        "arguments": [_param(p) for p in params if p.param_type_name == "argument"],
+        "arguments": [_param(p, types.get(p.name)) for p in params if p.param_type_name == "argument"],
         "commands": {name: derive(sub) for name, sub in getattr(command, "commands", {}).items() if not sub.hidden},
     }
 

@@ -44,8 +44,6 @@ from tests.harness.sshd import SshClientHome, Sshd
 pytestmark = pytest.mark.engines
 
 KINDS = ["docker26", "docker20", "docker26c", "podman"]
-RUN = os.getpid() % 100000  # namespace names and subnets unique to this run
-SUBNET = 20 + (RUN % 100) * 2
 AGENT_MARK = "sys.meta_path.insert"  # a piece of the bootstrap: how the agent shows in ps
 MB = 1 << 20
 MT_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
@@ -72,8 +70,8 @@ class Host:
         return f"ssh://root@{srv.address}:{srv.port}{self.engines[kind].socket}"
 
 
-def _host(base: Path, client: SshClientHome, suffix: str, subnet: int, kinds: list[str]) -> Host:
-    ns = NetNS(f"rf{RUN}{suffix}", f"10.231.{subnet}.1", f"10.231.{subnet}.2", rate="100mbit").up()
+def _host(base: Path, client: SshClientHome, suffix: str, kinds: list[str]) -> Host:
+    ns = NetNS(f"rf{suffix}", rate="100mbit").up()  # its name and a free subnet unique to this process
     engines: dict[str, Engine] = {}
     host = Host(ns, Sshd(base / f"sshd{suffix}", address=ns.addr, port=22, netns=ns.name), engines)
     try:
@@ -125,9 +123,9 @@ def world(builder: Builder, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     hosts: list[Host] = []
     locals_: list[Engine] = []
     try:
-        a = _host(base, client, "a", SUBNET, KINDS)
+        a = _host(base, client, "a", KINDS)
         hosts.append(a)
-        b = _host(base, client, "b", SUBNET + 1, ["docker26"])
+        b = _host(base, client, "b", ["docker26"])
         hosts.append(b)
         for kind in ("docker26", "docker20"):
             engine = Engine(SPECS[kind], base / f"local-{kind}")
@@ -190,9 +188,21 @@ def remove(engine: Engine, image: str) -> None:
     engine.docker("rmi", image, check=False)
 
 
-def agent_processes() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", AGENT_MARK], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split() if int(p) != os.getpid()]
+def agent_processes(world: World) -> list[int]:
+    """The agents on this module's hosts: processes in their network namespaces whose command line
+    shows the agent's bootstrap. Not machine-wide: other test runs (and other workers of this one)
+    run agents of their own at the same time."""
+    found = []
+    for host in (world.a, world.b):
+        pids = subprocess.run(["ip", "netns", "pids", host.ns.name], capture_output=True, text=True).stdout
+        for pid in pids.split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue  # ended meanwhile
+            if AGENT_MARK.encode() in cmdline:
+                found.append(int(pid))
+    return found
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -357,7 +367,7 @@ def _open_files(pid: int) -> list[str]:
 def test_cutting_the_pull_leaves_nothing_on_the_source_host(world: World, how: str) -> None:
     big = world.images["big"]
     tmpdir = world.base / "tmpa"
-    assert agent_processes() == []
+    assert agent_processes(world) == []
     proc = subprocess.Popen(
         [d2d_path(), "pull", world.a.url("docker26"), big, "--compress", "none"],
         env=world.env(world.local20),
@@ -369,7 +379,7 @@ def test_cutting_the_pull_leaves_nothing_on_the_source_host(world: World, how: s
         deadline = time.monotonic() + 60
         agents: list[int] = []
         while time.monotonic() < deadline and not agents:
-            agents = agent_processes()
+            agents = agent_processes(world)
             time.sleep(0.1)
         assert agents, "the agent never started"
         time.sleep(1.5)  # mid-transfer: 48 MB at 100 Mbit take ~4 s
@@ -380,9 +390,9 @@ def test_cutting_the_pull_leaves_nothing_on_the_source_host(world: World, how: s
         code = proc.wait(timeout=30)
         assert code == (-9 if how == "SIGKILL" else 130), proc.stderr.read() if proc.stderr else ""
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and agent_processes():
+        while time.monotonic() < deadline and agent_processes(world):
             time.sleep(0.2)
-        assert agent_processes() == []
+        assert agent_processes(world) == []
         assert list(tmpdir.iterdir()) == [] and list((world.base / "homea").iterdir()) == []
         assert not image_exists(world.local20, big)
     finally:
@@ -479,17 +489,17 @@ def test_destination_failing_mid_pull_ends_the_helper(world: World) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not agent_processes():
+        while time.monotonic() < deadline and not agent_processes(world):
             time.sleep(0.1)
-        assert agent_processes(), "the agent never started"
+        assert agent_processes(world), "the agent never started"
         time.sleep(1.0)
         dst.stop()
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 1 and "destination" in err, err
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and agent_processes():
+        while time.monotonic() < deadline and agent_processes(world):
             time.sleep(0.2)
-        assert agent_processes() == []
+        assert agent_processes(world) == []
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -540,9 +550,9 @@ def test_interrupted_pull_resumes_from_its_checkpoints(world: World, builder: Bu
     assert "run the same command again" in out + err
     assert not image_exists(dst, app)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and agent_processes():
+    while time.monotonic() < deadline and agent_processes(world):
         time.sleep(0.2)
-    assert agent_processes() == []
+    assert agent_processes(world) == []
 
     before = world.a.wire()
     res, _ = d2d_json(world, "pull", world.a.url("docker26"), app)

@@ -28,7 +28,9 @@ from tests.harness.sshd import SshClientHome, Sshd
 
 from ..helpers import random_file
 
-pytestmark = pytest.mark.engines
+# serial: each test bounds how long docker-d2d takes to give up; run alone (.ci/test), so that
+# other tests' load does not eat the slack.
+pytestmark = [pytest.mark.engines, pytest.mark.serial]
 
 STALL = 3.0
 SLACK = 6.0  # cleanup, and the scheduler of a loaded 2-core machine

@@ -3,8 +3,9 @@ typer's version): these fail when a new release changes them.
 
 - completion.completion_script: the standalone docker-d2d's completion script comes from typer's
   own generator, which typer keeps in a private module.
-- the completion table's generator (tests/harness/command_table.py `annotation`): the type an
-  option was declared with, which typer keeps on its click parameters."""
+- the completion table's generator (tests/harness/command_table.py `declared_types`): the type an
+  option was declared with, read from the command's function, which typer keeps as the click
+  command's callback."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import typer.main
 from docker_d2d.app.cli import app
 from docker_d2d.app.completion import completion_script
 from docker_d2d.transfer.compress import Compression
-from tests.harness.command_table import annotation
+from tests.harness.command_table import declared_types
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
@@ -27,7 +28,8 @@ def test_completion_script_comes_from_typer(shell: str) -> None:
 
 def test_annotation_is_the_declared_type() -> None:
     copy = typer.main.get_command(app).commands["copy"]  # type: ignore[attr-defined]
-    params = {p.name: p for p in copy.params}
-    assert annotation(params["compress"]) is Compression
-    assert annotation(params["spool_dir"]) is Path  # Optional[Path] reads as Path: a directory to complete
-    assert annotation(params["dry_run"]) is bool
+    types = declared_types(copy)
+    assert {p.name for p in copy.params} <= set(types)
+    assert types["compress"] is Compression
+    assert types["spool_dir"] is Path  # Optional[Path] reads as Path: a directory to complete
+    assert types["dry_run"] is bool
