@@ -10,20 +10,24 @@
     │   └── ImageNotFound         a requested image does not exist at the source
     ├── PlatformError             the source cannot give the platform asked for
     ├── ArchiveError              the source's archive is not what its engine promised
-    │   └── ZstdUnavailable       a zstd layer, and no zstandard module to read it (a source host's python)
+    │   ├── ZstdUnavailable       a zstd layer, and no zstandard module to read it (a source host's python)
+    │   └── StoreError            reading the engine's own storage failed: that image is exported instead
+    │       ├── StoreUnavailable  the storage cannot be read here (where, who, a layout we do not read)
+    │       └── StoreMismatch     its bytes are not what the engine registered (changed behind its back)
     ├── VerifyError               the destination's image differs from the source's after the load
     ├── SpoolFull                 no room to spool in a directory (ours: --spool-dir; or the source host's)
     └── Cancelled                 the user interrupted (exit 130)
 
 The CLI turns them into messages in one place (app/application.py, Application.run); nothing
 below it prints or exits. Text an engine wrote reaches the terminal only through `printable`.
-D2DError, ArchiveError, ZstdUnavailable and SpoolFull are defined in formats/errors.py (the code
-that also runs on a source host raises them) and are the same classes here.
+D2DError, ArchiveError, ZstdUnavailable and SpoolFull are defined in formats/errors.py, the StoreErrors
+in formats/stores/common.py (the code that also runs on a source host raises them): the same classes here.
 """
 
 from __future__ import annotations
 
 from .formats.errors import ArchiveError, D2DError, SpoolFull, ZstdUnavailable
+from .formats.stores.common import StoreError, StoreMismatch, StoreUnavailable
 
 __all__ = [
     "ArchiveError",
@@ -36,6 +40,9 @@ __all__ = [
     "PlatformError",
     "SpoolFull",
     "StalledError",
+    "StoreError",
+    "StoreMismatch",
+    "StoreUnavailable",
     "UsageError",
     "VerifyError",
     "ZstdUnavailable",

@@ -23,7 +23,7 @@ from ..errors import Cancelled, D2DError, SpoolFull, UsageError, printable
 from ..model import Platform
 from ..transfer.checkpoints import parse_checkpoint
 from ..transfer.compress import Compression
-from ..transfer.job import CopyOptions, FleetResult, RegistryFirst, RemoteFilter
+from ..transfer.job import CopyOptions, FleetResult, LayersFrom, RegistryFirst, RemoteFilter
 from .console import BaseReporter, JsonReporter, PlainReporter, QuietReporter, RichReporter
 from .contexts import config_dir, resolve
 from .options import GlobalOptions
@@ -54,6 +54,8 @@ class CopyFlags:
     remote_filter: RemoteFilter = RemoteFilter.AUTO
     registry_first: RegistryFirst = RegistryFirst.AUTO
     checkpoint: str = "auto"
+    layers_from: LayersFrom = LayersFrom.AUTO
+    source_sudo: bool = False
 
 
 class Terminated(KeyboardInterrupt):
@@ -167,6 +169,8 @@ class Application:
             registry_first=f.registry_first,
             docker_config=self.config_dir,
             checkpoint=parse_checkpoint(f.checkpoint),
+            layers_from=f.layers_from,
+            source_sudo=f.source_sudo,
         )
         if f.compose_files:
             from .compose import Selection, compose_images

@@ -14,7 +14,7 @@ import typer
 
 from .. import __version__
 from ..transfer.compress import Compression
-from ..transfer.job import RegistryFirst, RemoteFilter
+from ..transfer.job import LayersFrom, RegistryFirst, RemoteFilter
 from .application import SYSTEM_PLUGIN_DIR, Application, CopyFlags
 
 app = typer.Typer(
@@ -127,6 +127,23 @@ RemoteFilterOpt = Annotated[
         help="From an ssh source: drop present layers and compress on the source host (its python3); never = plain.",
     ),
 ]
+LayersFromOpt = Annotated[
+    LayersFrom,
+    typer.Option(
+        "--layers-from",
+        help="auto: read the layers that travel straight from the source engine's storage where it can be read "
+        "(here as root or the store's owner; on an ssh source's host by its user), else its export; "
+        "export: always the engine's export of the whole image.",
+    ),
+]
+SourceSudo = Annotated[
+    bool,
+    typer.Option(
+        "--source-sudo",
+        help="From an ssh source: run the helper on its host through `sudo -n` (passwordless sudo for python3), "
+        "to read the engine's storage there; never prompts: refused, the export is read.",
+    ),
+]
 Images = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Argument(
@@ -175,6 +192,8 @@ COPY_FLAGS: dict[str, Any] = {  # name -> its typer annotation; defaults from Co
     "remote_filter": RemoteFilterOpt,
     "registry_first": RegistryFirstOpt,
     "checkpoint": CheckpointOpt,
+    "layers_from": LayersFromOpt,
+    "source_sudo": SourceSudo,
 }
 Command = TypeVar("Command", bound=Callable[..., None])
 
@@ -227,7 +246,7 @@ def copy_command(
 
 
 @app.command("push")
-@copy_options(without=("remote_filter",))  # the source is the local engine
+@copy_options(without=("remote_filter", "source_sudo"))  # the source is the local engine
 def push_command(
     ctx: typer.Context,
     destination: Annotated[

@@ -33,6 +33,7 @@ class BaseReporter:
         self._seen = 0
         self._sent: dict[str, int] = {}
         self._shown: set[str] = set()  # layers that have their line already
+        self._read_from: dict[str, str] = {}  # how each layer sent is read (Reporter.layer_read_from)
         self._wire = 0
         self._read = 0  # uncompressed bytes of this transfer's body
         self._started = 0.0
@@ -64,6 +65,9 @@ class BaseReporter:
 
     def layer_skipped(self, key: str, size: int) -> None:
         pass
+
+    def layer_read_from(self, key: str, how: str) -> None:
+        self._read_from[key] = how
 
     def layer_started(self, key: str, size: int) -> None:
         self._sent[key] = 0
@@ -201,7 +205,7 @@ class JsonReporter(BaseReporter):
     def layer_started(self, key: str, size: int) -> None:
         super().layer_started(key, size)
         self._last = time.monotonic()
-        self._emit("layer", id=key, status="sending", size=size, sent=0)
+        self._emit("layer", id=key, status="sending", size=size, sent=0, read_from=self._read_from.get(key, "export"))
 
     def layer_advanced(self, key: str, nbytes: int) -> None:
         super().layer_advanced(key, nbytes)
@@ -210,7 +214,9 @@ class JsonReporter(BaseReporter):
             self._emit("layer", id=key, status="sending", sent=self._sent[key])
 
     def layer_finished(self, key: str) -> None:
-        self._emit("layer", id=key, status="sent", sent=self._sent.get(key, 0))
+        self._emit(
+            "layer", id=key, status="sent", sent=self._sent.get(key, 0), read_from=self._read_from.get(key, "export")
+        )
 
     def dry_run(self, plan: TransferPlan) -> None:
         pass  # the plan event carries it
@@ -378,6 +384,9 @@ def plan_dict(plan: TransferPlan) -> dict[str, Any]:
     }
 
 
+READ_FROM = ("store", "agent-store", "export")  # how a sent layer was read (Reporter.layer_read_from)
+
+
 def result_dict(result: CopyResult) -> dict[str, Any]:
     left_out = {k: size for k, size in result.layers_left_out.items() if k not in result.layers_sent}
     sizes = {lay.diff_id: lay.size or 0 for p in result.plan.images for lay in p.layers}
@@ -387,6 +396,7 @@ def result_dict(result: CopyResult) -> dict[str, Any]:
         "tagged": result.tagged,
         "untagged": result.untagged,
         "layers_sent": len(result.layers_sent),
+        "layers_read": {how: list(result.read_from.values()).count(how) for how in READ_FROM},
         "layers_skipped": len(left_out),
         "bytes_sent": result.bytes_sent,
         "bytes_skipped": sum(left_out.values()),
@@ -474,9 +484,14 @@ def render_fleet(fleet: FleetResult) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     failed = len(fleet.failed)
     streams = f" and rewrote it into {fleet.streams} stream{'s' if fleet.streams > 1 else ''}" if fleet.streams else ""
+    read = f"read {human_size(fleet.export_bytes)} from the source once"
+    if fleet.store_bytes:
+        read = f"read {human_size(fleet.store_bytes)} of layers from the source's storage" + (
+            f" and {human_size(fleet.export_bytes)} of its export" if fleet.export_bytes else ""
+        )
     lines.append(
         f"{len(fleet.hosts)} destinations: {len(fleet.hosts) - failed} ok, {failed} failed; "
-        f"read {human_size(fleet.export_bytes)} from the source once{streams}, in {fleet.elapsed:.1f}s"
+        f"{read}{streams}, in {fleet.elapsed:.1f}s"
     )
     return "\n".join(lines)
 
@@ -486,6 +501,7 @@ def fleet_dict(fleet: FleetResult) -> dict[str, Any]:
         "destinations": len(fleet.hosts),
         "failed": len(fleet.failed),
         "export_bytes": fleet.export_bytes,
+        "store_bytes": fleet.store_bytes,
         "streams": fleet.streams,
         "elapsed": round(fleet.elapsed, 3),
     }

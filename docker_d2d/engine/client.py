@@ -46,6 +46,7 @@ INSPECT_CONCURRENCY = 8
 # plus this much a MiB of body sent: ten times the worst measured, for slower disks and compressed
 # bodies. Docker with a graphdriver reports each layer's progress (quiet=0), so no allowance.
 SILENT_LOAD_PER_MB = 0.2
+LIBPOD_INFO = "/v4.0.0/libpod/info"  # Podman 4 and 5 answer it under any version they speak
 
 
 def open_engine(endpoint: Endpoint, side: str, timeouts: Timeouts, ssh: SSHPool) -> Engine:
@@ -88,6 +89,17 @@ class Engine(ApiClient):
             return self.inspect(ref)
         except ImageNotFound:
             return None
+
+    def storage_info(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """What the engine says of its storage (formats/stores/probe.py reads it): /info, and
+        Podman's /libpod/info (None for Docker)."""
+        assert self.info is not None
+        info = self._get_json("/info", "info")
+        if self.info.kind is not EngineKind.PODMAN:
+            return info, None
+        resp = self._request("GET", LIBPOD_INFO, "libpod info")
+        self._check(resp, "libpod info")
+        return info, resp.json()
 
     def remove_untagged(self, image_id: str) -> bool:
         """Remove an image that carries no tag (what an interrupted load left); False if it is

@@ -11,6 +11,8 @@ digests) lives here, and the core builds on it.
     entries.py          the typed entries a source yields (layers, documents, links) and what a
                         rewrite produces (files, written images, cuts, its result)
     readers/            one reader per save format: a `docker save` stream -> typed entries
+    stores/             readers of the engines' own storage (overlay2, containers/storage, the
+                        containerd content store) -> the same entries, only the layers that travel
     filter.py           per layer: leave out, send, spool to learn it, or hold back (checkpoints);
                         hasher.py: a layer's blob digest and diff id as it passes; spooling.py:
                         a full spool directory said as one error naming it

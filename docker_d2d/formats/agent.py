@@ -1,12 +1,16 @@
 """The program run on the source host by its own python3 (3.8 or later, standard library only).
 
-It exports the images from the engine socket on that host, runs the same `Rewriter` the local
-side runs (drop the layers the destination holds, write the destination's format), compresses
-the archive and writes it to stdout in frames:
+It reads the images on that host, runs the same rewrite the local side runs (drop the layers the
+destination holds, write the destination's format), compresses the archive and writes it to stdout
+in frames. It reads the layers that travel straight from the engine's storage where its user can
+(stores/: found through the engine's /info, as the local side finds it), else the engine's export
+(`GET /images/get` on the socket); images the store refuses come from the export into the same
+archive. The frames:
 
     1 byte kind, 4 bytes big-endian length, payload
     kind D: a piece of the compressed archive (concatenated, they are the load body)
-    kind E: one JSON event: hello (ready, which compression), progress, result, error
+    kind E: one JSON event: hello (ready, which compression, how the layers are read), progress,
+            result, error
 
 Everything else the host's python prints (a traceback, "command not found") goes to stderr.
 Closing the ssh channel closes our stdin: a thread waits for that and ends the process at
@@ -32,14 +36,19 @@ import sys
 import threading
 import traceback
 import zlib
+from collections.abc import Iterable
 from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
-from .entries import cut_to_json, result_to_json
+from .entries import Entry, cut_to_json, result_to_json
 from .errors import D2DError
 from .prefetch import prefetch
-from .rewrite import Rewriter
-from .spec import spec_from_json
+from .readers.export import ExportReader
+from .rewrite import Rewrite
+from .spec import StreamSpec, spec_from_json
+from .stores.common import StoreError
+from .stores.probe import Capability, probe
+from .stores.reading import Opened, Wanted, entries, open_images, read_from
 
 HEADER = struct.Struct(">cI")
 DATA = b"D"
@@ -47,6 +56,7 @@ EVENT = b"E"
 CHUNK = 1 << 20
 ZSTD_FASTEST = -131072  # as transfer/compress.py: close to a copy, for blobs that are compressed already
 EXIT_ABORTED = 75
+LIBPOD_INFO = "/v4.0.0/libpod/info"  # as engine/client.py asks it
 
 
 class Frames:
@@ -237,9 +247,27 @@ class _UnixHTTP(http.client.HTTPConnection):
         self.sock = sock
 
 
-def export(path: str, api: str, names: list[str]) -> http.client.HTTPResponse:
+def get_json(path: str, url: str) -> Any:
     conn = _UnixHTTP(path)
-    conn.request("GET", f"/v{api}/images/get?" + urlencode([("names", n) for n in names]))
+    try:
+        conn.request("GET", url)
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    if resp.status >= 400:
+        raise EngineFailed(f"{url}: HTTP {resp.status}")
+    return json.loads(body)
+
+
+def export(path: str, api: str, names: list[str], platform: dict[str, str] | None = None) -> http.client.HTTPResponse:
+    """`platform` (API 1.48): one platform of a multi-platform image, as the local side asks for it."""
+    conn = _UnixHTTP(path)
+    query = [("names", n) for n in names]
+    if platform:
+        query.append(("platform", json.dumps(platform)))
+        api = "1.48"
+    conn.request("GET", f"/v{api}/images/get?" + urlencode(query))
     resp = conn.getresponse()
     if resp.status >= 400:
         body = resp.read().decode(errors="replace")
@@ -279,12 +307,58 @@ def _watch_stdin(children: list[subprocess.Popen[bytes]]) -> None:
     threading.Thread(target=watch, name="d2d-stdin", daemon=True).start()
 
 
-def run(job: dict[str, Any], source: Any, frames: Frames, children: list[subprocess.Popen[bytes]]) -> None:
-    """Rewrite `source` (an iterator of export chunks) into compressed frames; the testable core."""
+def capability(job: dict[str, Any]) -> Capability:
+    """Whether this process reads the engine's storage, from what the engine says of itself."""
+    try:
+        info = get_json(job["socket"], f"/v{job['api']}/info")
+        libpod = get_json(job["socket"], LIBPOD_INFO) if job.get("kind") == "podman" else None
+    except (EngineFailed, ValueError, OSError, http.client.HTTPException) as exc:
+        return Capability(None, f"the engine does not say where its storage is ({exc})")
+    return probe(info, libpod)
+
+
+def sources(
+    job: dict[str, Any], spec: StreamSpec, stack: contextlib.ExitStack[Any]
+) -> tuple[Iterable[Entry], dict[str, Any]]:
+    """The entries to rewrite (from the store, the export, or both) and what the hello tells of them."""
+    told: dict[str, Any] = {"read_from": {}, "refused": []}
+    opened: list[Opened] = []
+    names = list(job["names"])
+    if job.get("layers_from") == "auto" and job.get("images"):
+        found = capability(job)
+        told.update(store=found.describe(), layout=found.layout)
+        if found.store is not None:
+            wanted = [Wanted.from_json(doc) for doc in job["images"]]
+            opened, refused = open_images(found.store, wanted, spec.skip)
+            told["read_from"] = read_from(opened)
+            told["refused"] = [[r.image_id, r.reason] for r in refused]
+            no = {r.image_id for r in refused}
+            names = list(dict.fromkeys(doc["name"] for doc in job["images"] if doc["id"] in no))
+    if not opened:
+        names = list(job["names"])
+    export_entries = None
+    if names:
+        response = export(job["socket"], job["api"], names, job.get("platform"))
+        chunks = stack.enter_context(prefetch(_body(response)))
+        export_entries = ExportReader(chunks, spec)
+    if not opened:
+        assert export_entries is not None
+        return export_entries, told
+    return entries(opened, export_entries), told
+
+
+def run(
+    job: dict[str, Any],
+    source: Iterable[Entry],
+    frames: Frames,
+    children: list[subprocess.Popen[bytes]],
+    told: dict[str, Any],
+) -> None:
+    """Rewrite `source` into compressed frames. `told`: what the hello says of how the layers are read."""
     comp = compressor(job["compress"], frames, children)
-    frames.event("hello", python=platform.python_version(), compression=comp.name, pid=os.getpid())
+    frames.event("hello", python=platform.python_version(), compression=comp.name, pid=os.getpid(), **told)
     events = Events(frames)
-    rewriter = Rewriter(source, spec_from_json(job["spec"]), events)
+    rewriter = Rewrite(source, spec_from_json(job["spec"]), events)
     for archive in rewriter.archives():
         for chunk in archive:
             comp.write(chunk, rewriter.emitting_compressed)
@@ -303,14 +377,16 @@ def main(job: dict[str, Any]) -> None:
     _watch_stdin(children)
     try:
         try:
-            resp = export(job["socket"], job["api"], job["names"])
-            with prefetch(_body(resp)) as chunks:
-                run(job, chunks, frames, children)
+            with contextlib.ExitStack() as stack:
+                source, told = sources(job, spec_from_json(job["spec"]), stack)
+                run(job, source, frames, children, told)
         except ConnectFailed as exc:
             frames.event("error", kind="connect", message=exc.message)
             sys.exit(1)
         except D2DError as exc:
             kind = "not-found" if isinstance(exc, EngineFailed) and exc.not_found else type(exc).__name__
+            if isinstance(exc, StoreError):
+                kind = "StoreError"
             frames.event("error", kind=kind, message=exc.message)
             sys.exit(1)
         except (http.client.HTTPException, OSError) as exc:

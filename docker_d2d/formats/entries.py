@@ -94,7 +94,9 @@ class LayerRecord:
     media_type: str = MT_LAYER
     uncompressed_size: int | None = None
     out_name: str | None = None  # None: left out
-    absent: bool = False  # a left-out layer the source did not carry: its sizes are unknown here
+    # A left-out layer the source did not carry, or carried only compressed and was not read: its
+    # uncompressed size is unknown here.
+    absent: bool = False
 
 
 @dataclass(frozen=True)

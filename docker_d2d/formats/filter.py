@@ -110,18 +110,20 @@ class Filter:
         against the config, and a digest its source claimed must match before the next entry."""
         record = LayerRecord(layer.name, layer.size, diff, blob)
         self.layers[layer.name] = record
+        # A layer that does not travel is not read here: its source skips what was left unread
+        # (an export's reader reads past it; a store's is never opened).
         if self.spec.keep is not None and diff is not None and diff not in self.spec.keep:
-            for _ in body:  # another platform's layer: it does not travel
-                pass
-            return record
+            return record  # another platform's layer
         if diff is not None:
             # Each layer's content comes once in an export; later occurrences are links.
             self._remaining[diff] = 0
         key = diff or blob or layer.name
         if (diff is not None and diff in self.spec.skip) or (blob is not None and blob in self.sent_by_digest):
-            for _ in body:
-                pass
             record.out_name = self.sent_by_digest.get(blob or "")
+            if hashed is None and diff is not None and blob not in (None, diff):
+                # Named by a source that holds it compressed (a store, stores/), never read: how big
+                # its tar is, nobody here knows (the containerd store's repair asks the destination).
+                record.absent = True
             if diff is not None and record.out_name is None:
                 self.by_diff.setdefault(diff, record)
             if record.out_name is None:

@@ -68,9 +68,11 @@ def modules() -> tuple[dict[str, str], list[str]]:
     return sources, [ROOT, *(name for name, _, package in found if package)]
 
 
-def command(python: str = "python3") -> str:
-    """The exec request: `exec` so no shell lingers between sshd and python."""
-    return f"exec {shlex.quote(python)} -c {shlex.quote(BOOTSTRAP)}"
+def command(python: str = "python3", sudo: bool = False) -> str:
+    """The exec request: `exec` so no shell lingers between sshd and python. `sudo`: through
+    `sudo -n`, which never prompts (it fails at once where a password would be needed)."""
+    run = f"exec sudo -n {shlex.quote(python)}" if sudo else f"exec {shlex.quote(python)}"
+    return f"{run} -c {shlex.quote(BOOTSTRAP)}"
 
 
 def program(job: dict[str, Any]) -> bytes:

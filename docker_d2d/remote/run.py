@@ -19,7 +19,16 @@ from typing import Any
 import paramiko
 
 from ..engine.ssh import WINDOW, SSHConnection
-from ..errors import ArchiveError, ConnectError, D2DError, EngineError, ImageNotFound, SpoolFull, ZstdUnavailable
+from ..errors import (
+    ArchiveError,
+    ConnectError,
+    D2DError,
+    EngineError,
+    ImageNotFound,
+    SpoolFull,
+    StoreError,
+    ZstdUnavailable,
+)
 from ..formats.agent import DATA, EVENT, HEADER
 from ..formats.entries import Cut, Progress, RewriteResult, cut_from_json, result_from_json
 from .pack import EXIT_TOO_OLD, command, program
@@ -32,6 +41,10 @@ EXIT_NOT_FOUND = 127
 
 class AgentUnavailable(Exception):
     """The host cannot run the agent: fall back to the plain stream."""
+
+
+class SudoRefused(AgentUnavailable):
+    """`sudo -n` would not run the agent (a password needed, no sudo rule, no sudo): run it without."""
 
 
 def read_frames(recv: Callable[[int], bytes]) -> Iterator[tuple[bytes, bytes]]:
@@ -67,6 +80,7 @@ _ERRORS: dict[str, type[D2DError]] = {
     "ArchiveError": ArchiveError,
     "ZstdUnavailable": ZstdUnavailable,
     "SpoolFull": SpoolFull,
+    "StoreError": StoreError,  # the store on the host: a layer not what its engine registered
 }
 
 
@@ -97,11 +111,12 @@ class Agent:
         return cls(message)
 
 
-def start(connection: SSHConnection, job: dict[str, Any]) -> tuple[Agent, dict[str, Any]]:
-    """Open the exec channel, send the program, wait for the hello (the export has begun)."""
+def start(connection: SSHConnection, job: dict[str, Any], sudo: bool = False) -> tuple[Agent, dict[str, Any]]:
+    """Open the exec channel, send the program, wait for the hello (the stream has begun). `sudo`:
+    run it through `sudo -n` (SudoRefused when sudo says no)."""
     channel = connection.transport.open_session(window_size=WINDOW)
     channel.settimeout(HELLO_TIMEOUT)
-    channel.exec_command(command())
+    channel.exec_command(command(sudo=sudo))
     agent = Agent(connection, channel, read_frames(channel.recv))
     # When python3 is missing the channel may close before all is sent: the exit status tells.
     with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
@@ -130,6 +145,8 @@ def start(connection: SSHConnection, job: dict[str, Any]) -> tuple[Agent, dict[s
     status = channel.recv_exit_status()
     why = agent.ended()
     channel.close()
+    if sudo and "sudo" in why:
+        raise SudoRefused(why)
     if status == EXIT_NOT_FOUND:
         raise AgentUnavailable(f"no python3 ({why})")
     if status == EXIT_TOO_OLD:

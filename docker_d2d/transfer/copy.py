@@ -15,7 +15,7 @@ from ..errors import EngineError, VerifyError
 from ..model import parse_ref
 from .job import CopyOptions, CopyResult, Reporter
 from .requests import resolve
-from .sources import source_for
+from .stores import source_for
 from .transfer import Transfer, one_copy_at_a_time, plan_for, stale_holdings, tell_stale
 
 

@@ -31,6 +31,7 @@ from .requests import resolve, save_platform
 from .shared_export import SharedExport
 from .shared_rewrite import SharedSource
 from .sources import ExportSource
+from .stores import local_store
 from .transfer import Transfer, one_copy_at_a_time, plan_for, stale_holdings, tell_stale
 from .via import pull_from_registry, push_to_registry
 
@@ -106,7 +107,7 @@ def copy_to_many(
             about = human_size(sum(info.size for info in exported))
             what = f"the source's export (about {about}) for {len(_results(hosts))} destinations"
             with SharedExport(src, union, options.spool_dir, shared_platform, what) as export:
-                shared = SharedSource(source, src_info, export)
+                shared = SharedSource(source, src_info, export, local_store(src))
                 stop = threading.Event()
 
                 def send(i: int) -> None:
@@ -129,6 +130,7 @@ def copy_to_many(
                 finally:
                     shared.close()
                 fleet.export_bytes = export.size
+                fleet.store_bytes = shared.store_bytes
                 fleet.streams = shared.streams
         elif not options.dry_run:
 

@@ -27,6 +27,13 @@ class RemoteFilter(str, Enum):
     NEVER = "never"  # always the plain export stream
 
 
+class LayersFrom(str, Enum):
+    # The layers that travel read straight from the source engine's storage where this process (or
+    # the agent, on an ssh source host) can read it, else from the engine's export (transfer/stores.py).
+    AUTO = "auto"
+    EXPORT = "export"  # always the engine's export of the whole image
+
+
 class RegistryFirst(str, Enum):
     AUTO = "auto"  # the destination pulls a base the source pulled from a registry (bases.py)
     NEVER = "never"
@@ -40,6 +47,9 @@ class Reporter(Progress, Protocol):
     def sending(self, layers: dict[str, int | None], compression: Compression) -> None: ...
     def wire_advanced(self, nbytes: int) -> None: ...  # bytes that crossed the link, after compression
     def phase(self, name: str) -> None: ...  # "loading" (the body is all sent), "verifying"
+    # How a layer about to be sent is read: "store" (the source's storage, here), "agent-store" (there,
+    # by the agent on an ssh source host), "export" (the engine's export). Told before layer_started.
+    def layer_read_from(self, key: str, how: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,8 @@ class CopyOptions:
     registry_first: RegistryFirst = RegistryFirst.AUTO
     docker_config: Path | None = None  # where the user's registry credentials are (registry-first)
     checkpoint: Checkpoint = "auto"  # layer bytes between partial images (resumable copies)
+    layers_from: LayersFrom = LayersFrom.AUTO
+    source_sudo: bool = False  # run the agent on an ssh source host through `sudo -n` (reads its storage)
 
 
 @dataclass
@@ -78,6 +90,11 @@ class CopyResult:
     # Every rewrite begun, also those whose load failed: what a failed run may have to remove.
     begun: list[RewriteResult] = field(default_factory=list, repr=False)
     partials: list[str] = field(default_factory=list)  # partial images this run left at the destination
+    # How the layers of the current stream are read (set by the source before it; layer key -> how,
+    # else `reading_default`), and how each sent layer was (Reporter.layer_read_from).
+    reading: dict[str, str] = field(default_factory=dict)
+    reading_default: str = "export"
+    read_from: dict[str, str] = field(default_factory=dict)
 
     @property
     def bytes_sent(self) -> int:
@@ -113,6 +130,7 @@ class FleetResult:
     source: EngineInfo
     hosts: list[HostResult]
     export_bytes: int = 0  # read from the source, once for all destinations (with a registry: pushed to it)
+    store_bytes: int = 0  # layer bytes read from the source's storage instead (each stream reads its own)
     streams: int = 0  # distinct streams rewritten from that export: destinations sent the same bytes share one
     dry_run: bool = False
     registry: PushResult | None = None

@@ -34,14 +34,15 @@ class SharedExport:
         self._source = source
         self._spool = Spool(spool_dir, "d2d-export-", what)
         self._thread = threading.Thread(target=self._write, name="d2d-export", daemon=True)
+        self._starting = threading.Lock()
 
     def __enter__(self) -> SharedExport:
-        self._thread.start()
-        return self
+        return self  # the export starts with its first reader: a fleet reading a store may need none
 
     def __exit__(self, *exc: object) -> None:
         self.cancel()
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=10)
         self._spool.remove()
 
     def cancel(self) -> None:
@@ -67,4 +68,7 @@ class SharedExport:
     @contextmanager
     def reader(self) -> Iterator[Iterator[bytes]]:
         """The whole export, from its first byte, as it arrives."""
+        with self._starting:
+            if self._thread.ident is None:
+                self._thread.start()
         yield self._spool.follow()

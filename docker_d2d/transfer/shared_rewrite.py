@@ -16,22 +16,27 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..endpoint import Endpoint
-from ..formats.entries import BARRIER, Cut, Progress, RewriteResult
-from ..formats.rewrite import Rewriter, in_turn
+from ..errors import StoreError
+from ..formats.entries import BARRIER, Cut, Entry, Progress, RewriteResult
+from ..formats.readers.export import ExportReader
+from ..formats.rewrite import Rewrite, in_turn
 from ..formats.spec import StreamSpec, spec_to_json
+from ..formats.stores.common import Store
+from ..formats.stores.reading import Opened, Refused, entries
 from ..model import EngineInfo
 from .compress import Compression, compressed
 from .loading import Outgoing, WireArchive
 from .shared_export import SharedExport
 from .sources import Send, send_outgoing
 from .spool import Spool
+from .stores import StoreSource
 
 if TYPE_CHECKING:
     from ..formats.entries import Buffer
@@ -70,15 +75,25 @@ class _Marking:
 
 
 class _Rewrite:
-    """The shared export, rewritten as `spec` says and compressed, into a spool, on a thread."""
+    """The shared export (or the source's store), rewritten as `spec` says and compressed, into a
+    spool, on a thread."""
 
-    def __init__(self, export: SharedExport, spec: StreamSpec, how: Compression, spool_dir: Path | None) -> None:
+    def __init__(
+        self,
+        entries: Callable[[ExitStack], Iterable[Entry]],
+        spec: StreamSpec,
+        how: Compression,
+        spool_dir: Path | None,
+        what: str,
+    ) -> None:
         self.spec = spec
-        self.spool = Spool(spool_dir, "d2d-rewrite-", f"the rewrite of {export.what}")
+        self.spool = Spool(spool_dir, "d2d-rewrite-", f"the rewrite of {what}")
         self._stack = ExitStack()
-        chunks = self._stack.enter_context(export.reader())
+        source = entries(self._stack)
+        # What the store gave and refused, for each destination that reads this stream to be told.
+        self.opened = (source.opened, source.refused) if isinstance(source, _FromStore) else None
         # The layers it spools live beside the rewrite, until close(): readers follow the rewrite.
-        self.rewriter = Rewriter(chunks, spec, _Marking(self.spool), self.spool.directory)
+        self.rewriter = Rewrite(source, spec, _Marking(self.spool), self.spool.directory)
         self._how = how
         self._thread = threading.Thread(target=self._write, name="d2d-rewrite", daemon=True)
         self._thread.start()
@@ -158,35 +173,99 @@ class _ReplayedArchive:
                     reading.offset += len(chunk)
 
 
+@dataclass
+class _FromStore:
+    """A stream's entries read from the store, with what it opened and refused."""
+
+    opened: list[Opened]
+    refused: list[Refused]
+    source: Iterator[Entry]
+
+    def __iter__(self) -> Iterator[Entry]:
+        return self.source
+
+
 class SharedSource:
     """The source as the destinations of a fleet see it: one export, and one rewrite per distinct
-    stream, shared by every destination that asks for the same."""
+    stream, shared by every destination that asks for the same. With `store` (a source engine on
+    this machine whose storage can be read), a stream reads the layers it sends from the store and
+    the export is made only for images the store refuses (stores.py tells how it decides)."""
 
-    def __init__(self, endpoint: Endpoint, info: EngineInfo | None, export: SharedExport) -> None:
+    def __init__(
+        self, endpoint: Endpoint, info: EngineInfo | None, export: SharedExport, store: StoreSource | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.info = info
         self.export = export
+        self.store = store
         self._rewrites: dict[str, _Rewrite] = {}
         self._lock = threading.Lock()
         self.streams = 0  # distinct streams rewritten for the destinations
+        self._closed_store_bytes = 0
+
+    @property
+    def store_bytes(self) -> int:
+        """Layer bytes the streams read from the store."""
+        with self._lock:
+            return self._closed_store_bytes + _store_bytes(self._rewrites)
 
     def send(self, job: Send) -> RewriteResult:
-        return send_outgoing(self, job, self._outgoing(job))
+        store = self.store
+        readable = store.readable(job) if store is not None else None
+        if store is not None and readable is not None:
+            try:
+                return self._send(job, "store", lambda stack: self._from_store(readable, job, stack))
+            except StoreError as exc:
+                store.mismatched(job, readable, exc)
+        return self._send(job, "export", self._from_export(job.spec))
+
+    def _send(self, job: Send, key: str, entries: Callable[[ExitStack], Iterable[Entry]]) -> RewriteResult:
+        rewrite = self._rewrite(key, job.spec, job.result.compression, job.options.spool_dir, entries)
+        if rewrite.opened is not None:
+            opened, refused = rewrite.opened
+            assert self.store is not None
+            self.store.told(job, opened, refused)
+        try:
+            return send_outgoing(self, job, self._outgoing(rewrite, job.progress))
+        finally:
+            job.result.reading = {}
+
+    def _from_export(self, spec: StreamSpec) -> Callable[[ExitStack], Iterable[Entry]]:
+        def entries(stack: ExitStack) -> Iterable[Entry]:
+            return ExportReader(stack.enter_context(self.export.reader()), spec)
+
+        return entries
+
+    def _from_store(self, store: Store, job: Send, stack: ExitStack) -> Iterable[Entry]:
+        assert self.store is not None
+        opened, refused = self.store.open(store, job)
+        export = ExportReader(stack.enter_context(self.export.reader()), job.spec) if refused else None
+        return _FromStore(opened, refused, entries(opened, export))
 
     @contextmanager
-    def _outgoing(self, job: Send) -> Iterator[Outgoing]:
-        yield self.outgoing(job.spec, job.result.compression, job.progress, job.options.spool_dir)
+    def _outgoing(self, rewrite: _Rewrite, progress: Progress) -> Iterator[Outgoing]:
+        yield _Replayed(rewrite, progress)
 
     def outgoing(self, spec: StreamSpec, how: Compression, progress: Progress, spool_dir: Path | None) -> Outgoing:
-        """What a destination whose stream `spec` and `how` decide is sent."""
-        # every field, in a stable form
-        key = json.dumps([spec_to_json(spec), how.value], sort_keys=True)
+        """What a destination whose stream `spec` and `how` decide is sent, from the export."""
+        return _Replayed(self._rewrite("export", spec, how, spool_dir, self._from_export(spec)), progress)
+
+    def _rewrite(
+        self,
+        source: str,
+        spec: StreamSpec,
+        how: Compression,
+        spool_dir: Path | None,
+        entries: Callable[[ExitStack], Iterable[Entry]],
+    ) -> _Rewrite:
+        # where from, and every field, in a stable form
+        key = source + json.dumps([spec_to_json(spec), how.value], sort_keys=True)
         with self._lock:
             rewrite = self._rewrites.get(key)
             if rewrite is None:
-                rewrite = self._rewrites[key] = _Rewrite(self.export, spec, how, spool_dir)
+                rewrite = self._rewrites[key] = _Rewrite(entries, spec, how, spool_dir, self.export.what)
                 self.streams += 1
-        return _Replayed(rewrite, progress)
+        return rewrite
 
     def cancel(self) -> None:
         """Stop the export and every reader of every rewrite, even of what is written already."""
@@ -197,6 +276,11 @@ class SharedSource:
 
     def close(self) -> None:
         with self._lock:
+            self._closed_store_bytes += _store_bytes(self._rewrites)
             rewrites, self._rewrites = list(self._rewrites.values()), {}
         for rewrite in rewrites:
             rewrite.close()
+
+
+def _store_bytes(rewrites: dict[str, _Rewrite]) -> int:
+    return sum(r.rewriter.result.bytes_sent for key, r in rewrites.items() if key.startswith("store"))

@@ -1,11 +1,14 @@
-"""Where a transfer's images come from, behind one interface chosen once per transfer:
+"""Where a transfer's images come from, behind one interface chosen once per transfer
+(stores.py source_for):
 
     ExportSource    the source engine's own export, rewritten here
-    AgentSource     an engine reached over ssh: the export filtered and rewritten on its host by
-                    the agent (remote/), else (no usable python3 there) the plain export
-    SharedSource    one export shared by a fleet's destinations (shared_rewrite.py)
+    StoreSource     an engine on this machine: the layers that travel read from its storage where
+                    this process can read it (stores.py), else its export
+    AgentSource     an engine reached over ssh: its storage or its export read and rewritten on its
+                    host by the agent (remote/), else (no usable python3 there) the plain export
+    SharedSource    one export (or store) shared by a fleet's destinations (shared_rewrite.py)
 
-Each sends one rewrite of the export into the destination's load (or loads, with checkpoints).
+Each sends one rewrite into the destination's load (or loads, with checkpoints).
 """
 
 from __future__ import annotations
@@ -14,24 +17,28 @@ import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint, Scheme
+from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint
 from ..engine.client import Engine
 from ..engine.protocol import DestinationEngine, SourceEngine
-from ..errors import ArchiveError, D2DError, EngineError, PlatformError, ZstdUnavailable
+from ..errors import ArchiveError, D2DError, EngineError, PlatformError, StoreError, ZstdUnavailable
 from ..formats.digests import human_size
 from ..formats.entries import Progress, RewriteResult
 from ..formats.prefetch import prefetch
 from ..formats.rewrite import Rewriter
 from ..formats.spec import StreamSpec, spec_to_json
+from ..formats.stores.reading import Wanted
 from ..model import EngineInfo, EngineKind, Platform
 from .checkpoints import keep_partials
 from .compress import Compression, accepts_zstd
-from .job import CopyOptions, CopyResult, RemoteFilter, Reporter
+from .job import CopyOptions, CopyResult, LayersFrom, RemoteFilter, Reporter
 from .loading import Compressing, Outgoing, load_archives
-from .plan import TransferPlan
+from .plan import ImagePlan, TransferPlan
 from .spool import private_dir
+
+if TYPE_CHECKING:
+    from ..remote.run import Agent
 
 log = logging.getLogger("docker_d2d.remote")
 
@@ -125,6 +132,20 @@ def _missing_content(exc: D2DError) -> bool:
     return "not found" in exc.message or "lacks" in exc.message
 
 
+def wanted(plan: ImagePlan, kind: EngineKind, platform: Platform) -> Wanted:
+    """What a store is asked for an image. In the containerd store an index needs the platform the
+    copy wants (`--platform`, else the destination's), as its export gives it; one platform of an
+    index chosen through API 1.49 is named by its own manifest already."""
+    image = plan.source
+    chosen = str(platform) if kind is EngineKind.CONTAINERD and not image.export_platform else None
+    return Wanted(image.id, image.diff_ids, chosen)
+
+
+def wanted_platform(job: Send) -> Platform:
+    assert job.dst.info is not None
+    return job.options.platform or job.dst.info.platform
+
+
 def accepted(requested: Compression, dst: DestinationEngine) -> list[str]:
     """What the agent may compress with, best first: what the destination's load reads."""
     assert dst.info
@@ -136,24 +157,25 @@ def accepted(requested: Compression, dst: DestinationEngine) -> list[str]:
 
 
 class AgentSource(ExportSource):
-    """An engine reached over ssh: its export filtered at its host by the agent, when the host can
-    run it (found out once: after a fallback the plain export is used for the rest of the run)."""
+    """An engine reached over ssh: the layers that travel read from its storage at its host by the
+    agent where the ssh user (or, with --source-sudo, root) can read it, else its export filtered
+    there, when the host can run the agent (found out once: after a fallback the plain export is
+    used for the rest of the run)."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self.agent_engine = engine
         self.unusable: str | None = None  # why the host cannot run the agent, once known
+        self.sudo_refused = False  # `sudo -n` said no once: not asked again this run
+        self.layout_noted = False
 
     def send(self, job: Send) -> RewriteResult:
-        if job.platform is None:  # the agent asks for the whole image
-            filtered = self._filtered(job)
-            if filtered is not None:
-                return filtered
-        return super().send(job)
+        filtered = self._filtered(job, job.options.layers_from)
+        return filtered if filtered is not None else super().send(job)
 
-    def _filtered(self, job: Send) -> RewriteResult | None:
+    def _filtered(self, job: Send, layers_from: LayersFrom) -> RewriteResult | None:
         """Filter at the source host and load what it sends; None: the plain stream instead."""
-        from ..remote.run import AgentUnavailable, Relay, start
+        from ..remote.run import AgentUnavailable, Relay
 
         src, dst, reporter, result = self.agent_engine, job.dst, job.reporter, job.result
         if job.options.remote_filter is RemoteFilter.NEVER:
@@ -162,16 +184,25 @@ class AgentSource(ExportSource):
         if self.unusable is not None:
             log.info("source %s: plain export stream (%s)", src.endpoint, self.unusable)
             return None
-        assert src.ssh is not None and dst.info is not None
+        assert src.info is not None and dst.info is not None
+        images = list({p.source.id: p for p in job.plan.exported}.values())
+
+        def name(image: ImagePlan) -> str:  # what the export names it by
+            return (image.source.export_as if job.platform else "") or image.source.id
+
         agent_job = {
             "socket": src.endpoint.path or DEFAULT_UNIX_SOCKET,
             "api": src.api_version,
+            "kind": "podman" if src.info.kind is EngineKind.PODMAN else "docker",
             "names": job.ids,
             "spec": spec_to_json(job.spec),
             "compress": accepted(job.options.compress, dst),
+            "layers_from": layers_from.value,
+            "images": [{**wanted(p, src.info.kind, wanted_platform(job)).to_json(), "name": name(p)} for p in images],
+            "platform": job.platform.as_json() if job.platform else None,
         }
         try:
-            agent, hello = start(src.ssh, agent_job)
+            agent, hello = self._start(job, agent_job)
         except AgentUnavailable as exc:
             self._fall_back(job, str(exc))
             return None
@@ -183,6 +214,7 @@ class AgentSource(ExportSource):
             hello.get("python"),
             hello.get("compression"),
         )
+        self._told(job, hello, {p.source.id: p.ref.raw for p in images})
         result.compression = Compression(hello.get("compression", "none"))
 
         def wire(n: int) -> None:
@@ -196,6 +228,13 @@ class AgentSource(ExportSource):
                     assert body.result is not None
                     return body.result
                 keep_partials(dst, body.cut, reporter, result)
+        except StoreError as exc:
+            # Its last chunk was held back on the host: the load got a body cut off before its end.
+            reporter.note(
+                f"a layer in the storage of the source host {src.endpoint.host} is not what its engine registered "
+                f"({exc.message}): nothing was loaded; sending {', '.join(p.ref.raw for p in images)} again from "
+                "its export"
+            )
         except ZstdUnavailable:
             # Its reader met a zstd blob (a containerd store's) it cannot hash or inflate. The load got a
             # body cut off before its end, so it made nothing (partial images of earlier checkpoints
@@ -210,6 +249,46 @@ class AgentSource(ExportSource):
             raise exc.with_side("source", str(src.endpoint)) from exc
         finally:
             agent.channel.close()
+            result.reading = {}
+        return self._filtered(job, LayersFrom.EXPORT)
+
+    def _start(self, job: Send, agent_job: dict[str, Any]) -> tuple[Agent, dict[str, Any]]:
+        """The agent, through `sudo -n` when asked (once refused, without it: one note)."""
+        from ..remote.run import SudoRefused, start
+
+        connection = self.agent_engine.ssh
+        assert connection is not None
+        if job.options.source_sudo and not self.sudo_refused:
+            try:
+                return start(connection, agent_job, sudo=True)
+            except SudoRefused as exc:
+                self.sudo_refused = True
+                job.reporter.note(
+                    f"--source-sudo: `sudo -n` on {self.endpoint.host} refused to run python3 ({exc}); the helper runs "
+                    "as the ssh user (a sudoers rule `USER ALL=(root) NOPASSWD: /usr/bin/python3` allows it)"
+                )
+        return start(connection, agent_job)
+
+    def _told(self, job: Send, hello: dict[str, Any], refs: dict[str, str]) -> None:
+        """What the agent says of how it reads the layers: --debug, notes, and each layer's `read_from`."""
+        where = self.endpoint
+        if "store" not in hello:
+            log.info("source %s: the helper reads its export", where)
+            return
+        read = hello.get("read_from") or {}
+        if read:
+            log.info("source %s: the helper on its host %s", where, hello["store"])
+        else:
+            log.info("source %s: the helper reads its export: %s", where, hello["store"])
+        if hello.get("layout") and not self.layout_noted:
+            self.layout_noted = True
+            job.reporter.note(f"layers are read from the source's export: {hello['store']}")
+        for image_id, reason in hello.get("refused") or []:
+            job.reporter.note(
+                f"layers of {refs.get(image_id, image_id)} not read from the source host's storage "
+                f"({reason}): exporting it"
+            )
+        job.result.reading = {str(d): "agent-store" for d in read}
 
     def _fall_back(self, job: Send, why: str, remedy: str = "") -> None:
         self.unusable = why
@@ -223,8 +302,3 @@ class AgentSource(ExportSource):
             f"crosses the link uncompressed instead of only the missing layers (~ {human_size(job.plan.bytes_to_send)} "
             f"before compression). {remedy} for the fast path, or pass --remote-filter never to choose the plain stream"
         )
-
-
-def source_for(engine: Engine) -> Source:
-    """The source a transfer from `engine` reads: through the agent when it is reached over ssh."""
-    return AgentSource(engine) if engine.endpoint.scheme is Scheme.SSH else ExportSource(engine)

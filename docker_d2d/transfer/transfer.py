@@ -7,6 +7,7 @@ A single copy is one Transfer (copy.py); a fleet is one per destination over a s
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,8 @@ from .plan import Decision, ImagePlan, TransferPlan, holdings, plan_transfer
 from .requests import save_platform
 from .sources import Send, Source
 from .spec import stream_spec
+
+log = logging.getLogger("docker_d2d.transfer")
 
 
 def plan_for(
@@ -300,6 +303,9 @@ class _Recorded:
 
     def layer_started(self, key: str, size: int) -> None:
         self.result.layers_sent[key] = size
+        how = self.result.read_from[key] = self.result.reading.get(key, self.result.reading_default)
+        log.info("layer %s: read from %s", short(key), how)
+        self.reporter.layer_read_from(key, how)
         self.reporter.layer_started(key, size)
 
     def layer_advanced(self, key: str, nbytes: int) -> None:

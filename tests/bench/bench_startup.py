@@ -77,7 +77,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--against", metavar="REF", help="also time the commit REF and HEAD, each installed as pipx would")
-    ap.add_argument("--exe", action="append", default=[], help="another docker-d2d to time (e.g. the single-file build)")
+    ap.add_argument(
+        "--exe", action="append", default=[], help="another docker-d2d to time (e.g. the single-file build)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="d2d-startup-") as tmp:
         exes = {".venv (editable)": d2d_path()}
@@ -106,6 +108,7 @@ def main() -> None:
             ms = medians[(e, case)]
             cells.append(f"{ms:.0f} ms" + ("" if target is None else " ✔" if ms < target else " ✘"))
         print(f"| {case} | " + " | ".join(cells) + " | " + (f"< {target:.0f} ms" if target else "") + " |")
+
 
 if __name__ == "__main__":
     main()

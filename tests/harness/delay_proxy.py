@@ -4,13 +4,14 @@ Chunks keep their order; with `rate` (bytes a second, each direction) they are a
 `cut()` takes the link down: every connection drops at once and new ones are refused. It also counts the HTTP
 requests that pass, by method and path. With `freeze` (a regex over 'METHOD /path'), a connection
 whose request matches stops forwarding, alone, while every other one goes on: towards the engine
-after `freeze_after` bytes of it, and its answer never. With `unix`, it listens on that socket
-path instead of a TCP port (an engine socket to reach through sshd)."""
+after `freeze_after` bytes of it, and its answer never. With `listen`, it listens on that unix socket path (anyone
+may connect) instead of a loopback port: an engine socket in a place of your choosing."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import queue
 import re
 import socket
@@ -27,6 +28,7 @@ class DelayProxy:
     delay: float  # one way, seconds
     port: int = 0
     rate: float | None = None
+    listen: str | None = None  # a unix socket path to listen on
     requests: collections.Counter[str] = field(default_factory=collections.Counter)
     _server: socket.socket | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -35,17 +37,19 @@ class DelayProxy:
     _down: threading.Event = field(default_factory=threading.Event)
     freeze: str | None = None
     freeze_after: int = 0
-    unix: str | None = None
     frozen: int = 0  # connections frozen so far
 
     @property
     def host(self) -> str:
-        return f"unix://{self.unix}" if self.unix else f"tcp://127.0.0.1:{self.port}"
+        return f"unix://{self.listen}" if self.listen else f"tcp://127.0.0.1:{self.port}"
 
     def start(self) -> DelayProxy:
-        if self.unix:
+        if self.listen:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.listen)
             self._server = socket.socket(socket.AF_UNIX)
-            self._server.bind(self.unix)
+            self._server.bind(self.listen)
+            os.chmod(self.listen, 0o666)
             self._server.listen(64)
         else:
             self._server = socket.create_server(("127.0.0.1", self.port))

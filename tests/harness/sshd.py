@@ -4,6 +4,7 @@ and a private client side (HOME with .ssh/config, known_hosts, keys, an agent)."
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -11,6 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engines import free_port
+
+
+def login_user(name: str) -> pwd.struct_passwd:
+    """A local user sshd lets in with a key (no password: "*", not locked "!"), made if missing."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-s", "/bin/sh", name], check=True, capture_output=True)
+        entry = pwd.getpwnam(name)
+    subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
+    return entry
 
 
 def keygen(path: Path, kind: str = "ed25519", passphrase: str = "") -> Path:

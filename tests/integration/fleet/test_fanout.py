@@ -60,7 +60,9 @@ def test_one_export_to_three_kinds_and_a_dead_one(engines: dict[str, Engine], bu
     dests = [engines["docker26"], engines["docker26c"], engines["podman"]]
     dead = "unix:///nonexistent/engine.sock"
 
-    proc = run_d2d("copy", "--json", "-s", src.host, "-d", ",".join(d.host for d in dests), "-d", dead, app)
+    # The export shared by every destination (a store-readable source reads its store instead: below)
+    args = ("--layers-from", "export")
+    proc = run_d2d("copy", "--json", *args, "-s", src.host, "-d", ",".join(d.host for d in dests), "-d", dead, app)
 
     assert proc.returncode == 1, proc.stderr
     assert "1 of 4 destinations failed" in proc.stderr
@@ -313,7 +315,36 @@ def test_far_hosts_one_failing_mid_transfer(engines: dict[str, Engine], builder:
         assert results[url]["tagged"] == [app], results[url]
         assert image_layers(engine, app) == image_layers(src, app)
     fleet = next(e for e in events(out) if e["event"] == "fleet")
-    assert read_once(fleet["export_bytes"], src, app)
+    assert fleet["export_bytes"] == 0 and fleet["store_bytes"] > 12_000_000, fleet  # from its store, no export
+
+
+def test_layers_for_several_destinations_from_the_sources_store(engines: dict[str, Engine], builder: Builder) -> None:
+    """A source whose storage can be read here exports nothing: each distinct stream reads the
+    layers it sends from the store (two destinations lacking the same share one), every one verified."""
+    src = engines["docker28"]
+    base = builder.base(unique("base") + ":1", size=200_000)
+    app = unique("fromstore") + ":1"
+    builder.build(app, base, ["COPY a /a", "COPY b /b"], {"a": random_file(1_000_000), "b": random_file(500_000)})
+    builder.place(src, app)
+    same = [engines["docker26-twin"], engines["docker26"]]
+    other = engines["podman-twin"]
+    for dst in (*same, other):
+        builder.place(dst, base)
+    proxy = DelayProxy(str(src.socket), 0).start()
+    try:
+        proc = run_d2d("copy", "--json", "-s", proxy.host, "-d", ",".join(d.host for d in (*same, other)), app)
+        assert proc.returncode == 0, proc.stderr
+        assert proxy.count(r"GET /v[\d.]+/images/(get|[^/]+/get)") == 0, proxy.requests
+    finally:
+        proxy.stop()
+    evs = events(proc.stdout)
+    results = results_by_host(evs)
+    fleet = next(e for e in evs if e["event"] == "fleet")
+    assert fleet["streams"] == 2 and fleet["export_bytes"] == 0, fleet
+    assert fleet["store_bytes"] == 2 * results[other.host]["bytes_sent"]  # two streams, the same layers each
+    for dst in (*same, other):
+        assert image_layers(dst, app) == image_layers(src, app), dst.spec.name
+        assert results[dst.host]["layers_read"] == {"store": 2, "agent-store": 0, "export": 0}
 
 
 def test_spool_is_removed(tmp_path: Path, engines: dict[str, Engine], builder: Builder) -> None:

@@ -286,7 +286,7 @@ def test_a_frozen_load_over_ssh_fails_although_the_engine_answers_pings(
     sshd = Sshd(engine_base / unique("freezesshd")).start({"root": [client.ssh / "id_ed25519"]})
     client.trust(sshd)
     sock = str(tmp_path / "frozen.sock")
-    proxy = DelayProxy(str(dst.socket), 0.0, freeze=r"/images/load$", freeze_after=4 << 20, unix=sock).start()
+    proxy = DelayProxy(str(dst.socket), 0.0, freeze=r"/images/load$", freeze_after=4 << 20, listen=sock).start()
     url = f"ssh://root@127.0.0.1:{sshd.port}{sock}"
     tag = unique("sshfrozen") + ":1"
     src.docker("tag", big, tag)

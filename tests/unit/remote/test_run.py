@@ -97,5 +97,10 @@ def test_the_program_is_the_installed_modules() -> None:
     assert doc["modules"]["docker_d2d.formats.agent"] == Path(docker_d2d.formats.agent.__file__).read_text()
     assert doc["main"] == "docker_d2d.formats.agent" and doc["modules"]["docker_d2d"] == ""
     assert doc["job"] == {"x": 1}
-    assert set(doc["packages"]) == {"docker_d2d", "docker_d2d.formats", "docker_d2d.formats.readers"}
+    assert set(doc["packages"]) == {
+        "docker_d2d",
+        "docker_d2d.formats",
+        "docker_d2d.formats.readers",
+        "docker_d2d.formats.stores",
+    }
     assert "'" not in pack.BOOTSTRAP  # it travels single-quoted in the exec request
