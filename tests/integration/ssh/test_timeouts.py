@@ -182,7 +182,8 @@ def test_a_wedged_engine_mid_transfer(pair: tuple[Engine, Engine], big: str, sid
     hosts = {"source": src.host, "destination": dst.host, side: link.host}
     try:
         args = ["copy", "--json", "--stall-timeout", str(STALL), "-s", hosts["source"], "-d", hosts["destination"]]
-        code, stderr, took = _stop_mid_transfer(wedged, [*args, tag])
+        # The export is what a wedged source engine stops: layers read from its store would not.
+        code, stderr, took = _stop_mid_transfer(wedged, [*args, "--layers-from", "export", tag])
     finally:
         link.close()
     line = one_line(stderr)
