@@ -107,8 +107,9 @@ RegistryFirstOpt = Annotated[
     RegistryFirst,
     typer.Option(
         "--registry-first",
-        help="auto: where the image's lower layers are a base the source pulled from a registry "
-        "(RepoDigests), the destination pulls that base itself and only the rest comes from the source.",
+        help="Where the image's lower layers are a base the source pulled from a registry (RepoDigests), "
+        "the destination pulls that base itself and only the rest comes from the source. auto: only for a "
+        "destination over ssh or remote tcp; always: local ones too.",
     ),
 ]
 CheckpointOpt = Annotated[

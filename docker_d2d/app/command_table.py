@@ -161,9 +161,9 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "registry_first",
                     "names": ["--registry-first"],
-                    "help": "auto",
+                    "help": "Where the image's lower layers are a base the source pulled from a registry",
                     "value": "choice",
-                    "choices": ["auto", "never"],
+                    "choices": ["auto", "always", "never"],
                     "nargs": 1,
                 },
                 {
@@ -300,9 +300,9 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "registry_first",
                     "names": ["--registry-first"],
-                    "help": "auto",
+                    "help": "Where the image's lower layers are a base the source pulled from a registry",
                     "value": "choice",
-                    "choices": ["auto", "never"],
+                    "choices": ["auto", "always", "never"],
                     "nargs": 1,
                 },
                 {
@@ -454,9 +454,9 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "registry_first",
                     "names": ["--registry-first"],
-                    "help": "auto",
+                    "help": "Where the image's lower layers are a base the source pulled from a registry",
                     "value": "choice",
-                    "choices": ["auto", "never"],
+                    "choices": ["auto", "always", "never"],
                     "nargs": 1,
                 },
                 {

@@ -10,6 +10,7 @@ that registry, passed to the engine as a `docker pull` would.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from ..model import ImageInfo
 from ..registry.auth import registry_credentials
 from ..registry.refs import registry_of
 from .plan import Decision, TransferPlan
+
+log = logging.getLogger("docker_d2d.transfer")
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,9 @@ def pull_bases(
             dst.pull(repository, digest, creds.engine_header(host) if creds else None)
             pulled[dst.inspect(base.ref).id] = PulledBase(base)
         except D2DError as exc:
-            note(
-                f"registry-first: the destination could not pull {base.ref} ({exc.message}); "
-                f"sending its {base.missing} layer(s) from the source"
-            )
+            # The engine's reason is a paragraph (the URL, the dial error): --debug shows it.
+            log.debug("registry-first: pull of %s failed: %s", base.ref, exc.message)
+            note(f"registry-first: could not pull the base from {host}; sending it from the source")
             continue
         note(
             f"registry-first: {base.missing} layer(s) came from {host} ({base.ref.split('@')[0]}@"

@@ -35,7 +35,11 @@ class LayersFrom(str, Enum):
 
 
 class RegistryFirst(str, Enum):
-    AUTO = "auto"  # the destination pulls a base the source pulled from a registry (bases.py)
+    # The destination pulls a base the source pulled from a registry (bases.py): with auto, only
+    # where the destination sits beyond a link slower than its own to a registry may be (ssh, tcp
+    # beyond loopback); a local engine gets the layers from the source at least as fast.
+    AUTO = "auto"
+    ALWAYS = "always"
     NEVER = "never"
 
 

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import tarfile
 from typing import Any
 
 from tests.conftest import run_d2d
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, unique
+from tests.harness.registry import Registry
 
 
 def copy(
@@ -48,3 +52,25 @@ def built_in_the_store(engines: dict[str, Engine], builder: Builder) -> tuple[st
     ctx = Builder(src)
     ctx.build(app, base, ["COPY a /a", "COPY b /b"], {"a": random_file(400_000), "b": b"text\n" * 50_000})
     return base, app
+
+
+def layer_tar_size(engine: Engine, ref: str, diff_id: str) -> int:
+    """The size of one layer as `docker save` writes it: what travels when it is sent."""
+    with tarfile.open(fileobj=io.BytesIO(engine.docker("save", ref).stdout)) as tar:
+        for member in tar.getmembers():
+            if member.name in (f"blobs/sha256/{diff_id[7:]}",) or member.name.endswith("/layer.tar"):
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                if "sha256:" + hashlib.sha256(data).hexdigest() == diff_id:
+                    return len(data)
+    raise AssertionError(f"{diff_id} not in the export of {ref}")
+
+
+def base_and_app(builder: Builder, registry: Registry, src: Engine) -> tuple[str, str]:
+    """At the source: a base pulled from the registry (it has a RepoDigest) and an app built on it."""
+    base = unique("rfbase") + ":1"
+    builder.base(base, size=2_000_000)
+    base_ref = registry.put(builder.engine, src, base)
+    app = unique("rfapp") + ":1"
+    builder.build(app, base, ["COPY a /a"], {"a": random_file(300_000)})
+    builder.place(src, app)
+    return base_ref, app

@@ -17,12 +17,13 @@ import pytest
 
 from tests.conftest import d2d_path, run_d2d
 from tests.harness.engines import SPECS, Engine
-from tests.harness.images import Builder, image_exists, small_app, unique
+from tests.harness.images import Builder, image_exists, image_layers, small_app, unique
 from tests.harness.netns import NetNS
+from tests.harness.registry import Registry
 from tests.harness.sshd import SshClientHome, Sshd
 from tests.harness.tty import terminal
 
-from ..helpers import built_in_the_store, random_file
+from ..helpers import base_and_app, built_in_the_store, layer_tar_size, random_file
 
 pytestmark = pytest.mark.engines
 
@@ -422,3 +423,16 @@ def test_identity_file_and_user_from_ssh_config(
         env=home.env(DOCKER_HOST=engines["docker20"].host),
     )
     assert bare.returncode == 1 and "permission denied for root@127.0.0.1" in bare.stderr and "no key" in bare.stderr
+
+
+def test_registry_first_pays_beyond_ssh(
+    client: SshClientHome, server: Sshd, engines: dict[str, Engine], builder: Builder, registry: Registry
+) -> None:
+    """auto: a destination over ssh pulls the base from its registry; only the app's layer crosses."""
+    src, dst = engines["docker26"], engines["docker20"]
+    _, app = base_and_app(builder, registry, src)
+    res = result(d2d(client, "copy", "--json", "-s", src.host, "-d", ssh_url(server, dst), app))
+    top = image_layers(src, app)[-1]
+    assert res["layers_from_registry"] == 1 and res["layers_sent"] == 1
+    assert res["bytes_sent"] == layer_tar_size(src, app, top)
+    assert image_layers(dst, app) == image_layers(src, app)
