@@ -46,12 +46,19 @@ def plan_for(
     are pulled there first (`source_images`: what the source holds, asked only when needed), and the
     plan is made again against what it then holds."""
     assert dst.info
-    held = dst.all_images()
-    if dst.stale:
-        tell_stale(dst, reporter, "asked the engine")
+    held = _requested_held(dst, requested, src_info.kind)
+    if held is None:
+        held = dst.all_images()
+        if dst.stale:
+            tell_stale(dst, reporter, "asked the engine")
     plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, held))
     pulled: dict[str, PulledBase] = {}
-    if options.registry_first is RegistryFirst.AUTO and source_images and not options.dry_run and _lacks_lower(plan):
+    if (
+        _registry_first(options.registry_first, dst.endpoint)
+        and source_images
+        and not options.dry_run
+        and _lacks_lower(plan)
+    ):
         bases = find_bases(plan, [i for i in source_images() if i.repo_digests])
         if bases:
             pulled = pull_bases(dst, bases, options.docker_config, os.environ, reporter.note)
@@ -88,6 +95,29 @@ def tell_stale(dst: DestinationEngine, reporter: Reporter, then: str) -> None:
         f"back): dropped those entries and {then}"
     )
     dst.stale.clear()
+
+
+def _requested_held(
+    dst: DestinationEngine, requested: Sequence[Requested], source_kind: EngineKind
+) -> list[ImageInfo] | None:
+    """The requested images, when the destination holds every one of them (asked for by the source's
+    id, then by the requested name): the usual rerun then costs a round trip or two, however many
+    images the destination holds. None when one is missing: then the plan needs all it holds."""
+    assert dst.info
+    found: list[ImageInfo] = []
+    for ref, image, _ in requested:
+        for name in dict.fromkeys((image.id, ref.tagged or ref.raw)):
+            there = dst.find(name)
+            if there is not None and holdings(dst.info.kind, [there]).find_image(image, source_kind):
+                found.append(there)
+                break
+        else:
+            return None
+    return found
+
+
+def _registry_first(how: RegistryFirst, destination: Endpoint) -> bool:
+    return how is RegistryFirst.ALWAYS or (how is RegistryFirst.AUTO and far(destination))
 
 
 def _lacks_lower(plan: TransferPlan) -> bool:

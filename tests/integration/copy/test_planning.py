@@ -50,17 +50,27 @@ def test_second_plan_asks_only_about_new_images(
     assert cold >= len(held)
     assert first["layers_sent"] == 2
 
+    # Another image on the same base: the plan needs what the destination holds, and the cache has it.
+    app2 = unique("app") + ":1"
+    builder.build(app2, base, ["COPY b /b"], {"b": random_file(30_000)})
+    builder.place(src, app2)
+    asked_for_app2 = rf"/images/({src.docker('inspect', '-f', '{{.Id}}', app2).stdout.decode().strip()}|{app2})/json$"
     proxy.requests.clear()
-    again = copy(src, proxy.host, app, env=env)
-    assert again["bytes_sent"] == 0 and again["tagged"] == [app]
-    assert proxy.count(INSPECT) == 0, proxy.requests
+    again = copy(src, proxy.host, app2, env=env)
+    assert again["layers_sent"] == 1 and again["tagged"] == [app2]
+    # By id and by name (not there yet), then once loaded: nothing else is inspected.
+    assert proxy.count(INSPECT) == proxy.count(asked_for_app2) <= 3, proxy.requests
 
     # One image gone, one new: only the new one is asked about, and the gone one is forgotten.
     dst.docker("rmi", held[0])
     newer = many_images(dst, 1, unique("new"))
+    app3 = unique("app") + ":1"
+    builder.build(app3, base, ["COPY c /c"], {"c": random_file(30_000)})
+    builder.place(src, app3)
+    asked_for_app3 = rf"/images/({src.docker('inspect', '-f', '{{.Id}}', app3).stdout.decode().strip()}|{app3})/json$"
     proxy.requests.clear()
-    copy(src, proxy.host, app, env=env)
-    assert proxy.count(INSPECT) == 1, proxy.requests
+    copy(src, proxy.host, app3, env=env)
+    assert proxy.count(INSPECT) - proxy.count(asked_for_app3) == 1, proxy.requests
     assert any(newer)
 
 
@@ -69,6 +79,25 @@ def _notes(result: dict[str, Any]) -> list[str]:
 
 
 STALE = "the destination's inspect cache was wrong about 1 image(s)"
+
+
+def test_a_cold_noop_asks_only_about_the_requested_image(
+    engines: dict[str, Engine], builder: Builder, far_destination: tuple[Engine, DelayProxy], tmp_path: Path
+) -> None:
+    """Issue 16, item 9: the destination holds the image already and 300 others, the cache is empty:
+    the plan asks about the requested image, not about everything the destination holds."""
+    dst, proxy = far_destination
+    src = engines["docker20"]
+    many_images(dst, 300, unique("crowd"))
+    app = small_app(builder, src, "noop", b"already there\n")
+    builder.place(dst, app)
+
+    again = copy(src, proxy.host, app, env={"DOCKER_D2D_CACHE_DIR": str(tmp_path / "empty")})
+
+    assert again["bytes_sent"] == 0 and again["layers_sent"] == 0
+    # The image by id; the list filtered by the label of partial images, to drop leftovers.
+    assert proxy.count(INSPECT) == 1 and proxy.count(r"^GET /v[\d.]+/images/json") <= 1, proxy.requests
+    assert sum(proxy.requests.values()) <= 8, proxy.requests
 
 
 @pytest.mark.parametrize("destination", ["docker20", "podman"])
