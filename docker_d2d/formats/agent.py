@@ -35,11 +35,11 @@ import subprocess
 import sys
 import threading
 import traceback
-import zlib
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
+from .compression import BodyCompressor
 from .entries import Entry, cut_to_json, result_to_json
 from .errors import D2DError
 from .prefetch import prefetch
@@ -54,7 +54,6 @@ HEADER = struct.Struct(">cI")
 DATA = b"D"
 EVENT = b"E"
 CHUNK = 1 << 20
-ZSTD_FASTEST = -131072  # as transfer/compress.py: close to a copy, for blobs that are compressed already
 EXIT_ABORTED = 75
 LIBPOD_INFO = "/v4.0.0/libpod/info"  # as engine/client.py asks it
 
@@ -126,38 +125,20 @@ class _Plain:
         pass
 
 
-class _Gzip(_Plain):
-    """gzip members; already compressed blobs go into stored members (as transfer/compress.py does)."""
+class _Compressing(_Plain):
+    """gzip members or zstd frames; blobs compressed already, and data that does not shrink, go
+    stored (compression.py, as in the client)."""
 
-    name = "gzip"
-
-    def __init__(self, frames: Frames) -> None:
+    def __init__(self, frames: Frames, kind: str) -> None:
         super().__init__(frames)
-        self.stored = False
-        self.obj = self._new(False)
-
-    def _new(self, stored: bool) -> Any:
-        return zlib.compressobj(0 if stored else 1, zlib.DEFLATED, 31)
+        self.name = kind
+        self.compressor = BodyCompressor(kind)
 
     def write(self, chunk: bytes | memoryview, stored: bool) -> None:
-        if stored != self.stored:
-            self.frames.data(self.obj.flush())
-            self.stored, self.obj = stored, self._new(stored)
-        self.frames.data(self.obj.compress(chunk))
+        self.frames.data(self.compressor.write(chunk, stored))
 
     def close(self) -> None:
-        self.frames.data(self.obj.flush())
-
-
-class _Zstandard(_Gzip):
-    name = "zstd"
-
-    def _new(self, stored: bool) -> Any:
-        import zstandard
-
-        if stored:
-            return zstandard.ZstdCompressor(level=ZSTD_FASTEST).compressobj()
-        return zstandard.ZstdCompressor(level=3, threads=min(4, os.cpu_count() or 1)).compressobj()
+        self.frames.data(self.compressor.close())
 
 
 class _ZstdProcess(_Plain):
@@ -210,9 +191,9 @@ def compressor(accepted: list[str], frames: Frames, children: list[subprocess.Po
                 if binary:
                     return _ZstdProcess(frames, binary, children)
                 continue
-            return _Zstandard(frames)
+            return _Compressing(frames, "zstd")
         if kind == "gzip":
-            return _Gzip(frames)
+            return _Compressing(frames, "gzip")
     return _Plain(frames)
 
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
-from typing import Any
 
 from ..endpoint import Endpoint, Scheme
 from ..errors import UsageError
+from ..formats.compression import BodyCompressor
 from ..model import EngineInfo, EngineKind
-
-# zstd's fastest (negative) level: close to a copy, for data that is compressed already.
-ZSTD_FASTEST = -131072
 
 
 class Compression(str, Enum):
@@ -60,37 +55,20 @@ def choose(requested: Compression, endpoint: Endpoint, dest: EngineInfo) -> Comp
     return requested
 
 
-def _compressor(how: Compression, stored: bool) -> Any:
-    if how is Compression.ZSTD:
-        import zstandard
-
-        if stored:
-            return zstandard.ZstdCompressor(level=ZSTD_FASTEST).compressobj()
-        # Multi-threaded, so compression keeps up with a 1 Gbit link on two cores.
-        return zstandard.ZstdCompressor(level=3, threads=min(4, os.cpu_count() or 1)).compressobj()
-    return zlib.compressobj(0 if stored else 1, zlib.DEFLATED, 31)
-
-
 def compressed(
     body: Iterable[bytes | memoryview],
     how: Compression,
     already_compressed: Callable[[], bool] = lambda: False,
 ) -> Iterator[bytes | memoryview]:
     """Compress the body as one stream of gzip members or zstd frames. Regions for which
-    `already_compressed()` is true when they arrive (compressed blobs) go into members/frames
-    of their own that store rather than compress: a new member or frame starts at each switch,
-    which gzip and zstd readers concatenate."""
+    `already_compressed()` is true when they arrive (compressed blobs), and data that does not
+    shrink, are stored rather than compressed (formats/compression.py)."""
     if how is Compression.NONE:
         yield from body
         return
-    stored = False
-    obj = _compressor(how, stored)
+    compressor = BodyCompressor(how.value)
     for chunk in body:
-        if already_compressed() != stored:
-            yield obj.flush()
-            stored = not stored
-            obj = _compressor(how, stored)
-        out = obj.compress(chunk)
+        out = compressor.write(chunk, already_compressed())
         if out:
             yield out
-    yield obj.flush()
+    yield compressor.close()

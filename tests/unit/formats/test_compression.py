@@ -1,0 +1,68 @@
+"""The body compressor stores what does not shrink and compresses what does (issue 16, item 8)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+
+import pytest
+import zstandard
+
+from docker_d2d.formats.compression import RETRY, WINDOW, BodyCompressor
+
+CHUNK = 1 << 20
+TEXT = b"a line of an ordinary config file, with some words in it\n" * (CHUNK // 56 + 1)
+
+
+def compress(kind: str, data: bytes, blob: bool = False) -> tuple[bytes, BodyCompressor]:
+    body = BodyCompressor(kind)
+    out = [body.write(data[i : i + CHUNK], blob) for i in range(0, len(data), CHUNK)]
+    out.append(body.close())
+    return b"".join(out), body
+
+
+def decompress(kind: str, data: bytes) -> bytes:
+    if kind == "gzip":
+        return gzip.decompress(data)
+    return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True).read()
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_incompressible_data_is_stored_after_one_window(kind: str) -> None:
+    noise = os.urandom(WINDOW * 4)
+    out, body = compress(kind, noise)
+    assert decompress(kind, out) == noise
+    # Compressed for one window (measured, did not shrink), then stored: no more than a window's
+    # worth of compressing was spent, and the stream is hardly bigger than the data.
+    assert body.skipped >= len(noise) - WINDOW - CHUNK
+    assert len(out) < len(noise) * 1.01
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_compressible_data_is_compressed_and_tried_again_after_noise(kind: str) -> None:
+    text = (TEXT * (WINDOW // len(TEXT) + 1))[:WINDOW]
+    noise = os.urandom(WINDOW)
+    data = noise + os.urandom(RETRY) + text * 4
+    out, body = compress(kind, data)
+    assert decompress(kind, out) == data
+    assert body.skipped <= RETRY + CHUNK  # stored the stretch after the noisy window, then tried again
+    assert len(out) < len(noise) + RETRY + len(text)  # the text after it was compressed
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_text_is_never_stored(kind: str) -> None:
+    text = (TEXT * (3 * WINDOW // len(TEXT) + 1))[: 3 * WINDOW]
+    out, body = compress(kind, text)
+    assert decompress(kind, out) == text
+    assert body.skipped == 0 and len(out) < len(text) / 10
+
+
+def test_blobs_compressed_already_do_not_count_as_incompressible_data() -> None:
+    blob = os.urandom(2 * WINDOW)
+    body = BodyCompressor("gzip")
+    out = [body.write(blob[i : i + CHUNK], True) for i in range(0, len(blob), CHUNK)]
+    out.append(body.write(TEXT, False))
+    out.append(body.close())
+    assert gzip.decompress(b"".join(out)) == blob + TEXT
+    assert body.skipped == 0
