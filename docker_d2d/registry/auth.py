@@ -24,7 +24,10 @@ class Credentials:
         return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
 
 
-def registry_credentials(host: str, config_dir: Path, env: Mapping[str, str]) -> Credentials | None:
+def registry_credentials(host: str, config_dir: Path | None, env: Mapping[str, str]) -> Credentials | None:
+    """What the user's Docker config (`config_dir`: none given, none used) holds for `host`."""
+    if config_dir is None:
+        return None
     try:
         config = json.loads((config_dir / "config.json").read_text())
     except (OSError, ValueError):

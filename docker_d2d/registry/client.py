@@ -67,19 +67,26 @@ class Registry:
         raise AssertionError("unreachable")
 
     def _authenticate(self, challenge: str) -> None:
-        if self.credentials is None:
-            why = f"the registry wants credentials and the Docker config has none (docker login {self.ref.host})"
-            raise self._fail("access denied", why)
-        basic = base64.b64encode(f"{self.credentials.username}:{self.credentials.password}".encode()).decode()
-        if challenge.lower().startswith("basic"):
-            self._token = f"Basic {basic}"
-            return
+        """A token for the challenge: with the credentials, or without (a token server gives
+        anonymous ones for public repositories)."""
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-        if not challenge.lower().startswith("bearer") or "realm" not in params:
-            raise self._fail("access denied", f"unsupported authentication {challenge!r}")
+        bearer = challenge.lower().startswith("bearer") and "realm" in params
+        if self.credentials is None:
+            if not bearer:
+                why = f"the registry wants credentials and the Docker config has none (docker login {self.ref.host})"
+                raise self._fail("access denied", why)
+            headers = {}
+        else:
+            basic = base64.b64encode(f"{self.credentials.username}:{self.credentials.password}".encode()).decode()
+            if challenge.lower().startswith("basic"):
+                self._token = f"Basic {basic}"
+                return
+            if not bearer:
+                raise self._fail("access denied", f"unsupported authentication {challenge!r}")
+            headers = {"Authorization": f"Basic {basic}"}
         query = {k: v for k, v in params.items() if k in ("service", "scope")}
         query.setdefault("scope", f"repository:{self.ref.repository}:pull,push")
-        resp = httpx.get(params["realm"], params=query, headers={"Authorization": f"Basic {basic}"}, timeout=30)
+        resp = httpx.get(params["realm"], params=query, headers=headers, timeout=30)
         if resp.status_code != 200:
             raise self._fail("login failed", f"HTTP {resp.status_code} from {params['realm']}")
         doc = resp.json()
@@ -117,13 +124,9 @@ class Registry:
             raise self._fail(f"manifest {tag}", f"HTTP {resp.status_code}: {resp.text.strip()[:300]}")
 
     def manifest(self, digest: str) -> dict[str, Any]:
-        """A manifest or index by its digest, read anonymously and checked against the digest.
-        Raises httpx.HTTPError or ValueError when it cannot be had."""
-        url = f"/v2/{self.ref.repository}/manifests/{digest}"
-        resp = self._client.get(url, headers={"Accept": ACCEPT})
-        if resp.status_code == 401:
-            token = self._anonymous_token(resp.headers.get("WWW-Authenticate", ""))
-            resp = self._client.get(url, headers={"Accept": ACCEPT, "Authorization": f"Bearer {token}"})
+        """A manifest or index by its digest, checked against the digest. Raises RegistryError,
+        httpx.HTTPError or ValueError when it cannot be had."""
+        resp = self._request("GET", f"/v2/{self.ref.repository}/manifests/{digest}", headers={"Accept": ACCEPT})
         resp.raise_for_status()
         if "sha256:" + hashlib.sha256(resp.content).hexdigest() != digest:
             raise ValueError(f"manifest {digest} does not match its digest")
@@ -131,13 +134,3 @@ class Registry:
         if not isinstance(doc, dict):
             raise ValueError("not a manifest")
         return doc
-
-    def _anonymous_token(self, challenge: str) -> str:
-        if not challenge.lower().startswith("bearer "):
-            raise ValueError("the registry wants credentials")
-        fields = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-        realm = fields.pop("realm")
-        resp = self._client.get(realm, params=fields)
-        resp.raise_for_status()
-        data = resp.json()
-        return str(data.get("token") or data["access_token"])

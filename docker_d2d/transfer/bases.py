@@ -84,7 +84,7 @@ def pull_bases(
     for base in bases:
         repository, _, digest = base.ref.partition("@")
         host = registry_of(base.ref)
-        creds = registry_credentials(host, docker_config, env) if docker_config else None
+        creds = registry_credentials(host, docker_config, env)
         try:
             dst.pull(repository, digest, creds.engine_header(host) if creds else None)
             pulled[dst.inspect(base.ref).id] = PulledBase(base)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Protocol
 
 from ..engine.probe import held_as, held_sizes
@@ -21,7 +22,7 @@ from ..formats.oci import Descriptor, uncompressed
 from ..formats.spec import StreamSpec
 from ..model import EngineInfo, EngineKind, ImageInfo
 from ..registry.layers import layer_descriptors
-from .job import CopyResult, Reporter
+from .job import CopyOptions, CopyResult, Reporter
 from .plan import TransferPlan
 
 
@@ -32,6 +33,7 @@ class Loads(Protocol):
     dst: DestinationEngine
     reporter: Reporter
     result: CopyResult
+    options: CopyOptions
 
     @property
     def source_info(self) -> EngineInfo: ...
@@ -59,7 +61,7 @@ def name_left_out(transfer: Loads, batch: TransferPlan, spec: StreamSpec) -> Str
                 f"the destination holds {len(unnamed)} layer(s) under other parents only: sending them"
             )
         return replace(spec, skip=frozenset(found) | guessed, left_out=found, prefer_source=True)
-    pulled = _registry_candidates(held, dst, unnamed) if unnamed else {}
+    pulled = _registry_candidates(held, dst, unnamed, transfer.options.docker_config) if unnamed else {}
     if pulled:
         known = dict(found)
 
@@ -86,7 +88,7 @@ def complete(transfer: Loads, batch: TransferPlan, spec: StreamSpec, rewritten: 
     if not incomplete:
         return rewritten
     if spec.skip:
-        pulled = _registry_candidates(held, dst, spec.skip)
+        pulled = _registry_candidates(held, dst, spec.skip, transfer.options.docker_config)
 
         def candidates(diff: str) -> list[Descriptor]:
             named = [
@@ -189,17 +191,17 @@ def _chain_held(batch: TransferPlan, held: Sequence[ImageInfo]) -> frozenset[str
 
 
 def _registry_candidates(
-    held: Sequence[ImageInfo], dst: DestinationEngine, diff_ids: frozenset[str]
+    held: Sequence[ImageInfo], dst: DestinationEngine, diff_ids: frozenset[str], docker_config: Path | None
 ) -> dict[str, Descriptor]:
     """The registry digests of layers the store pulled: from the manifests its images' repo
-    digests name (best effort, see registry/layers.py)."""
+    digests name, read with the user's credentials (best effort, see registry/layers.py)."""
     assert dst.info
     found: dict[str, Descriptor] = {}
     for image in held:
         for repo_digest in image.repo_digests:
             if not (diff_ids - found.keys()) & set(image.diff_ids):
                 break
-            for diff, desc in layer_descriptors(repo_digest, image.diff_ids, dst.info.platform).items():
+            for diff, desc in layer_descriptors(repo_digest, image.diff_ids, dst.info.platform, docker_config).items():
                 found.setdefault(diff, desc)
     return {d: desc for d, desc in found.items() if d in diff_ids}
 

@@ -3,6 +3,7 @@ network namespace reached through a ProxyJump."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -425,14 +426,59 @@ def test_identity_file_and_user_from_ssh_config(
     assert bare.returncode == 1 and "permission denied for root@127.0.0.1" in bare.stderr and "no key" in bare.stderr
 
 
+@pytest.mark.parametrize("destination", ["docker20", "docker26c"])
 def test_registry_first_pays_beyond_ssh(
-    client: SshClientHome, server: Sshd, engines: dict[str, Engine], builder: Builder, registry: Registry
+    client: SshClientHome,
+    server: Sshd,
+    engines: dict[str, Engine],
+    builder: Builder,
+    registry: Registry,
+    destination: str,
 ) -> None:
-    """auto: a destination over ssh pulls the base from its registry; only the app's layer crosses."""
-    src, dst = engines["docker26"], engines["docker20"]
+    """auto: a destination over ssh pulls the base from its registry; only the app's layer crosses,
+    also into a containerd store, which holds the base under the registry's compressed digests
+    (issue 16, item 3: they were sent again)."""
+    src, dst = engines["docker26"], engines[destination]
     _, app = base_and_app(builder, registry, src)
     res = result(d2d(client, "copy", "--json", "-s", src.host, "-d", ssh_url(server, dst), app))
     top = image_layers(src, app)[-1]
     assert res["layers_from_registry"] == 1 and res["layers_sent"] == 1
     assert res["bytes_sent"] == layer_tar_size(src, app, top)
     assert image_layers(dst, app) == image_layers(src, app)
+
+
+def test_registry_first_with_credentials_into_a_containerd_store(
+    client: SshClientHome, server: Sshd, engines: dict[str, Engine], builder: Builder, tmp_path: Path
+) -> None:
+    """A base from a registry that needs `docker login`: the containerd store holds it under the
+    registry's digests, which only that registry's manifest names; read with the same credentials
+    the pull used, it names them, and the base is not sent again (issue 16, item 3)."""
+    reg = Registry(tmp_path / "auth-registry", user="deploy", password="s3cret")
+    reg.start()
+    try:
+        login = tmp_path / "login"
+        login.mkdir()
+        token = base64.b64encode(b"deploy:s3cret").decode()
+        (login / "config.json").write_text(json.dumps({"auths": {reg.address: {"auth": token}}}))
+        auth = {"DOCKER_CONFIG": str(login)}
+        src, dst = engines["docker26"], engines["docker26c"]
+        base = unique("rfauth") + ":1"
+        builder.base(base, size=2_000_000)
+        ref = reg.ref(base)
+        builder.engine.docker("tag", base, ref)
+        builder.engine.docker("push", ref, env=auth)
+        src.docker("pull", "-q", ref, env=auth)
+        app = unique("rfauthapp") + ":1"
+        builder.build(app, base, ["COPY a /a"], {"a": random_file(300_000)})
+        builder.place(src, app)
+
+        proc = d2d(client, "-D", "copy", "--json", "-s", src.host, "-d", ssh_url(server, dst), app, **auth)
+        print(proc.stderr[-6000:])
+        res = result(proc)
+
+        top = image_layers(src, app)[-1]
+        assert res["layers_from_registry"] == 1 and res["layers_sent"] == 1, res
+        assert res["bytes_sent"] == layer_tar_size(src, app, top)
+        assert image_layers(dst, app) == image_layers(src, app)
+    finally:
+        reg.stop()
