@@ -472,9 +472,7 @@ def test_registry_first_with_credentials_into_a_containerd_store(
         builder.build(app, base, ["COPY a /a"], {"a": random_file(300_000)})
         builder.place(src, app)
 
-        proc = d2d(client, "-D", "copy", "--json", "-s", src.host, "-d", ssh_url(server, dst), app, **auth)
-        print(proc.stderr[-6000:])
-        res = result(proc)
+        res = result(d2d(client, "copy", "--json", "-s", src.host, "-d", ssh_url(server, dst), app, **auth))
 
         top = image_layers(src, app)[-1]
         assert res["layers_from_registry"] == 1 and res["layers_sent"] == 1, res
