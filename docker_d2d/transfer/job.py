@@ -17,6 +17,7 @@ from ..formats.entries import Progress, RewriteResult
 from ..model import EngineInfo, ImageInfo, ImageRef, Platform
 from .bases import PulledBase
 from .compress import Compression
+from .naming import Naming
 from .plan import TransferPlan
 
 Checkpoint = int | None | Literal["auto"]  # bytes of layers between checkpoints; None: never
@@ -90,6 +91,8 @@ class CopyResult:
     # loading them even if we stop, so an interrupt must clean them up.
     loaded: list[str] = field(default_factory=list)
     held: Sequence[ImageInfo] = ()  # what the destination held when planned (the probes start from it)
+    # A containerd store's left-out layers as named when planned (repair.py), for the load to reuse.
+    naming: Naming | None = None
     pulled_bases: dict[str, PulledBase] = field(default_factory=dict)  # destination id -> base pulled (registry-first)
     # Every rewrite begun, also those whose load failed: what a failed run may have to remove.
     begun: list[RewriteResult] = field(default_factory=list, repr=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from ..formats.digests import chain_ids
@@ -122,6 +122,19 @@ class TransferPlan:
     @property
     def sizes_known(self) -> bool:
         return all(lay.size is not None for p in self.images for lay in p.layers)
+
+
+def sending(plan: TransferPlan, diff_ids: frozenset[str]) -> TransferPlan:
+    """The plan with the layers `diff_ids` sent after all, where it left them out (the destination
+    holds them in a way its engine cannot reuse: repair.py)."""
+
+    def revised(image: ImagePlan) -> ImagePlan:
+        if not image.exported:
+            return image
+        layers = tuple(replace(lay, decision=Decision.SEND) if lay.diff_id in diff_ids else lay for lay in image.layers)
+        return replace(image, layers=layers)
+
+    return TransferPlan(tuple(revised(p) for p in plan.images))
 
 
 def plan_transfer(

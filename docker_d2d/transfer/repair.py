@@ -23,6 +23,7 @@ from ..formats.spec import StreamSpec
 from ..model import EngineInfo, EngineKind, ImageInfo
 from ..registry.layers import layer_descriptors
 from .job import CopyOptions, CopyResult, Reporter
+from .naming import Naming
 from .plan import TransferPlan
 
 
@@ -41,27 +42,25 @@ class Loads(Protocol):
     def send(self, plan: TransferPlan, spec: StreamSpec) -> RewriteResult: ...
 
 
-def name_left_out(transfer: Loads, batch: TransferPlan, spec: StreamSpec) -> StreamSpec:
-    """Before the stream: which left-out layers the containerd store holds under their uncompressed
-    digest (layers docker-d2d or `docker load` put there). The others it holds compressed, as a
-    registry pull or its own build left them; a containerd source has them under its own
-    compressed digest, learned from its export, which is what a store that pulled from the same
-    registry (or got them from this source) holds too; for any other source the registry manifest
-    of the destination's own image may name them; else they travel."""
-    dst, held = transfer.dst, transfer.result.held
-    found = _probe(dst, held, spec.skip, lambda d: [uncompressed(d)])
-    unnamed = spec.skip - found.keys()
-    if transfer.source_info.kind is EngineKind.CONTAINERD:
-        # Named by the source's descriptor, checked after the load; only where a wrong guess
-        # leaves an incomplete image to repair rather than a failed load.
-        guessed = unnamed & _chain_held(batch, held)
-        unnamed -= guessed
-        if unnamed:
-            transfer.reporter.note(
-                f"the destination holds {len(unnamed)} layer(s) under other parents only: sending them"
-            )
-        return replace(spec, skip=frozenset(found) | guessed, left_out=found, prefer_source=True)
-    pulled = _registry_candidates(held, dst, unnamed, transfer.options.docker_config) if unnamed else {}
+def naming(
+    dst: DestinationEngine,
+    held: Sequence[ImageInfo],
+    source_kind: EngineKind,
+    batch: TransferPlan,
+    skip: frozenset[str],
+    docker_config: Path | None,
+    note: Callable[[str], None],
+) -> Naming:
+    """The digest the containerd store holds each left-out layer (`skip`) under, by its own
+    descriptors as far as they can be had: uncompressed (layers docker-d2d or `docker load` put
+    there), or as the registry manifest of the destination's own image lists them (a base it
+    pulled); probes confirm each. What is still unnamed: from a containerd source, named by the
+    source's descriptor (what a store that got them from this source, or from the registry the
+    source pulled from, holds too) and checked after the load; from any other source it travels.
+    Made when planning, so that the plan (and --dry-run) says what will travel."""
+    found = _probe(dst, held, skip, lambda d: [uncompressed(d)])
+    unnamed = skip - found.keys()
+    pulled = _registry_candidates(held, dst, unnamed, docker_config) if unnamed else {}
     if pulled:
         known = dict(found)
 
@@ -69,14 +68,40 @@ def name_left_out(transfer: Loads, batch: TransferPlan, spec: StreamSpec) -> Str
             named = [known.get(diff), pulled.get(diff), uncompressed(diff)]
             return [d for d in named if d is not None]
 
-        found = _probe(dst, held, spec.skip, candidates)
-        unnamed = spec.skip - found.keys()
-    if unnamed:
-        transfer.reporter.note(
+        found = _probe(dst, held, skip, candidates)
+        unnamed = skip - found.keys()
+    guessed: frozenset[str] = frozenset()
+    if source_kind is EngineKind.CONTAINERD:
+        # Only where a wrong guess leaves an incomplete image to repair rather than a failed load.
+        guessed = unnamed & _chain_held(batch, held)
+        unnamed -= guessed
+        if unnamed:
+            note(f"the destination holds {len(unnamed)} layer(s) under other parents only: sending them")
+    elif unnamed:
+        note(
             f"the destination holds {len(unnamed)} layer(s) only under digests the source cannot name "
             "(compressed by a registry pull or its own build): sending them"
         )
-    return replace(spec, skip=frozenset(found), left_out=found)
+    return Naming(skip, found, guessed)
+
+
+def name_left_out(transfer: Loads, batch: TransferPlan, spec: StreamSpec) -> StreamSpec:
+    """The stream's left-out layers named as the store holds them: as planned, or found out now
+    for layers an earlier batch of this run loaded."""
+    planned = transfer.result.naming
+    if planned is not None and planned.covers(spec.skip):
+        named = planned
+    else:
+        dst, held = transfer.dst, transfer.result.held
+        config = transfer.options.docker_config
+        named = naming(dst, held, transfer.source_info.kind, batch, spec.skip, config, transfer.reporter.note)
+    found = {d: desc for d, desc in named.found.items() if d in spec.skip}
+    return replace(
+        spec,
+        skip=frozenset(found) | (named.guessed & spec.skip),
+        left_out=found,
+        prefer_source=transfer.source_info.kind is EngineKind.CONTAINERD,
+    )
 
 
 def complete(transfer: Loads, batch: TransferPlan, spec: StreamSpec, rewritten: RewriteResult) -> RewriteResult:

@@ -26,7 +26,7 @@ from .bases import PulledBase, find_bases, pull_bases
 from .compress import accepts_zstd_layers, choose, far
 from .job import CopyOptions, CopyResult, RegistryFirst, Reporter, Requested
 from .lock import destination_lock
-from .plan import Decision, ImagePlan, TransferPlan, holdings, plan_transfer
+from .plan import Decision, ImagePlan, TransferPlan, holdings, plan_transfer, sending
 from .requests import save_platform
 from .sources import Send, Source
 from .spec import stream_spec
@@ -65,12 +65,18 @@ def plan_for(
         if pulled:
             held = dst.all_images()
             plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, held))
+    named = None
+    if dst.info.kind is EngineKind.CONTAINERD and plan.skip:
+        # Which left-out layers the store can reuse is known only by probes: asked now, so that
+        # the plan, and --dry-run, say exactly what will travel.
+        named = repair.naming(dst, held, src_info.kind, plan, plan.skip, options.docker_config, reporter.note)
+        plan = sending(plan, named.travels)
     reporter.planned(plan)
     resumed = checkpoints.partial_refs(held, (p.source.id for p in plan.exported))
     if resumed:
         reporter.note(checkpoints.resume_note(resumed))
     result = CopyResult(plan, src_info, dst.info, compression=choose(options.compress, dst.endpoint, dst.info))
-    result.pulled_bases, result.held = pulled, held
+    result.pulled_bases, result.held, result.naming = pulled, held, named
     return result
 
 

@@ -22,7 +22,8 @@ def copy(
     proc = run_d2d("copy", "-s", src.host, "-d", dst_host, "--json", *extra, *images, env=env)
     assert proc.returncode == 0, f"copy failed ({proc.returncode}): {proc.stderr}{proc.stdout}"
     events: list[dict[str, Any]] = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    result = next(e for e in events if e["event"] == "result")
+    result = next((e for e in events if e["event"] == "result"), None)
+    assert result is not None, f"no result event: {proc.stdout}{proc.stderr}"
     result["events"] = events
     return result
 

@@ -4,6 +4,7 @@ or dangling, and bytes sent equal the blobs the destination really lacked."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,35 @@ def test_base_held_under_an_unknown_digest_sends_just_that_layer(
     assert result["layers_sent"] == 2, "each layer once: the new one in the first load, the base in the second"
     assert result["bytes_sent"] == sum(sizes.values())
     assert any(e["event"] == "note" and "lacks 1 left-out layer" in e["message"] for e in result["events"])
+    check_complete(src, dst, app, before)
+
+
+@pytest.mark.parametrize(("source", "destination"), [("docker26c", "docker28c"), ("docker28c", "docker26c")])
+def test_a_base_compressed_differently_at_each_end_travels_not_once(
+    stores: dict[str, Engine], store_registry: Registry, source: str, destination: str
+) -> None:
+    """Issue 16, item 3: the source's store got the base from docker-d2d (uncompressed blobs), the
+    destination's pulled it from a registry (gzip). The destination's own registry manifest names
+    its blobs: only the app's layers travel, in one load, and --dry-run says so beforehand."""
+    src, dst = stores[source], stores[destination]
+    base = registry_base(stores, store_registry, size=2_000_000)
+    pulled(dst, base)
+    assert copy(stores["docker26"], src, base)["layers_sent"] == 1  # the source's copy: from docker-d2d
+    app = unique("twoends") + ":1"
+    Builder(src).build(app, base, ["COPY a /a", "COPY b /b"], {"a": random_file(200_000), "b": b"text\n" * 40_000})
+    before = ctr_images(dst)
+
+    dry = run_d2d("copy", "-s", src.host, "-d", dst.host, "--json", "--dry-run", app)
+    plan = next(e for e in map(json.loads, dry.stdout.splitlines()) if e["event"] == "plan")
+    actions = [layer["action"] for image in plan["images"] for layer in image["layers"]]
+    result = copy(src, dst, app)
+
+    sizes = layer_blob_sizes(src, app)
+    new = image_layers(src, app)[1:]
+    measured(f"base compressed differently {source} -> {destination}", result, sum(sizes[d] for d in new))
+    assert result["transfers"] == 1 and result["layers_sent"] == 2 and result["layers_skipped"] == 1
+    assert result["bytes_sent"] == sum(sizes[d] for d in new)
+    assert actions == ["skip", "send", "send"]
     check_complete(src, dst, app, before)
 
 

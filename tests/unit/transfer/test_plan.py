@@ -4,7 +4,8 @@ from docker_d2d.formats.digests import chain_ids
 from docker_d2d.formats.readers.legacy import legacy_v1_ids
 from docker_d2d.formats.spec import OutputFormat
 from docker_d2d.model import EngineInfo, EngineKind, ImageInfo, parse_ref
-from docker_d2d.transfer.plan import Decision, holdings, layer_sizes, plan_transfer
+from docker_d2d.transfer.naming import Naming
+from docker_d2d.transfer.plan import Decision, holdings, layer_sizes, plan_transfer, sending
 from docker_d2d.transfer.spec import stream_spec
 
 D = [f"sha256:{c * 64}" for c in "abcdef"]
@@ -46,6 +47,17 @@ def test_base_present_update_plan_and_totals() -> None:
     plan = plan_transfer([(parse_ref("app:2"), wanted, (100, 200, 300))], EngineKind.GRAPHDRIVER, dest)
     assert plan.skip == frozenset({D[0], D[1]})
     assert plan.bytes_to_send == 300 and plan.bytes_saved == 300
+
+
+def test_layers_the_store_cannot_reuse_are_sent_after_all() -> None:
+    dest = holdings(EngineKind.CONTAINERD, [image([D[0], D[1]])])
+    wanted = image([D[0], D[1], D[2]], ident="sha256:" + "7" * 64, fp="x")
+    plan = plan_transfer([(parse_ref("app:2"), wanted, (100, 200, 300))], EngineKind.CONTAINERD, dest)
+    named = Naming(plan.skip, {D[0]: {"mediaType": "m", "digest": D[0], "size": 100}})
+    assert named.travels == frozenset({D[1]}) and named.covers(frozenset({D[0]}))
+    revised = sending(plan, named.travels)
+    assert [lay.decision for lay in revised.images[0].layers] == [Decision.SKIP, Decision.SEND, Decision.SEND]
+    assert revised.bytes_to_send == 500 and revised.skip == named.left_out
 
 
 def test_present_image_is_not_exported() -> None:
