@@ -6,11 +6,13 @@ of several gzip members or zstd frames as one stream, so the body switches betwe
 and storing by starting a new member or frame.
 
 Two kinds of data are stored rather than compressed: blobs compressed already (the caller says
-so: their media type), and data that did not shrink (random files, archives, model weights inside
+so: their media type), and data that does not shrink (random files, archives, model weights inside
 a plain layer tar). Compressing those costs the client's CPU (gzip -1 runs at about 30 MB/s on
-incompressible data here) for nothing on the wire. So every WINDOW of compressed input is weighed
-when it ends: if it came out larger than KEEP of its size, the next RETRY bytes are stored, then
-compression is tried on one window again.
+incompressible data here) for nothing on the wire. So the body is weighed in windows of WINDOW
+bytes: the first SAMPLE bytes of each are compressed on the side (zlib's fastest level, a cheap
+and fair judge of what zstd and gzip will make of them); a window whose sample does not come below
+KEEP of its size is stored. Measuring the compressor's own output instead would need a flush per
+window, which stalls multi-threaded zstd.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any
 # zstd's fastest (negative) level: close to a copy.
 ZSTD_FASTEST = -131072
 WINDOW = 8 << 20
+SAMPLE = 64 << 10
+MIN_SAMPLE = 4 << 10  # a smaller chunk (a tar header) says nothing of the data: it keeps the mode
 KEEP = 0.9
-RETRY = 64 << 20
 
 
 def new_compressor(kind: str, stored: bool) -> Any:
@@ -38,13 +41,8 @@ def new_compressor(kind: str, stored: bool) -> Any:
     return zlib.compressobj(0 if stored else 1, zlib.DEFLATED, 31)
 
 
-def _sync(kind: str) -> int:
-    # Ends the current block so that the output so far is all out, without ending the member.
-    if kind == "zstd":
-        import zstandard
-
-        return int(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-    return zlib.Z_SYNC_FLUSH
+def shrinks(sample: bytes | memoryview) -> bool:
+    return len(zlib.compress(sample, 1)) <= KEEP * len(sample)
 
 
 class BodyCompressor:
@@ -55,34 +53,26 @@ class BodyCompressor:
         self.kind = kind
         self.stored = False
         self.obj = new_compressor(kind, False)
-        self._in = self._out = 0  # the current window, while compressing
-        self._budget = 0  # input still to store before compression is tried again
-        self.skipped = 0  # input bytes stored because compressing them did not pay
+        self._left = 0  # bytes left in the current window
+        self._window_stored = False
+        self.skipped = 0  # bytes stored because their window's sample did not shrink
 
     def write(self, chunk: bytes | memoryview, compressed_already: bool) -> bytes:
-        store = compressed_already or self._budget > 0
-        parts = []
+        store = compressed_already
+        if not compressed_already:
+            if self._left <= 0 and len(chunk) >= MIN_SAMPLE:
+                self._window_stored = not shrinks(chunk[:SAMPLE])
+                self._left = WINDOW
+            self._left -= len(chunk)
+            store = self._window_stored
+            if store:
+                self.skipped += len(chunk)
+        ended = b""  # the member or frame the switch ends
         if store != self.stored:
-            parts.append(self.obj.flush())
+            ended = self.obj.flush()
             self.stored, self.obj = store, new_compressor(self.kind, store)
-            self._in = self._out = 0
-        out = self.obj.compress(chunk)
-        parts.append(out)
-        if compressed_already:
-            pass
-        elif store:
-            self._budget -= len(chunk)
-            self.skipped += len(chunk)
-        else:
-            self._in += len(chunk)
-            self._out += len(out)
-            if self._in >= WINDOW:
-                tail = self.obj.flush(_sync(self.kind))
-                parts.append(tail)
-                if self._out + len(tail) > KEEP * self._in:
-                    self._budget = RETRY
-                self._in = self._out = 0
-        return b"".join(parts)
+        out: bytes = self.obj.compress(chunk)
+        return ended + out if ended else out
 
     def close(self) -> bytes:
         out: bytes = self.obj.flush()
