@@ -156,15 +156,18 @@ def tiny_spool(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_spool_directory_is_a_local_error(
     engines: dict[str, Engine], builder: Builder, tiny_spool: Path
 ) -> None:
-    """A containerd store's layers come as compressed blobs whose names say nothing: one that the
-    destination may already hold is spooled to learn which layer it is."""
+    """A containerd store's export holds compressed blobs whose names say nothing: one that the
+    destination may already hold is spooled to learn which layer it is (read from the store, the
+    manifest names them: the export is asked for)."""
     src, dst = engines["docker26c"], engines["docker26"]
     base = builder.base(unique("spoolbase") + ":1", size=50_000)
     app = unique("spoolapp") + ":1"
     builder.build(app, base, ["COPY a /a"], {"a": random_file(6_000_000)})
     place_compressed(builder, src, app)
     builder.place(dst, base)
-    proc = run_d2d("copy", "--spool-dir", str(tiny_spool), "-s", src.host, "-d", dst.host, app)
+    proc = run_d2d(
+        "copy", "--layers-from", "export", "--spool-dir", str(tiny_spool), "-s", src.host, "-d", dst.host, app
+    )
     assert proc.returncode == 1
     line = _one_line(proc.stderr)
     assert line.startswith(f"docker-d2d: local: no space left in the spool directory {tiny_spool} "), line

@@ -78,7 +78,9 @@ def _fake_source(
 def _refused(fake: fe.FakeEngine, dst: Engine, ref: str, cause: str) -> int:
     before = all_images(dst)
     with fake:
-        proc, rss = run_measured("copy", "-q", "-s", fake.host, "-d", dst.host, ref)
+        # The export is what the fake source crafts: its layers are not to be read from the store
+        # of the engine it mirrors.
+        proc, rss = run_measured("copy", "-q", "--layers-from", "export", "-s", fake.host, "-d", dst.host, ref)
     assert proc.returncode == 1, proc.stderr
     line = one_line(proc.stderr)
     assert line.startswith(f"docker-d2d: source {fake.host}: "), line
@@ -329,7 +331,9 @@ def test_fake_engine_answers_like_an_engine(engines: dict[str, Engine], builder:
 
 def copy_from(fake: fe.FakeEngine, dst: Engine, ref: str) -> dict[str, Any]:
     proc = subprocess.run(
-        [d2d_path(), "copy", "-s", fake.host, "-d", dst.host, "--json", ref], capture_output=True, text=True
+        [d2d_path(), "copy", "--layers-from", "export", "-s", fake.host, "-d", dst.host, "--json", ref],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     return next(e for e in map(json.loads, proc.stdout.splitlines()) if e["event"] == "result")
