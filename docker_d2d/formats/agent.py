@@ -34,6 +34,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterable
 from typing import Any, BinaryIO
@@ -135,7 +136,10 @@ class _Compressing(_Plain):
         self.compressor = BodyCompressor(kind)
 
     def write(self, chunk: bytes | memoryview, stored: bool) -> None:
-        self.frames.data(self.compressor.write(chunk, stored))
+        out = self.compressor.write(chunk, stored)
+        started = time.perf_counter()
+        self.frames.data(out)  # onto the ssh channel: how long it takes tells the link's speed
+        self.compressor.sent(time.perf_counter() - started)
 
     def close(self) -> None:
         self.frames.data(self.compressor.close())

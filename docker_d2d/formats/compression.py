@@ -13,11 +13,17 @@ bytes: the first SAMPLE bytes of each are compressed on the side (zlib's fastest
 and fair judge of what zstd and gzip will make of them); a window whose sample does not come below
 KEEP of its size is stored. Measuring the compressor's own output instead would need a flush per
 window, which stalls multi-threaded zstd.
+
+And on a link that takes data faster than the compressor makes it (loopback, a LAN; gzip, which
+Docker < 23 needs, makes 30-100 MB/s here), compressing costs more time than it saves: where the
+caller tells how long delivering each output took, a window that would have gone out sooner
+stored has the next ones stored, and compression is tried again after them.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from typing import Any
 
@@ -27,6 +33,7 @@ WINDOW = 8 << 20
 SAMPLE = 64 << 10
 MIN_SAMPLE = 4 << 10  # a smaller chunk (a tar header) says nothing of the data: it keeps the mode
 KEEP = 0.9
+FAST_LINK_WINDOWS = 8
 
 
 def new_compressor(kind: str, stored: bool) -> Any:
@@ -45,9 +52,27 @@ def shrinks(sample: bytes | memoryview) -> bool:
     return len(zlib.compress(sample, 1)) <= KEEP * len(sample)
 
 
+class _Window:
+    """What one window of compressed input cost: its bytes in and out, the seconds spent in the
+    compressor and in delivering its output (told by the caller)."""
+
+    def __init__(self) -> None:
+        self.size_in = self.size_out = 0
+        self.compressing = self.sending = 0.0
+
+    def link_outruns_compressor(self) -> bool:
+        """Whether storing would have delivered this window sooner: its input at the rate the
+        link took the output, against compressing plus sending the output."""
+        if not self.sending or not self.size_out:
+            return False  # not told how the output went (a spool file shared by many links)
+        return self.sending * self.size_in / self.size_out < self.compressing + self.sending
+
+
 class BodyCompressor:
     """One body's compressor. `write(chunk, compressed_already)` returns the bytes to send for
-    `chunk`, `close()` the end of the stream."""
+    `chunk`, `close()` the end of the stream. A caller that delivers the output to a link tells
+    how long each delivery took (`sent`): where the link takes data faster than the compressor
+    makes it, the next FAST_LINK_WINDOWS windows are stored, then compression is tried again."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -55,14 +80,24 @@ class BodyCompressor:
         self.obj = new_compressor(kind, False)
         self._left = 0  # bytes left in the current window
         self._window_stored = False
-        self.skipped = 0  # bytes stored because their window's sample did not shrink
+        self._window = _Window()
+        self._fast_link = 0  # windows still to store because the link outran the compressor
+        self.skipped = 0  # bytes stored because their window did not shrink or the link was faster
+
+    def _next_window(self, sample: bytes | memoryview) -> None:
+        if not self._window_stored and self._window.link_outruns_compressor():
+            self._fast_link = FAST_LINK_WINDOWS
+        elif self._fast_link:
+            self._fast_link -= 1
+        self._window_stored = self._fast_link > 0 or not shrinks(sample)
+        self._window = _Window()
+        self._left = WINDOW
 
     def write(self, chunk: bytes | memoryview, compressed_already: bool) -> bytes:
         store = compressed_already
         if not compressed_already:
             if self._left <= 0 and len(chunk) >= MIN_SAMPLE:
-                self._window_stored = not shrinks(chunk[:SAMPLE])
-                self._left = WINDOW
+                self._next_window(chunk[:SAMPLE])
             self._left -= len(chunk)
             store = self._window_stored
             if store:
@@ -71,8 +106,18 @@ class BodyCompressor:
         if store != self.stored:
             ended = self.obj.flush()
             self.stored, self.obj = store, new_compressor(self.kind, store)
+        started = time.perf_counter()
         out: bytes = self.obj.compress(chunk)
+        if not store:
+            self._window.compressing += time.perf_counter() - started
+            self._window.size_in += len(chunk)
+            self._window.size_out += len(out)
         return ended + out if ended else out
+
+    def sent(self, seconds: float) -> None:
+        """The output of the last write took this long to deliver."""
+        if not self.stored:
+            self._window.sending += seconds
 
     def close(self) -> bytes:
         out: bytes = self.obj.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 
@@ -59,10 +60,12 @@ def compressed(
     body: Iterable[bytes | memoryview],
     how: Compression,
     already_compressed: Callable[[], bool] = lambda: False,
+    timed: bool = False,
 ) -> Iterator[bytes | memoryview]:
     """Compress the body as one stream of gzip members or zstd frames. Regions for which
     `already_compressed()` is true when they arrive (compressed blobs), and data that does not
-    shrink, are stored rather than compressed (formats/compression.py)."""
+    shrink, are stored rather than compressed (formats/compression.py). `timed`: the consumer sends
+    each output on the link as it gets it, so the time it takes tells the link's speed."""
     if how is Compression.NONE:
         yield from body
         return
@@ -70,5 +73,8 @@ def compressed(
     for chunk in body:
         out = compressor.write(chunk, already_compressed())
         if out:
+            started = time.perf_counter()
             yield out
+            if timed:
+                compressor.sent(time.perf_counter() - started)
     yield compressor.close()

@@ -94,7 +94,8 @@ class _Compressed:
         self.archive.barrier = wait
 
     def __iter__(self) -> Iterator[Buffer]:
-        return compressed(self.archive, self.how, self.stored)
+        # Each output goes on the link as it is made: how long it takes tells the link's speed.
+        return compressed(self.archive, self.how, self.stored, timed=True)
 
 
 def load_archives(

@@ -75,3 +75,40 @@ def test_blobs_compressed_already_do_not_count_as_incompressible_data() -> None:
     out.append(body.close())
     assert gzip.decompress(b"".join(out)) == blob + TEXT
     assert body.skipped == 0
+
+
+def feed(body: BodyCompressor, data: bytes, seconds_per_output: float) -> bytes:
+    out = []
+    for i in range(0, len(data), CHUNK):
+        piece = body.write(data[i : i + CHUNK], False)
+        out.append(piece)
+        if piece:
+            body.sent(seconds_per_output)
+    out.append(body.close())
+    return b"".join(out)
+
+
+def test_a_link_faster_than_the_compressor_gets_the_data_stored() -> None:
+    text = (TEXT * (4 * WINDOW // len(TEXT) + 1))[: 4 * WINDOW]
+    body = BodyCompressor("gzip")
+    out = feed(body, text, 1e-9)  # the output went out at once: the compressor is the bottleneck
+    assert gzip.decompress(out) == text
+    # The first window was compressed and timed; the windows after it went stored.
+    assert body.skipped == len(text) - WINDOW
+
+
+def test_a_slow_link_keeps_compression() -> None:
+    text = (TEXT * (4 * WINDOW // len(TEXT) + 1))[: 4 * WINDOW]
+    body = BodyCompressor("gzip")
+    out = feed(body, text, 1.0)  # a second per output: storing would take far longer
+    assert gzip.decompress(out) == text
+    assert body.skipped == 0 and len(out) < len(text) / 10
+
+
+def test_untimed_output_says_nothing_of_the_link() -> None:
+    text = (TEXT * (3 * WINDOW // len(TEXT) + 1))[: 3 * WINDOW]
+    body = BodyCompressor("zstd")
+    out = [body.write(text[i : i + CHUNK], False) for i in range(0, len(text), CHUNK)]
+    out.append(body.close())
+    assert decompress("zstd", b"".join(out)) == text
+    assert body.skipped == 0
