@@ -8,14 +8,16 @@ import inspect
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar, cast
+from typing import Annotated, Any, NoReturn, Optional, TypeVar, cast
 
 import typer
 
 from .. import __version__
+from ..errors import UsageError
 from ..transfer.compress import Compression
 from ..transfer.job import LayersFrom, RegistryFirst, RemoteFilter
 from .application import SYSTEM_PLUGIN_DIR, Application, CopyFlags
+from .messages import usage_line
 
 app = typer.Typer(
     name="docker-d2d",
@@ -148,6 +150,7 @@ Images = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Argument(
         help="Images: name[:tag], host:port/name:tag, name@sha256:..., or an id; with -f, services of the project.",
+        metavar="IMAGE...",
         autocompletion=_complete_images,
         show_default=False,
     ),
@@ -253,6 +256,7 @@ def push_command(
         str,
         typer.Argument(
             help=f"Destination engine: {ENDPOINT_HELP}; several as DEST,DEST,... (one export to all).",
+            metavar="DESTINATION",
             autocompletion=_complete_endpoints,
         ),
     ],
@@ -261,20 +265,23 @@ def push_command(
     flags: CopyFlags,
 ) -> None:
     """Push IMAGES from the local engine to DESTINATION."""
-    application(ctx).copy(None, destination, images, flags)
+    application(ctx).push(destination, images, flags)
 
 
 @app.command("pull")
 @copy_options()
 def pull_command(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(help=f"Source engine: {ENDPOINT_HELP}.", autocompletion=_complete_endpoints)],
+    source: Annotated[
+        str,
+        typer.Argument(help=f"Source engine: {ENDPOINT_HELP}.", metavar="SOURCE", autocompletion=_complete_endpoints),
+    ],
     images: Images = None,
     *,
     flags: CopyFlags,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
-    application(ctx).copy(source, None, images, flags)
+    application(ctx).pull(source, images, flags)
 
 
 @app.command("version")
@@ -320,3 +327,25 @@ def plugin_uninstall(ctx: typer.Context, system: System = False, directory: Plug
 
     run = application(ctx)
     run.run(lambda: typer.echo(uninstall_plugin(run.plugin_path(system, directory))), False)
+
+
+def run(args: list[str], application: Application) -> NoReturn:
+    """Run the command `args` names. A usage error (a missing argument, an unknown option or
+    command, a bad value) is one line, like the run's other errors (typer would draw a box)."""
+    from typer._click.exceptions import NoArgsIsHelpError
+    from typer._click.exceptions import UsageError as BadUsage
+
+    try:
+        code = app(args=args, prog_name=application.prog, obj=application, standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `docker d2d` alone: the help
+        typer.echo(exc.ctx.get_help() if exc.ctx else "")
+        raise SystemExit(exc.exit_code) from None
+    except BadUsage as exc:
+        path = exc.ctx.command_path if exc.ctx else application.prog
+        try:
+            application.fail(UsageError(usage_line(exc.format_message(), path)))
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None
+    except typer.Abort:
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

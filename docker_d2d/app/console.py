@@ -10,6 +10,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..endpoint import Endpoint
@@ -23,10 +24,29 @@ from ..transfer.plan import Decision, TransferPlan
 OUTPUT_LOCK = threading.RLock()
 
 
+class Held:
+    """Lines held back until the run says something else (the engines it reached): a run that
+    fails before that ends with its error line alone. One Held serves all reporters of a fleet."""
+
+    def __init__(self) -> None:
+        self._lines: list[Callable[[], None]] = []
+
+    def hold(self, say: Callable[[], None]) -> None:
+        with OUTPUT_LOCK:
+            self._lines.append(say)
+
+    def release(self) -> None:
+        with OUTPUT_LOCK:
+            lines, self._lines = self._lines, []
+            for say in lines:
+                say()
+
+
 class BaseReporter:
-    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, held: Held | None = None) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self.held = held or Held()
         self._estimates: dict[str, int | None] = {}
         self._total = 0
         self._positions: dict[str, int] = {}
@@ -50,6 +70,7 @@ class BaseReporter:
         self._positions = {d: i for i, d in enumerate(layers, 1)}
 
     def note(self, message: str) -> None:
+        self.held.release()
         print(f"note: {message}", file=self.err)
 
     def sending(self, layers: dict[str, int | None], compression: Compression) -> None:
@@ -81,12 +102,15 @@ class BaseReporter:
 
     # rendering --------------------------------------------------------------------------
     def dry_run(self, plan: TransferPlan) -> None:
+        self.held.release()
         print(render_plan(plan), file=self.out)
 
     def finished(self, result: CopyResult) -> None:
+        self.held.release()
         print(render_summary(result), file=self.out)
 
     def fleet_finished(self, fleet: FleetResult) -> None:
+        self.held.release()
         if not fleet.dry_run:
             print(render_fleet(fleet), file=self.out)
 
@@ -114,13 +138,16 @@ class PlainReporter(BaseReporter):
     """Line per layer, like the original tool: `1/23 511136ea3c... Already exists`."""
 
     def connected(self, side: str, endpoint: Endpoint, info: EngineInfo) -> None:
-        print(f"{side}: {endpoint} — {info.describe()}", file=self.err)
+        line = f"{side}: {endpoint} — {info.describe()}"
+        self.held.hold(lambda: print(line, file=self.err))
 
     def layer_skipped(self, key: str, size: int) -> None:
+        self.held.release()
         if self._first_line(key):
             print(f"{self._next(key)} {short(key, 10)}... Already exists", file=self.err, flush=True)
 
     def layer_finished(self, key: str) -> None:
+        self.held.release()
         self._shown.add(key)
         estimate = self._estimates.get(key)
         about = f" / ~ {human_size(estimate)}" if estimate else ""
@@ -128,6 +155,7 @@ class PlainReporter(BaseReporter):
         print(f"{self._next(key)} {short(key, 10)}... {sent}{about}", file=self.err, flush=True)
 
     def phase(self, name: str) -> None:
+        self.held.release()
         if name == "loading":
             print(f"sent {human_size(self._read)} ({self._wire_text()})", file=self.err)
         print(f"{PHASES[name]}...", file=self.err, flush=True)
@@ -236,8 +264,8 @@ class RichReporter(BaseReporter):
     uncompressed rate is not the link's), what crossed the link with its rate, then the
     destination's own phases. A finished layer becomes a plain line."""
 
-    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
-        super().__init__(out, err)
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, held: Held | None = None) -> None:
+        super().__init__(out, err, held)
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -270,12 +298,15 @@ class RichReporter(BaseReporter):
         self._known = 0  # exact sizes of the layers of this transfer that have started
 
     def connected(self, side: str, endpoint: Endpoint, info: EngineInfo) -> None:
-        self.console.print(f"[bold]{side}[/]: {endpoint} — {info.describe()}")
+        line = f"[bold]{side}[/]: {endpoint} — {info.describe()}"
+        self.held.hold(lambda: self.console.print(line))
 
     def note(self, message: str) -> None:
+        self.held.release()
         self.console.print(f"note: {message}")
 
     def sending(self, layers: dict[str, int | None], compression: Compression) -> None:
+        self.held.release()
         super().sending(layers, compression)
         self._finish_phase()
         self._to_come, self._known = dict(layers), 0
@@ -309,6 +340,7 @@ class RichReporter(BaseReporter):
             self._phase_task = None
 
     def layer_skipped(self, key: str, size: int) -> None:
+        self.held.release()
         if self._first_line(key):
             self.progress.console.print(f"{self._next(key)} {short(key, 10)}... Already exists")
 
