@@ -337,8 +337,7 @@ def run(args: list[str], application: Application) -> NoReturn:
 
     try:
         code = app(args=args, prog_name=application.prog, obj=application, standalone_mode=False)
-    except NoArgsIsHelpError as exc:  # `docker d2d` alone: the help
-        typer.echo(exc.ctx.get_help() if exc.ctx else "")
+    except NoArgsIsHelpError as exc:  # `docker d2d` alone: typer drew the help as it made this error
         raise SystemExit(exc.exit_code) from None
     except BadUsage as exc:
         path = exc.ctx.command_path if exc.ctx else application.prog
