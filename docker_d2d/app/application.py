@@ -327,7 +327,8 @@ def fleet_failures(fleet: FleetResult) -> list[str]:
 
 
 def _looks_like_image(word: str) -> bool:
-    """What the user typed reads as an image reference (and not as an address with a scheme)."""
+    """What the user typed reads as an image reference and not as an address: a path (`fx/app`), a
+    digest, or a tag that is no port (`app:2` may be the ssh host app, port 2)."""
     from ..model import parse_ref
 
     if "://" in word:
@@ -336,7 +337,8 @@ def _looks_like_image(word: str) -> bool:
         parse_ref(word)
     except UsageError:
         return False
-    return True
+    tag = word.rpartition(":")[2] if ":" in word else ""
+    return "/" in word or "@sha256:" in word or (bool(tag) and not tag.isdigit())
 
 
 def _reporter(quiet: bool, as_json: bool) -> BaseReporter:

@@ -17,7 +17,7 @@ TAGS_LISTED = 8  # a repository with many tags: the first few, then how many mor
 def error_line(error: D2DError | str) -> str:
     """The line a failure prints: one line, the engines' text made harmless."""
     text = describe(error) if isinstance(error, D2DError) else error
-    return PREFIX + printable(" ".join(text.splitlines()))
+    return PREFIX + printable(text)  # a line break is escaped too: one line
 
 
 def describe(error: D2DError) -> str:
