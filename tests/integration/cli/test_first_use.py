@@ -120,3 +120,29 @@ def test_usage_errors_are_one_plain_line(version: str, config: Path) -> None:
         assert all(w in line for w in words), line
         if args[0] != "frobnicate":
             assert f"See 'docker d2d {args[0]} --help'." in line, line
+
+
+@pytest.mark.parametrize("version", CLIS)
+def test_help_through_the_docker_cli(version: str, config: Path) -> None:
+    """Item 14: `docker d2d` offers no --install-completion (docker completes it); each command's help
+    ends with examples written as `docker d2d ...`; no flag carries a `<bool>` label."""
+    top = cli(CLIS[version], "d2d", "--help", config=config, env={"COLUMNS": "100"})
+    assert top.returncode == 0 and "Usage: docker d2d" in top.stdout, top.stderr
+    assert "--install-completion" not in top.stdout and "--show-completion" not in top.stdout
+    assert "--install-completion" in run_d2d("--help", env={"COLUMNS": "100"}).stdout  # the standalone's own
+    for name in ("copy", "push", "pull"):
+        out = cli(CLIS[version], "d2d", name, "--help", config=config, env={"COLUMNS": "100"})
+        assert out.returncode == 0, out.stderr
+        assert "Examples:" in out.stdout and f"docker d2d {name} " in out.stdout, out.stdout
+        assert "<bool>" not in out.stdout
+
+
+def test_the_docker_cli_completes_whole_descriptions(config: Path) -> None:
+    proc = subprocess.run(
+        [CLIS["28.2"], "__complete", "d2d", "push", "--registry-"],
+        capture_output=True,
+        text=True,
+        env={"DOCKER_CONFIG": str(config), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert "--registry-first\tLet the destination pull the image's base from its registry" in proc.stdout, proc
