@@ -51,6 +51,8 @@ class BaseReporter:
         self._total = 0
         self._positions: dict[str, int] = {}
         self._seen = 0
+        self._waiting: dict[int, str] = {}  # layer lines waiting for the lines of the layers below them
+        self._said: set[int] = set()  # the places whose line is out
         self._sent: dict[str, int] = {}
         self._shown: set[str] = set()  # layers that have their line already
         self._read_from: dict[str, str] = {}  # how each layer sent is read (Reporter.layer_read_from)
@@ -107,6 +109,7 @@ class BaseReporter:
 
     def finished(self, result: CopyResult) -> None:
         self.held.release()
+        self._lines_in_order(every=True)
         print(render_summary(result), file=self.out)
 
     def fleet_finished(self, fleet: FleetResult) -> None:
@@ -128,6 +131,31 @@ class BaseReporter:
         self._seen += 1
         return f"{self._positions.get(key, self._seen)}/{self._total}"
 
+    def _layer_line(self, key: str, line: str) -> None:
+        """A layer's line, in the image's order: an export brings the layers in an order of its own
+        (Docker's by digest), so a line waits until the lines of the layers below it are out. A blob
+        we cannot name yet has no place: its line goes at once."""
+        place = self._positions.get(key)
+        if place is None:
+            self._say_layer(line)
+            return
+        self._waiting[place] = line
+        self._lines_in_order()
+
+    def _lines_in_order(self, every: bool = False) -> None:
+        """Say the waiting lines whose turn it is; `every`: all of them (the body is sent: layers not
+        in it have no line to wait for)."""
+        while self._waiting:
+            upto = next(i for i in range(1, self._total + 2) if i not in self._said)
+            place = min(self._waiting) if every else upto
+            if place not in self._waiting:
+                return
+            self._said.add(place)
+            self._say_layer(self._waiting.pop(place))
+
+    def _say_layer(self, line: str) -> None:
+        pass
+
     def _wire_text(self) -> str:
         seconds = max(time.monotonic() - self._started, 1e-6)
         how = f", {self.compression.value}" if self.compression is not Compression.NONE else ""
@@ -144,7 +172,7 @@ class PlainReporter(BaseReporter):
     def layer_skipped(self, key: str, size: int) -> None:
         self.held.release()
         if self._first_line(key):
-            print(f"{self._next(key)} {short(key, 10)}... Already exists", file=self.err, flush=True)
+            self._layer_line(key, f"{self._next(key)} {short(key, 10)}... Already exists")
 
     def layer_finished(self, key: str) -> None:
         self.held.release()
@@ -152,10 +180,14 @@ class PlainReporter(BaseReporter):
         estimate = self._estimates.get(key)
         about = f" / ~ {human_size(estimate)}" if estimate else ""
         sent = human_size(self._sent.get(key, 0))
-        print(f"{self._next(key)} {short(key, 10)}... {sent}{about}", file=self.err, flush=True)
+        self._layer_line(key, f"{self._next(key)} {short(key, 10)}... {sent}{about}")
+
+    def _say_layer(self, line: str) -> None:
+        print(line, file=self.err, flush=True)
 
     def phase(self, name: str) -> None:
         self.held.release()
+        self._lines_in_order(every=True)
         if name == "loading":
             print(f"sent {human_size(self._read)} ({self._wire_text()})", file=self.err)
         print(f"{PHASES[name]}...", file=self.err, flush=True)
@@ -275,7 +307,6 @@ class RichReporter(BaseReporter):
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
         self.console = Console(file=self.err)
@@ -284,7 +315,7 @@ class RichReporter(BaseReporter):
             TextColumn("{task.description}"),
             _Only("bar", BarColumn()),
             _Only("bytes", DownloadColumn()),
-            _Only("rate", TransferSpeedColumn()),
+            _Only("rate", _AverageRate()),
             _Only("eta", TimeRemainingColumn()),
             _Only("elapsed", TimeElapsedColumn()),
             console=self.console,
@@ -329,8 +360,11 @@ class RichReporter(BaseReporter):
             self.progress.advance(self._wire_task, nbytes)
 
     def phase(self, name: str) -> None:
+        self._lines_in_order(every=True)
         if name == "loading" and self._overall is not None:
             self.progress.update(self._overall, total=self._read, completed=self._read)
+        if name == "loading" and self._wire_task is not None:
+            self.progress.stop_task(self._wire_task)  # its rate stays that of the sending, as the summary's
         self._finish_phase()
         self._phase_task = self.progress.add_task(PHASES[name], total=None, spin=True, elapsed=True)
 
@@ -342,7 +376,10 @@ class RichReporter(BaseReporter):
     def layer_skipped(self, key: str, size: int) -> None:
         self.held.release()
         if self._first_line(key):
-            self.progress.console.print(f"{self._next(key)} {short(key, 10)}... Already exists")
+            self._layer_line(key, f"{self._next(key)} {short(key, 10)}... Already exists")
+
+    def _say_layer(self, line: str) -> None:
+        self.progress.console.print(line)
 
     def layer_started(self, key: str, size: int) -> None:
         super().layer_started(key, size)
@@ -368,7 +405,7 @@ class RichReporter(BaseReporter):
         if task is not None:
             description = self._task(task).description
             self.progress.remove_task(task)
-            self.progress.console.print(f"{description}... {human_size(self._sent.get(key, 0))}")
+            self._layer_line(key, f"{description}... {human_size(self._sent.get(key, 0))}")
 
     def _task(self, task_id: Any) -> Any:
         """A task by its id: `Progress.tasks` is a list by position, which removals shift."""
@@ -381,6 +418,24 @@ class RichReporter(BaseReporter):
     def close(self) -> None:
         self._finish_phase()
         self.progress.stop()
+
+
+class _AverageRate:
+    """The wire's rate as the summary tells it: the bytes that crossed over the time the body took to
+    go out (rich's own speed column is a rate of the last seconds, which the summary's never agrees with)."""
+
+    def __new__(cls) -> Any:
+        from rich.progress import ProgressColumn
+        from rich.text import Text
+
+        class AverageRate(ProgressColumn):
+            def render(self, task: Any) -> Any:
+                elapsed = task.elapsed
+                if not elapsed:
+                    return Text("?", style="progress.data.speed")
+                return Text(f"{human_size(task.completed / elapsed)}/s", style="progress.data.speed")
+
+        return AverageRate()
 
 
 class _Only:
@@ -421,6 +476,10 @@ READ_FROM = ("store", "agent-store", "export")  # how a sent layer was read (Rep
 
 def result_dict(result: CopyResult) -> dict[str, Any]:
     left_out = {k: size for k, size in result.layers_left_out.items() if k not in result.layers_sent}
+    if not result.transfers:  # nothing travelled: every layer is one the plan skipped
+        left_out = {
+            lay.diff_id: lay.size or 0 for p in result.plan.images for lay in p.layers if lay.decision is Decision.SKIP
+        }
     sizes = {lay.diff_id: lay.size or 0 for p in result.plan.images for lay in p.layers}
     image_size = sum(sizes.values())
     pulled = list(result.pulled_bases.values())
