@@ -17,7 +17,7 @@ from ..endpoint import Endpoint
 from ..formats.digests import human_size, short
 from ..model import EngineInfo
 from ..transfer.compress import Compression
-from ..transfer.job import CopyResult, FleetResult
+from ..transfer.job import CopyResult, FleetResult, TagMove
 from ..transfer.plan import Decision, TransferPlan
 
 # Reentrant: a signal handler (the deferred interrupt's note) may print while its thread is printing.
@@ -486,6 +486,14 @@ def result_dict(result: CopyResult) -> dict[str, Any]:
     return {
         "tagged": result.tagged,
         "untagged": result.untagged,
+        "moved": [
+            {
+                "ref": m.ref,
+                "from": {"id": m.old_id, "platform": m.old_platform},
+                "to": {"id": m.new_id, "platform": m.new_platform},
+            }
+            for m in result.moved
+        ],
         "layers_sent": len(result.layers_sent),
         "layers_read": {how: list(result.read_from.values()).count(how) for how in READ_FROM},
         "layers_skipped": len(left_out),
@@ -525,8 +533,9 @@ def render_summary(result: CopyResult) -> str:
         parts.append("tagged " + ", ".join(result.tagged))
     if result.untagged:
         parts.append("untagged (digest/id reference): " + ", ".join(result.untagged))
+    head = "\n".join(["; ".join(parts), *(moved_line(m) for m in result.moved)])
     if not result.transfers:
-        return f"{'; '.join(parts)}\nnothing to send: the destination has every image, in {result.elapsed:.1f}s"
+        return f"{head}\nnothing to send: the destination has every image, in {result.elapsed:.1f}s"
     layers = f"{d['layers_sent']} layer(s) sent, {d['layers_skipped']} already there"
     if d["images_present"]:
         layers += f", {d['images_present']} image(s) already at the destination"
@@ -536,7 +545,15 @@ def render_summary(result: CopyResult) -> str:
         how = f", {result.compression.value}" if result.compression is not Compression.NONE else ""
         size += f" ({human_size(result.wire_bytes)} on the wire at {rate}/s{how})"
     extra = "; a second load sent what the store still lacked (see the note above)" if result.resent else ""
-    return f"{'; '.join(parts)}\n{layers}; {size}{extra} in {result.elapsed:.1f}s"
+    return f"{head}\n{layers}; {size}{extra} in {result.elapsed:.1f}s"
+
+
+def moved_line(move: TagMove) -> str:
+    """A tag given to another platform's image than the one it named at the destination."""
+    return (
+        f"{move.ref} now names the {move.new_platform} image ({short(move.new_id)}); "
+        f"it named the {move.old_platform} one ({short(move.old_id)})"
+    )
 
 
 class Prefixed(io.TextIOBase):

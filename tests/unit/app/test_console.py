@@ -98,3 +98,24 @@ def test_layer_lines_come_in_the_images_order() -> None:
     assert numbers() == ["1/5", "2/5", "3/5", "4/5"]
     reporter.phase("loading")  # 5/5 never came in this body: nothing waits for it
     assert numbers()[:4] == ["1/5", "2/5", "3/5", "4/5"] and "loading at the destination..." in err.getvalue()
+
+
+def test_a_tag_moved_to_another_platform_is_one_line_of_the_summary() -> None:
+    from docker_d2d.app.console import render_summary, result_dict
+    from docker_d2d.model import EngineInfo, EngineKind
+    from docker_d2d.transfer.job import CopyResult, TagMove
+
+    info = EngineInfo(EngineKind.GRAPHDRIVER, "26.1.5", "1.45")
+    move = TagMove("app:1", "sha256:" + "a" * 64, "linux/amd64", "sha256:" + "b" * 64, "linux/arm64")
+    result = CopyResult(_plan("ss", present=True), info, info, tagged=["app:1"], moved=[move])  # type: ignore[arg-type]
+    lines = render_summary(result).splitlines()
+    assert lines[0] == "tagged app:1"
+    assert lines[1] == f"app:1 now names the linux/arm64 image ({'b' * 12}); it named the linux/amd64 one ({'a' * 12})"
+    assert len(lines) == 3 and lines[2].startswith("nothing to send")
+    assert result_dict(result)["moved"] == [
+        {
+            "ref": "app:1",
+            "from": {"id": move.old_id, "platform": "linux/amd64"},
+            "to": {"id": move.new_id, "platform": "linux/arm64"},
+        }
+    ]
