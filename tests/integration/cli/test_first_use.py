@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_d2d
+from tests.conftest import d2d_path, run_d2d
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, unique
+from tests.harness.tty import terminal
 
 from ..helpers import random_file
 from .test_plugin import CLIS, cli
@@ -146,3 +147,14 @@ def test_the_docker_cli_completes_whole_descriptions(config: Path) -> None:
         timeout=60,
     )
     assert "--registry-first\tLet the destination pull the image's base from its registry" in proc.stdout, proc
+
+
+def test_on_a_terminal_too_the_error_is_the_only_line(engines: dict[str, Engine]) -> None:
+    src, dst = engines["docker20"], engines["docker26"]
+    marker = unique("done")
+    cmd = f"clear; {d2d_path()} copy -s {src.host} -d {dst.host} nope-missing:404; echo {marker}=$?; sleep 30"
+    with terminal(cmd, width=400) as term:  # the line whole, unwrapped
+        screen = term.wait_for(f"{marker}=")
+    lines = [line for line in screen.splitlines() if line.strip()]
+    assert lines[-1] == f"{marker}=1", screen
+    assert len(lines) == 2 and lines[0].startswith("docker-d2d: source ") and "nope-missing:404" in lines[0], screen
