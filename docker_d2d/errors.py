@@ -19,8 +19,9 @@
     ├── SpoolFull                 no room to spool in a directory (ours: --spool-dir; or the source host's)
     └── Cancelled                 the user interrupted (exit 130)
 
-The CLI turns them into messages in one place (app/application.py, Application.run); nothing
-below it prints or exits. Text an engine wrote reaches the terminal only through `printable`.
+The CLI turns them into messages in one place (app/messages.py, said by app/application.py
+Application.run and .fail, usage errors too); nothing below it prints or exits. Text an engine
+wrote reaches the terminal only through `printable`.
 D2DError, ArchiveError, ZstdUnavailable and SpoolFull are defined in formats/errors.py, the StoreErrors
 in formats/stores/common.py (the code that also runs on a source host raises them): the same classes here.
 """

@@ -31,10 +31,9 @@ def _name_not_found(error: NameNotFound) -> str:
     text = str(error)
     if not error.tag_given:
         text += " (no tag given, so :latest was looked for)"
-    repository = error.name.rpartition(":")[0]
     if error.tags:
         return f"{text}; the source has {_listed(error.tags)}"
-    return f"{text}; the source has no tag of {repository}"
+    return f"{text}; the source has no tag of {error.name.rpartition(':')[0]}"
 
 
 def _listed(tags: Sequence[str]) -> str:
