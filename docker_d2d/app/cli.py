@@ -318,7 +318,7 @@ class Shell(str, Enum):
 
 
 @app.command("completion")
-def completion_command(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish")]) -> None:
+def completion_command(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish", metavar="SHELL")]) -> None:
     """Print the completion script of the standalone docker-d2d.
 
     `docker d2d` needs none: `docker completion bash|zsh|fish` completes it through the plugin protocol."""
