@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from docker_d2d.app.cli import EXAMPLES, app, command
+from docker_d2d.app.cli import app, command
+from docker_d2d.app.examples import EXAMPLES
 
 PACKAGING = Path(__file__).resolve().parents[3] / "packaging"
 COMMANDS = list(EXAMPLES)
@@ -50,7 +51,7 @@ def test_help_shows_examples_and_no_bool_label(name: str, rich: str, monkeypatch
 
 @pytest.mark.parametrize("prog", ["docker d2d", "docker-d2d"])
 def test_examples_are_written_for_how_it_runs_and_fit_80_columns(prog: str) -> None:
-    from docker_d2d.app.cli import examples
+    from docker_d2d.app.examples import examples
 
     for name in COMMANDS:
         text = examples(prog, name)
