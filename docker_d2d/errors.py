@@ -8,6 +8,7 @@
     ├── StalledError              nothing moved for the stall timeout and the engine answered no ping
     ├── EngineError               the engine answered with an error
     │   └── ImageNotFound         a requested image does not exist at the source
+    │       └── NameNotFound      a name it lacks: the tag looked for, the tags it has of that repository
     ├── PlatformError             the source cannot give the platform asked for
     ├── ArchiveError              the source's archive is not what its engine promised
     │   ├── ZstdUnavailable       a zstd layer, and no zstandard module to read it (a source host's python)
@@ -18,13 +19,16 @@
     ├── SpoolFull                 no room to spool in a directory (ours: --spool-dir; or the source host's)
     └── Cancelled                 the user interrupted (exit 130)
 
-The CLI turns them into messages in one place (app/application.py, Application.run); nothing
-below it prints or exits. Text an engine wrote reaches the terminal only through `printable`.
+The CLI turns them into messages in one place (app/messages.py, said by app/application.py
+Application.run and .fail, usage errors too); nothing below it prints or exits. Text an engine
+wrote reaches the terminal only through `printable`.
 D2DError, ArchiveError, ZstdUnavailable and SpoolFull are defined in formats/errors.py, the StoreErrors
 in formats/stores/common.py (the code that also runs on a source host raises them): the same classes here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from .formats.errors import ArchiveError, D2DError, SpoolFull, ZstdUnavailable
 from .formats.stores.common import StoreError, StoreMismatch, StoreUnavailable
@@ -37,6 +41,7 @@ __all__ = [
     "EndpointError",
     "EngineError",
     "ImageNotFound",
+    "NameNotFound",
     "PlatformError",
     "SpoolFull",
     "StalledError",
@@ -74,6 +79,19 @@ class EngineError(D2DError):
 
 class ImageNotFound(EngineError):
     pass
+
+
+class NameNotFound(ImageNotFound):
+    """`name` (repository:tag) is not at the source; `tag_given`: whether the user typed the tag (else
+    :latest was looked for); `tags`: the tags the source has of that repository."""
+
+    def __init__(
+        self, name: str, *, tag_given: bool, tags: Sequence[str], side: str | None, endpoint: str | None
+    ) -> None:
+        super().__init__(f"no such image: {name}", side=side, endpoint=endpoint, status=404)
+        self.name = name
+        self.tag_given = tag_given
+        self.tags = tuple(tags)
 
 
 class PlatformError(D2DError):

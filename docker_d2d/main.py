@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     from .app import cli
     from .app.application import Application
 
-    cli.app(args=normalize_argv(rest), prog_name="docker d2d" if plugin else "docker-d2d", obj=Application(opts))
+    cli.run(normalize_argv(rest), Application(opts, prog="docker d2d" if plugin else "docker-d2d"))
 
 
 if __name__ == "__main__":

@@ -19,13 +19,14 @@ import typer
 
 from ..endpoint import Endpoint, Scheme
 from ..engine.timeouts import CONNECT_TIMEOUT, STALL_TIMEOUT, Timeouts
-from ..errors import Cancelled, D2DError, SpoolFull, UsageError, printable
+from ..errors import Cancelled, D2DError, EndpointError, SpoolFull, UsageError
 from ..model import Platform
 from ..transfer.checkpoints import parse_checkpoint
 from ..transfer.compress import Compression
 from ..transfer.job import CopyOptions, FleetResult, LayersFrom, RegistryFirst, RemoteFilter
-from .console import BaseReporter, JsonReporter, PlainReporter, QuietReporter, RichReporter
+from .console import BaseReporter, Held, JsonReporter, PlainReporter, QuietReporter, RichReporter
 from .contexts import config_dir, resolve
+from .messages import describe, endpoint_only, error_line, swapped
 from .options import GlobalOptions
 
 if TYPE_CHECKING:
@@ -88,9 +89,15 @@ def _logging(debug: bool) -> None:
 
 
 class Application:
-    def __init__(self, options: GlobalOptions | None = None, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        options: GlobalOptions | None = None,
+        environ: Mapping[str, str] | None = None,
+        prog: str = "docker-d2d",
+    ) -> None:
         self.options = options or GlobalOptions()
         self.environ = os.environ if environ is None else environ
+        self.prog = prog  # how the user runs us: "docker d2d" (plugin) or "docker-d2d"
 
     @property
     def config_dir(self) -> Path:
@@ -129,22 +136,24 @@ class Application:
         except D2DError as exc:
             if debug:
                 traceback.print_exc()
-            typer.echo(f"docker-d2d: {printable(str(exc))}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+            self.fail(exc)
         except OSError as exc:  # our own files (the spool dir filling up mid-run): never a traceback
             if debug:
                 traceback.print_exc()
             where = f": {exc.filename}" if exc.filename else ""
-            typer.echo(f"docker-d2d: local: {printable(exc.strerror or str(exc))}{where}", err=True)
-            raise typer.Exit(1) from None
+            self.fail(D2DError(f"{exc.strerror or exc}{where}", side="local"))
         except KeyboardInterrupt as exc:
             if isinstance(exc, Terminated):
                 name = signal.Signals(exc.signum).name
-                typer.echo(f"docker-d2d: stopped by {name}; nothing was tagged at the destination", err=True)
+                typer.echo(error_line(f"stopped by {name}; nothing was tagged at the destination"), err=True)
                 raise typer.Exit(128 + exc.signum) from None
-            typer.echo(f"docker-d2d: {Cancelled()}", err=True)
-            raise typer.Exit(Cancelled.exit_code) from None
+            self.fail(Cancelled())
         raise typer.Exit(code)
+
+    def fail(self, error: D2DError) -> NoReturn:
+        """End the run with its error: one line on stderr, and the error's exit status."""
+        typer.echo(error_line(error), err=True)
+        raise typer.Exit(error.exit_code) from None
 
     # --- copies --------------------------------------------------------------------------------
 
@@ -153,6 +162,32 @@ class Application:
     ) -> NoReturn:
         """copy, push, pull: one destination, or several (a fleet), or through a registry."""
         self.run(lambda: self._copy(source, destination, images, f), f.debug)
+
+    def push(self, destination: str, images: list[str] | None, f: CopyFlags) -> NoReturn:
+        def push() -> int | None:
+            self._endpoint_first("push", destination, images, f, "destination")
+            return self._copy(None, destination, images, f)
+
+        self.run(push, f.debug)
+
+    def pull(self, source: str, images: list[str] | None, f: CopyFlags) -> NoReturn:
+        def pull() -> int | None:
+            self._endpoint_first("pull", source, images, f, "source")
+            return self._copy(source, None, images, f)
+
+        self.run(pull, f.debug)
+
+    def _endpoint_first(self, command: str, word: str, images: list[str] | None, f: CopyFlags, role: str) -> None:
+        """`push DEST IMAGE...`, `pull SOURCE IMAGE...`: an image typed first, or alone, is said so."""
+        if not images and not f.compose_files:
+            raise UsageError(endpoint_only(command, self.prog, word, role))
+        if not images or not _looks_like_image(word):
+            return
+        try:
+            for name in word.split(","):
+                resolve(name.strip() or None, self.options, self.environ)
+        except EndpointError:
+            raise UsageError(swapped(command, self.prog, word, images, role)) from None
 
     def _copy(
         self, source: str | None, destination: str | list[str] | None, images: list[str] | None, f: CopyFlags
@@ -244,6 +279,7 @@ class Application:
         from .console import Prefixed
 
         reporters: dict[str, BaseReporter] = {}
+        held = Held()  # the engines reached, said once something else is
 
         def reporter_for(endpoint: Endpoint) -> BaseReporter:
             if as_json:
@@ -253,10 +289,10 @@ class Application:
             else:  # several live bars would fight over the terminal: one prefixed line per event instead
                 prefix = f"[{endpoint}] "
                 out, err = (cast(TextIO, Prefixed(stream, prefix)) for stream in (sys.stdout, sys.stderr))
-                rep = PlainReporter(out=out, err=err)
+                rep = PlainReporter(out=out, err=err, held=held)
             return reporters.setdefault(str(endpoint), rep)
 
-        top = JsonReporter() if as_json else QuietReporter() if quiet else PlainReporter()
+        top = JsonReporter() if as_json else QuietReporter() if quiet else PlainReporter(held=held)
         fleet = copy_to_many(src, dests, images, top, reporter_for, options, ssh, via)
         for host in fleet.hosts:
             rep = reporters[str(host.endpoint)]
@@ -266,10 +302,10 @@ class Application:
                 elif as_json:
                     rep.finished(host.result)
             elif isinstance(rep, JsonReporter):
-                rep.failed(str(host.error))
+                rep.failed(describe(host.error) if host.error else "?")
         top.fleet_finished(fleet)
         for line in fleet_failures(fleet):
-            typer.echo(f"docker-d2d: {printable(line)}", err=True)
+            typer.echo(error_line(line), err=True)
         return 1 if fleet.failed else 0
 
 
@@ -282,12 +318,27 @@ def fleet_failures(fleet: FleetResult) -> list[str]:
     for host in fleet.failed:
         error = host.error
         if error is not None and error.side == "local":
-            local.setdefault(error.directory if isinstance(error, SpoolFull) else str(error), str(error))
+            local.setdefault(error.directory if isinstance(error, SpoolFull) else str(error), describe(error))
         else:
-            remote.append(str(error))
+            remote.append(describe(error) if error is not None else "?")
     if remote:
         remote.append(f"{len(fleet.failed)} of {len(fleet.hosts)} destinations failed")
     return [*local.values(), *remote]
+
+
+def _looks_like_image(word: str) -> bool:
+    """What the user typed reads as an image reference and not as an address: a path (`fx/app`), a
+    digest, or a tag that is no port (`app:2` may be the ssh host app, port 2)."""
+    from ..model import parse_ref
+
+    if "://" in word:
+        return False
+    try:
+        parse_ref(word)
+    except UsageError:
+        return False
+    tag = word.rpartition(":")[2] if ":" in word else ""
+    return "/" in word or "@sha256:" in word or (bool(tag) and not tag.isdigit())
 
 
 def _reporter(quiet: bool, as_json: bool) -> BaseReporter:

@@ -8,14 +8,18 @@ import inspect
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar, cast
+from typing import Annotated, Any, NoReturn, Optional, TypeVar, cast
 
 import typer
+import typer.main
 
 from .. import __version__
+from ..errors import UsageError
 from ..transfer.compress import Compression
 from ..transfer.job import LayersFrom, RegistryFirst, RemoteFilter
 from .application import SYSTEM_PLUGIN_DIR, Application, CopyFlags
+from .examples import EXAMPLES, examples
+from .messages import usage_line
 
 app = typer.Typer(
     name="docker-d2d",
@@ -48,7 +52,11 @@ Json = Annotated[bool, typer.Option("--json", help="One JSON object per line: pl
 Debug = Annotated[bool, typer.Option("-D", "--debug", help="Show tracebacks and engine details.")]
 SpoolDir = Annotated[
     Optional[Path],  # noqa: UP045 - typer needs Optional on 3.10
-    typer.Option("--spool-dir", help="Where to spool layers that must be read before deciding (default: TMPDIR)."),
+    typer.Option(
+        "--spool-dir",
+        metavar="DIR",
+        help="Where to spool layers that must be read before deciding (default: TMPDIR).",
+    ),
 ]
 
 
@@ -88,36 +96,39 @@ StallTimeout = Annotated[
         metavar="SECONDS",
         min=0.2,
         envvar="D2D_STALL_TIMEOUT",
-        help="Fail when no byte moved for this long and the engine answers no ping (on a load, even if it answers).",
+        help="Fail when no byte moved for this long and the engine answers no ping. A load fails even if it answers.",
     ),
 ]
 CompressOpt = Annotated[
     Compression,
-    typer.Option("--compress", help="Compress the load on the wire: auto = on ssh and non-loopback tcp only."),
+    typer.Option("--compress", help="Compress the load on the wire. auto: on ssh and non-loopback tcp only."),
 ]
 PlatformOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
     typer.Option(
         "--platform",
-        help="os/arch or os/arch/variant of a multi-platform image to copy from a containerd-store source "
-        "(default: the destination's platform).",
+        metavar="OS/ARCH[/VARIANT]",
+        help="Copy this platform of a multi-platform image (default: the destination's platform). "
+        "From a containerd-store source.",
     ),
 ]
 RegistryFirstOpt = Annotated[
     RegistryFirst,
     typer.Option(
         "--registry-first",
-        help="Where the image's lower layers are a base the source pulled from a registry (RepoDigests), "
-        "the destination pulls that base itself and only the rest comes from the source. auto: only for a "
-        "destination over ssh or remote tcp; always: local ones too.",
+        help="Let the destination pull the image's base from its registry. Where the image's lower layers are "
+        "a base the source pulled from a registry (RepoDigests), the destination pulls that base itself and "
+        "only the rest comes from the source. auto: only for a destination over ssh or remote tcp; always: "
+        "local ones too.",
     ),
 ]
 CheckpointOpt = Annotated[
     str,
     typer.Option(
         "--checkpoint",
-        help="Resumable copies: after about this many bytes of layers (e.g. 256MB, 1GiB), land what was sent as "
-        "a partial image, so that an interrupted copy sends only the rest when run again. auto = every 256 MB "
+        metavar="SIZE|auto|never",
+        help="Make copies resumable. After about SIZE of layers (256MB, 1GiB), what was sent lands as a "
+        "partial image, so that an interrupted copy sends only the rest when run again. auto = every 256 MB "
         "on ssh and non-loopback tcp; never = off.",
     ),
 ]
@@ -125,15 +136,15 @@ RemoteFilterOpt = Annotated[
     RemoteFilter,
     typer.Option(
         "--remote-filter",
-        help="From an ssh source: drop present layers and compress on the source host (its python3); never = plain.",
+        help="Filter and compress on an ssh source's host (its python3). never: send its plain export.",
     ),
 ]
 LayersFromOpt = Annotated[
     LayersFrom,
     typer.Option(
         "--layers-from",
-        help="auto: read the layers that travel straight from the source engine's storage where it can be read "
-        "(here as root or the store's owner; on an ssh source's host by its user), else its export; "
+        help="Where the layers that travel are read. auto: straight from the source engine's storage where it "
+        "can be read (here as root or the store's owner; on an ssh source's host by its user), else its export; "
         "export: always the engine's export of the whole image.",
     ),
 ]
@@ -141,35 +152,44 @@ SourceSudo = Annotated[
     bool,
     typer.Option(
         "--source-sudo",
-        help="From an ssh source: run the helper on its host through `sudo -n` (passwordless sudo for python3), "
-        "to read the engine's storage there; never prompts: refused, the export is read.",
+        help="Read an ssh source's storage through `sudo -n` on its host (passwordless sudo for python3). "
+        "It never prompts: refused, the export is read.",
     ),
 ]
 Images = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Argument(
         help="Images: name[:tag], host:port/name:tag, name@sha256:..., or an id; with -f, services of the project.",
+        metavar="IMAGE...",
         autocompletion=_complete_images,
         show_default=False,
     ),
 ]
 ComposeFiles = Annotated[
     Optional[list[Path]],  # noqa: UP045
-    typer.Option("-f", "--file", help="A Compose file (repeatable): copy its services' images.", show_default=False),
+    typer.Option(
+        "-f",
+        "--file",
+        metavar="FILE",
+        help="A Compose file (repeatable): copy its services' images.",
+        show_default=False,
+    ),
 ]
 ViaOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(
         "--via",
         metavar="REGISTRY[/REPO]",
-        help="Push the missing blobs once to this registry and have each destination pull them (for many "
-        "hosts; credentials from your Docker config; http only for loopback or http://...).",
+        help="Send the missing blobs through this registry, once, for many hosts. Each destination pulls "
+        "them; credentials from your Docker config; http only for loopback or http://...",
         show_default=False,
     ),
 ]
 Profiles = Annotated[
     Optional[list[str]],  # noqa: UP045
-    typer.Option("--profile", help="With -f: a Compose profile to enable (repeatable).", show_default=False),
+    typer.Option(
+        "--profile", metavar="NAME", help="With -f: a Compose profile to enable (repeatable).", show_default=False
+    ),
 ]
 ENDPOINT_HELP = (
     "a Docker context, an ssh host (user@host:port), ssh://user@host:port/socket, "
@@ -225,7 +245,10 @@ def copy_options(*, without: tuple[str, ...] = ()) -> Callable[[Command], Comman
 
 def _endpoint_option(role: str, *names: str, note: str = "") -> Any:
     return typer.Option(
-        *names, help=f"{role} engine{note}: {ENDPOINT_HELP} (default: local).", autocompletion=_complete_endpoints
+        *names,
+        metavar="ENGINE",
+        help=f"{role} engine (default: the local one){note}. One of: {ENDPOINT_HELP}.",
+        autocompletion=_complete_endpoints,
     )
 
 
@@ -237,7 +260,7 @@ def copy_command(
     source: Annotated[Optional[str], _endpoint_option("Source", "-s", "--source")] = None,  # noqa: UP045
     destination: Annotated[
         Optional[list[str]],  # noqa: UP045
-        _endpoint_option("Destination", "-d", "--destination", note=" (repeatable, or A,B,...: one export to all)"),
+        _endpoint_option("Destination", "-d", "--destination", note="; repeatable, or A,B,...: one export to all"),
     ] = None,
     *,
     flags: CopyFlags,
@@ -253,7 +276,8 @@ def push_command(
     destination: Annotated[
         str,
         typer.Argument(
-            help=f"Destination engine: {ENDPOINT_HELP}; several as DEST,DEST,... (one export to all).",
+            help=f"Destination engine; several as DEST,DEST,... get one export. One of: {ENDPOINT_HELP}.",
+            metavar="DESTINATION",
             autocompletion=_complete_endpoints,
         ),
     ],
@@ -262,20 +286,25 @@ def push_command(
     flags: CopyFlags,
 ) -> None:
     """Push IMAGES from the local engine to DESTINATION."""
-    application(ctx).copy(None, destination, images, flags)
+    application(ctx).push(destination, images, flags)
 
 
 @app.command("pull")
 @copy_options()
 def pull_command(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(help=f"Source engine: {ENDPOINT_HELP}.", autocompletion=_complete_endpoints)],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help=f"Source engine. One of: {ENDPOINT_HELP}.", metavar="SOURCE", autocompletion=_complete_endpoints
+        ),
+    ],
     images: Images = None,
     *,
     flags: CopyFlags,
 ) -> None:
     """Pull IMAGES from SOURCE into the local engine."""
-    application(ctx).copy(source, None, images, flags)
+    application(ctx).pull(source, images, flags)
 
 
 @app.command("version")
@@ -291,9 +320,10 @@ class Shell(str, Enum):
 
 
 @app.command("completion")
-def completion_command(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish")]) -> None:
-    """Print the completion script of the standalone docker-d2d (`docker d2d` is completed by
-    `docker completion ...` through the plugin protocol)."""
+def completion_command(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish", metavar="SHELL")]) -> None:
+    """Print the completion script of the standalone docker-d2d.
+
+    `docker d2d` needs none: `docker completion bash|zsh|fish` completes it through the plugin protocol."""
     from .completion import completion_script
 
     typer.echo(completion_script(shell.value))
@@ -302,7 +332,10 @@ def completion_command(shell: Annotated[Shell, typer.Argument(help="bash, zsh or
 plugin_app = typer.Typer(help="Install or uninstall docker-d2d as a Docker CLI plugin (`docker d2d ...`).")
 app.add_typer(plugin_app, name="plugin")
 System = Annotated[bool, typer.Option("--system", help=f"Use {SYSTEM_PLUGIN_DIR} (all users) instead of yours.")]
-PluginDir = Annotated[Optional[Path], typer.Option("--dir", help="Use this cli-plugins directory.")]  # noqa: UP045
+PluginDir = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--dir", metavar="DIR", help="Use this cli-plugins directory."),
+]
 
 
 @plugin_app.command("install")
@@ -321,3 +354,43 @@ def plugin_uninstall(ctx: typer.Context, system: System = False, directory: Plug
 
     run = application(ctx)
     run.run(lambda: typer.echo(uninstall_plugin(run.plugin_path(system, directory))), False)
+
+
+# The root options typer adds for the standalone docker-d2d's completion: as a plugin, the docker
+# CLI completes `docker d2d` (`docker completion ...`), and these would install a script for docker-d2d.
+STANDALONE_ONLY = ("install_completion", "show_completion")
+
+
+def command(prog: str) -> Any:
+    """The click command tree typer makes of `app`, as `prog` runs it: "docker d2d" (the plugin) or
+    "docker-d2d", each command with its examples."""
+    root = typer.main.get_command(app)  # a new tree on every call
+    if prog == "docker d2d":
+        root.params = [p for p in root.params if p.name not in STANDALONE_ONLY]
+    for name in EXAMPLES:
+        sub = root
+        for word in name.split():
+            sub = sub.commands[word]  # type: ignore[attr-defined]
+        sub.epilog = examples(prog, name)
+    return root
+
+
+def run(args: list[str], application: Application) -> NoReturn:
+    """Run the command `args` names. A usage error (a missing argument, an unknown option or
+    command, a bad value) is one line, like the run's other errors (typer would draw a box)."""
+    from typer._click.exceptions import NoArgsIsHelpError
+    from typer._click.exceptions import UsageError as BadUsage
+
+    try:
+        code = command(application.prog).main(args, application.prog, obj=application, standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `docker d2d` alone: typer drew the help as it made this error
+        raise SystemExit(exc.exit_code) from None
+    except BadUsage as exc:
+        path = exc.ctx.command_path if exc.ctx else application.prog
+        try:
+            application.fail(UsageError(usage_line(exc.format_message(), path)))
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None
+    except typer.Abort:
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -14,22 +14,6 @@ COMMANDS: dict[str, Any] = {
             "choices": [],
             "nargs": 1,
         },
-        {
-            "dest": "install_completion",
-            "names": ["--install-completion"],
-            "help": "Install completion for the current shell",
-            "value": None,
-            "choices": [],
-            "nargs": 1,
-        },
-        {
-            "dest": "show_completion",
-            "names": ["--show-completion"],
-            "help": "Show completion for the current shell, to copy it or customize the installation",
-            "value": None,
-            "choices": [],
-            "nargs": 1,
-        },
         {"dest": "help", "names": ["-h", "--help"], "help": "Show help", "value": None, "choices": []},
     ],
     "arguments": [],
@@ -40,7 +24,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "source",
                     "names": ["-s", "--source"],
-                    "help": "Source engine",
+                    "help": "Source engine (default: the local one)",
                     "value": "endpoint",
                     "choices": [],
                     "nargs": 1,
@@ -48,7 +32,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "destination",
                     "names": ["-d", "--destination"],
-                    "help": "Destination engine",
+                    "help": "Destination engine (default: the local one); repeatable, or A,B,...: one export to all",
                     "value": "endpoint",
                     "choices": [],
                     "nargs": 1,
@@ -56,7 +40,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "dry_run",
                     "names": ["--dry-run"],
-                    "help": "Show the plan",
+                    "help": "Show the plan (layers to send or skip) and stop",
                     "value": None,
                     "choices": [],
                     "nargs": 1,
@@ -72,7 +56,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "as_json",
                     "names": ["--json"],
-                    "help": "One JSON object per line",
+                    "help": "One JSON object per line: plan, layer progress, result",
                     "value": None,
                     "choices": [],
                     "nargs": 1,
@@ -88,7 +72,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "spool_dir",
                     "names": ["--spool-dir"],
-                    "help": "Where to spool layers that must be read before deciding",
+                    "help": "Where to spool layers that must be read before deciding (default: TMPDIR)",
                     "value": "dir",
                     "choices": [],
                     "nargs": 1,
@@ -104,7 +88,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "compose_files",
                     "names": ["-f", "--file"],
-                    "help": "A Compose file",
+                    "help": "A Compose file (repeatable): copy its services' images",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -112,7 +96,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "profiles",
                     "names": ["--profile"],
-                    "help": "With -f",
+                    "help": "With -f: a Compose profile to enable (repeatable)",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -120,7 +104,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "via",
                     "names": ["--via"],
-                    "help": "Push the missing blobs once to this registry and have each destination pull them",
+                    "help": "Send the missing blobs through this registry, once, for many hosts",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -128,8 +112,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "platform",
                     "names": ["--platform"],
-                    "help": "os/arch or os/arch/variant of a multi-platform image to copy "
-                    "from a containerd-store source",
+                    "help": "Copy this platform of a multi-platform image (default: the destination's platform)",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -137,7 +120,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "connect_timeout",
                     "names": ["--connect-timeout"],
-                    "help": "Give up on an engine",
+                    "help": "Give up on an engine (TCP, TLS, ssh handshake, first answer) after this long",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -153,7 +136,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "remote_filter",
                     "names": ["--remote-filter"],
-                    "help": "From an ssh source",
+                    "help": "Filter and compress on an ssh source's host (its python3)",
                     "value": "choice",
                     "choices": ["auto", "never"],
                     "nargs": 1,
@@ -161,7 +144,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "registry_first",
                     "names": ["--registry-first"],
-                    "help": "Where the image's lower layers are a base the source pulled from a registry",
+                    "help": "Let the destination pull the image's base from its registry",
                     "value": "choice",
                     "choices": ["auto", "always", "never"],
                     "nargs": 1,
@@ -169,7 +152,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "checkpoint",
                     "names": ["--checkpoint"],
-                    "help": "Resumable copies",
+                    "help": "Make copies resumable",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -177,7 +160,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "layers_from",
                     "names": ["--layers-from"],
-                    "help": "auto",
+                    "help": "Where the layers that travel are read",
                     "value": "choice",
                     "choices": ["auto", "export"],
                     "nargs": 1,
@@ -185,7 +168,8 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "source_sudo",
                     "names": ["--source-sudo"],
-                    "help": "From an ssh source",
+                    "help": "Read an ssh source's storage through `sudo -n` on its host "
+                    "(passwordless sudo for python3)",
                     "value": None,
                     "choices": [],
                     "nargs": 1,
@@ -193,7 +177,15 @@ COMMANDS: dict[str, Any] = {
                 {"dest": "help", "names": ["-h", "--help"], "help": "Show help", "value": None, "choices": []},
             ],
             "arguments": [
-                {"dest": "images", "names": ["images"], "help": "Images", "value": "images", "choices": [], "nargs": -1}
+                {
+                    "dest": "images",
+                    "names": ["images"],
+                    "help": "Images: name[:tag], host:port/name:tag, name@sha256:..., or "
+                    "an id; with -f, services of the project",
+                    "value": "images",
+                    "choices": [],
+                    "nargs": -1,
+                }
             ],
             "commands": {},
         },
@@ -203,7 +195,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "dry_run",
                     "names": ["--dry-run"],
-                    "help": "Show the plan",
+                    "help": "Show the plan (layers to send or skip) and stop",
                     "value": None,
                     "choices": [],
                     "nargs": 1,
@@ -219,7 +211,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "as_json",
                     "names": ["--json"],
-                    "help": "One JSON object per line",
+                    "help": "One JSON object per line: plan, layer progress, result",
                     "value": None,
                     "choices": [],
                     "nargs": 1,
@@ -235,7 +227,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "spool_dir",
                     "names": ["--spool-dir"],
-                    "help": "Where to spool layers that must be read before deciding",
+                    "help": "Where to spool layers that must be read before deciding (default: TMPDIR)",
                     "value": "dir",
                     "choices": [],
                     "nargs": 1,
@@ -251,7 +243,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "compose_files",
                     "names": ["-f", "--file"],
-                    "help": "A Compose file",
+                    "help": "A Compose file (repeatable): copy its services' images",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -259,7 +251,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "profiles",
                     "names": ["--profile"],
-                    "help": "With -f",
+                    "help": "With -f: a Compose profile to enable (repeatable)",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -267,7 +259,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "via",
                     "names": ["--via"],
-                    "help": "Push the missing blobs once to this registry and have each destination pull them",
+                    "help": "Send the missing blobs through this registry, once, for many hosts",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -275,8 +267,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "platform",
                     "names": ["--platform"],
-                    "help": "os/arch or os/arch/variant of a multi-platform image to copy "
-                    "from a containerd-store source",
+                    "help": "Copy this platform of a multi-platform image (default: the destination's platform)",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -284,7 +275,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "connect_timeout",
                     "names": ["--connect-timeout"],
-                    "help": "Give up on an engine",
+                    "help": "Give up on an engine (TCP, TLS, ssh handshake, first answer) after this long",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -300,7 +291,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "registry_first",
                     "names": ["--registry-first"],
-                    "help": "Where the image's lower layers are a base the source pulled from a registry",
+                    "help": "Let the destination pull the image's base from its registry",
                     "value": "choice",
                     "choices": ["auto", "always", "never"],
                     "nargs": 1,
@@ -308,7 +299,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "checkpoint",
                     "names": ["--checkpoint"],
-                    "help": "Resumable copies",
+                    "help": "Make copies resumable",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -316,7 +307,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "layers_from",
                     "names": ["--layers-from"],
-                    "help": "auto",
+                    "help": "Where the layers that travel are read",
                     "value": "choice",
                     "choices": ["auto", "export"],
                     "nargs": 1,
@@ -327,7 +318,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "destination",
                     "names": ["destination"],
-                    "help": "Destination engine",
+                    "help": "Destination engine; several as DEST,DEST,",
                     "value": "endpoint",
                     "choices": [],
                     "nargs": 1,
@@ -335,7 +326,8 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "images",
                     "names": ["images"],
-                    "help": "Images",
+                    "help": "Images: name[:tag], host:port/name:tag, name@sha256:..., or "
+                    "an id; with -f, services of the project",
                     "value": "images",
                     "choices": [],
                     "nargs": -1,
@@ -349,7 +341,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "dry_run",
                     "names": ["--dry-run"],
-                    "help": "Show the plan",
+                    "help": "Show the plan (layers to send or skip) and stop",
                     "value": None,
                     "choices": [],
                     "nargs": 1,
@@ -365,7 +357,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "as_json",
                     "names": ["--json"],
-                    "help": "One JSON object per line",
+                    "help": "One JSON object per line: plan, layer progress, result",
                     "value": None,
                     "choices": [],
                     "nargs": 1,
@@ -381,7 +373,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "spool_dir",
                     "names": ["--spool-dir"],
-                    "help": "Where to spool layers that must be read before deciding",
+                    "help": "Where to spool layers that must be read before deciding (default: TMPDIR)",
                     "value": "dir",
                     "choices": [],
                     "nargs": 1,
@@ -397,7 +389,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "compose_files",
                     "names": ["-f", "--file"],
-                    "help": "A Compose file",
+                    "help": "A Compose file (repeatable): copy its services' images",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -405,7 +397,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "profiles",
                     "names": ["--profile"],
-                    "help": "With -f",
+                    "help": "With -f: a Compose profile to enable (repeatable)",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -413,7 +405,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "via",
                     "names": ["--via"],
-                    "help": "Push the missing blobs once to this registry and have each destination pull them",
+                    "help": "Send the missing blobs through this registry, once, for many hosts",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -421,8 +413,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "platform",
                     "names": ["--platform"],
-                    "help": "os/arch or os/arch/variant of a multi-platform image to copy "
-                    "from a containerd-store source",
+                    "help": "Copy this platform of a multi-platform image (default: the destination's platform)",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -430,7 +421,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "connect_timeout",
                     "names": ["--connect-timeout"],
-                    "help": "Give up on an engine",
+                    "help": "Give up on an engine (TCP, TLS, ssh handshake, first answer) after this long",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -446,7 +437,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "remote_filter",
                     "names": ["--remote-filter"],
-                    "help": "From an ssh source",
+                    "help": "Filter and compress on an ssh source's host (its python3)",
                     "value": "choice",
                     "choices": ["auto", "never"],
                     "nargs": 1,
@@ -454,7 +445,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "registry_first",
                     "names": ["--registry-first"],
-                    "help": "Where the image's lower layers are a base the source pulled from a registry",
+                    "help": "Let the destination pull the image's base from its registry",
                     "value": "choice",
                     "choices": ["auto", "always", "never"],
                     "nargs": 1,
@@ -462,7 +453,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "checkpoint",
                     "names": ["--checkpoint"],
-                    "help": "Resumable copies",
+                    "help": "Make copies resumable",
                     "value": "text",
                     "choices": [],
                     "nargs": 1,
@@ -470,7 +461,7 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "layers_from",
                     "names": ["--layers-from"],
-                    "help": "auto",
+                    "help": "Where the layers that travel are read",
                     "value": "choice",
                     "choices": ["auto", "export"],
                     "nargs": 1,
@@ -478,7 +469,8 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "source_sudo",
                     "names": ["--source-sudo"],
-                    "help": "From an ssh source",
+                    "help": "Read an ssh source's storage through `sudo -n` on its host "
+                    "(passwordless sudo for python3)",
                     "value": None,
                     "choices": [],
                     "nargs": 1,
@@ -497,7 +489,8 @@ COMMANDS: dict[str, Any] = {
                 {
                     "dest": "images",
                     "names": ["images"],
-                    "help": "Images",
+                    "help": "Images: name[:tag], host:port/name:tag, name@sha256:..., or "
+                    "an id; with -f, services of the project",
                     "value": "images",
                     "choices": [],
                     "nargs": -1,
@@ -527,7 +520,7 @@ COMMANDS: dict[str, Any] = {
             "commands": {},
         },
         "plugin": {
-            "help": "Install or uninstall docker-d2d as a Docker CLI plugin",
+            "help": "Install or uninstall docker-d2d as a Docker CLI plugin (`docker d2d ...`)",
             "options": [{"dest": "help", "names": ["-h", "--help"], "help": "Show help", "value": None, "choices": []}],
             "arguments": [],
             "commands": {
@@ -537,7 +530,7 @@ COMMANDS: dict[str, Any] = {
                         {
                             "dest": "system",
                             "names": ["--system"],
-                            "help": "Use /usr/local/lib/docker/cli-plugins",
+                            "help": "Use /usr/local/lib/docker/cli-plugins (all users) instead of yours",
                             "value": None,
                             "choices": [],
                             "nargs": 1,
@@ -561,7 +554,7 @@ COMMANDS: dict[str, Any] = {
                         {
                             "dest": "system",
                             "names": ["--system"],
-                            "help": "Use /usr/local/lib/docker/cli-plugins",
+                            "help": "Use /usr/local/lib/docker/cli-plugins (all users) instead of yours",
                             "value": None,
                             "choices": [],
                             "nargs": 1,

@@ -10,27 +10,49 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..endpoint import Endpoint
 from ..formats.digests import human_size, short
 from ..model import EngineInfo
 from ..transfer.compress import Compression
-from ..transfer.job import CopyResult, FleetResult
+from ..transfer.job import CopyResult, FleetResult, TagMove
 from ..transfer.plan import Decision, TransferPlan
 
 # Reentrant: a signal handler (the deferred interrupt's note) may print while its thread is printing.
 OUTPUT_LOCK = threading.RLock()
 
 
+class Held:
+    """Lines held back until the run says something else (the engines it reached): a run that
+    fails before that ends with its error line alone. One Held serves all reporters of a fleet."""
+
+    def __init__(self) -> None:
+        self._lines: list[Callable[[], None]] = []
+
+    def hold(self, say: Callable[[], None]) -> None:
+        with OUTPUT_LOCK:
+            self._lines.append(say)
+
+    def release(self) -> None:
+        with OUTPUT_LOCK:
+            lines, self._lines = self._lines, []
+            for say in lines:
+                say()
+
+
 class BaseReporter:
-    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, held: Held | None = None) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self.held = held or Held()
         self._estimates: dict[str, int | None] = {}
         self._total = 0
         self._positions: dict[str, int] = {}
         self._seen = 0
+        self._waiting: dict[int, str] = {}  # layer lines waiting for the lines of the layers below them
+        self._said: set[int] = set()  # the places whose line is out
         self._sent: dict[str, int] = {}
         self._shown: set[str] = set()  # layers that have their line already
         self._read_from: dict[str, str] = {}  # how each layer sent is read (Reporter.layer_read_from)
@@ -50,6 +72,7 @@ class BaseReporter:
         self._positions = {d: i for i, d in enumerate(layers, 1)}
 
     def note(self, message: str) -> None:
+        self.held.release()
         print(f"note: {message}", file=self.err)
 
     def sending(self, layers: dict[str, int | None], compression: Compression) -> None:
@@ -81,12 +104,16 @@ class BaseReporter:
 
     # rendering --------------------------------------------------------------------------
     def dry_run(self, plan: TransferPlan) -> None:
+        self.held.release()
         print(render_plan(plan), file=self.out)
 
     def finished(self, result: CopyResult) -> None:
+        self.held.release()
+        self._lines_in_order(every=True)
         print(render_summary(result), file=self.out)
 
     def fleet_finished(self, fleet: FleetResult) -> None:
+        self.held.release()
         if not fleet.dry_run:
             print(render_fleet(fleet), file=self.out)
 
@@ -104,6 +131,31 @@ class BaseReporter:
         self._seen += 1
         return f"{self._positions.get(key, self._seen)}/{self._total}"
 
+    def _layer_line(self, key: str, line: str) -> None:
+        """A layer's line, in the image's order: an export brings the layers in an order of its own
+        (Docker's by digest), so a line waits until the lines of the layers below it are out. A blob
+        we cannot name yet has no place: its line goes at once."""
+        place = self._positions.get(key)
+        if place is None:
+            self._say_layer(line)
+            return
+        self._waiting[place] = line
+        self._lines_in_order()
+
+    def _lines_in_order(self, every: bool = False) -> None:
+        """Say the waiting lines whose turn it is; `every`: all of them (the body is sent: layers not
+        in it have no line to wait for)."""
+        while self._waiting:
+            upto = next(i for i in range(1, self._total + 2) if i not in self._said)
+            place = min(self._waiting) if every else upto
+            if place not in self._waiting:
+                return
+            self._said.add(place)
+            self._say_layer(self._waiting.pop(place))
+
+    def _say_layer(self, line: str) -> None:
+        pass
+
     def _wire_text(self) -> str:
         seconds = max(time.monotonic() - self._started, 1e-6)
         how = f", {self.compression.value}" if self.compression is not Compression.NONE else ""
@@ -114,20 +166,28 @@ class PlainReporter(BaseReporter):
     """Line per layer, like the original tool: `1/23 511136ea3c... Already exists`."""
 
     def connected(self, side: str, endpoint: Endpoint, info: EngineInfo) -> None:
-        print(f"{side}: {endpoint} — {info.describe()}", file=self.err)
+        line = f"{side}: {endpoint} — {info.describe()}"
+        self.held.hold(lambda: print(line, file=self.err))
 
     def layer_skipped(self, key: str, size: int) -> None:
+        self.held.release()
         if self._first_line(key):
-            print(f"{self._next(key)} {short(key, 10)}... Already exists", file=self.err, flush=True)
+            self._layer_line(key, f"{self._next(key)} {short(key, 10)}... Already exists")
 
     def layer_finished(self, key: str) -> None:
+        self.held.release()
         self._shown.add(key)
         estimate = self._estimates.get(key)
         about = f" / ~ {human_size(estimate)}" if estimate else ""
         sent = human_size(self._sent.get(key, 0))
-        print(f"{self._next(key)} {short(key, 10)}... {sent}{about}", file=self.err, flush=True)
+        self._layer_line(key, f"{self._next(key)} {short(key, 10)}... {sent}{about}")
+
+    def _say_layer(self, line: str) -> None:
+        print(line, file=self.err, flush=True)
 
     def phase(self, name: str) -> None:
+        self.held.release()
+        self._lines_in_order(every=True)
         if name == "loading":
             print(f"sent {human_size(self._read)} ({self._wire_text()})", file=self.err)
         print(f"{PHASES[name]}...", file=self.err, flush=True)
@@ -236,8 +296,8 @@ class RichReporter(BaseReporter):
     uncompressed rate is not the link's), what crossed the link with its rate, then the
     destination's own phases. A finished layer becomes a plain line."""
 
-    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
-        super().__init__(out, err)
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, held: Held | None = None) -> None:
+        super().__init__(out, err, held)
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -247,7 +307,6 @@ class RichReporter(BaseReporter):
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
         self.console = Console(file=self.err)
@@ -256,7 +315,7 @@ class RichReporter(BaseReporter):
             TextColumn("{task.description}"),
             _Only("bar", BarColumn()),
             _Only("bytes", DownloadColumn()),
-            _Only("rate", TransferSpeedColumn()),
+            _Only("rate", _AverageRate()),
             _Only("eta", TimeRemainingColumn()),
             _Only("elapsed", TimeElapsedColumn()),
             console=self.console,
@@ -270,12 +329,15 @@ class RichReporter(BaseReporter):
         self._known = 0  # exact sizes of the layers of this transfer that have started
 
     def connected(self, side: str, endpoint: Endpoint, info: EngineInfo) -> None:
-        self.console.print(f"[bold]{side}[/]: {endpoint} — {info.describe()}")
+        line = f"[bold]{side}[/]: {endpoint} — {info.describe()}"
+        self.held.hold(lambda: self.console.print(line))
 
     def note(self, message: str) -> None:
+        self.held.release()
         self.console.print(f"note: {message}")
 
     def sending(self, layers: dict[str, int | None], compression: Compression) -> None:
+        self.held.release()
         super().sending(layers, compression)
         self._finish_phase()
         self._to_come, self._known = dict(layers), 0
@@ -298,8 +360,11 @@ class RichReporter(BaseReporter):
             self.progress.advance(self._wire_task, nbytes)
 
     def phase(self, name: str) -> None:
+        self._lines_in_order(every=True)
         if name == "loading" and self._overall is not None:
             self.progress.update(self._overall, total=self._read, completed=self._read)
+        if name == "loading" and self._wire_task is not None:
+            self.progress.stop_task(self._wire_task)  # its rate stays that of the sending, as the summary's
         self._finish_phase()
         self._phase_task = self.progress.add_task(PHASES[name], total=None, spin=True, elapsed=True)
 
@@ -309,8 +374,12 @@ class RichReporter(BaseReporter):
             self._phase_task = None
 
     def layer_skipped(self, key: str, size: int) -> None:
+        self.held.release()
         if self._first_line(key):
-            self.progress.console.print(f"{self._next(key)} {short(key, 10)}... Already exists")
+            self._layer_line(key, f"{self._next(key)} {short(key, 10)}... Already exists")
+
+    def _say_layer(self, line: str) -> None:
+        self.progress.console.print(line)
 
     def layer_started(self, key: str, size: int) -> None:
         super().layer_started(key, size)
@@ -336,7 +405,7 @@ class RichReporter(BaseReporter):
         if task is not None:
             description = self._task(task).description
             self.progress.remove_task(task)
-            self.progress.console.print(f"{description}... {human_size(self._sent.get(key, 0))}")
+            self._layer_line(key, f"{description}... {human_size(self._sent.get(key, 0))}")
 
     def _task(self, task_id: Any) -> Any:
         """A task by its id: `Progress.tasks` is a list by position, which removals shift."""
@@ -349,6 +418,24 @@ class RichReporter(BaseReporter):
     def close(self) -> None:
         self._finish_phase()
         self.progress.stop()
+
+
+class _AverageRate:
+    """The wire's rate as the summary tells it: the bytes that crossed over the time the body took to
+    go out (rich's own speed column is a rate of the last seconds, which the summary's never agrees with)."""
+
+    def __new__(cls) -> Any:
+        from rich.progress import ProgressColumn
+        from rich.text import Text
+
+        class AverageRate(ProgressColumn):
+            def render(self, task: Any) -> Any:
+                elapsed = task.elapsed
+                if not elapsed:
+                    return Text("?", style="progress.data.speed")
+                return Text(f"{human_size(task.completed / elapsed)}/s", style="progress.data.speed")
+
+        return AverageRate()
 
 
 class _Only:
@@ -389,12 +476,24 @@ READ_FROM = ("store", "agent-store", "export")  # how a sent layer was read (Rep
 
 def result_dict(result: CopyResult) -> dict[str, Any]:
     left_out = {k: size for k, size in result.layers_left_out.items() if k not in result.layers_sent}
+    if not result.transfers:  # nothing travelled: every layer is one the plan skipped
+        left_out = {
+            lay.diff_id: lay.size or 0 for p in result.plan.images for lay in p.layers if lay.decision is Decision.SKIP
+        }
     sizes = {lay.diff_id: lay.size or 0 for p in result.plan.images for lay in p.layers}
     image_size = sum(sizes.values())
     pulled = list(result.pulled_bases.values())
     return {
         "tagged": result.tagged,
         "untagged": result.untagged,
+        "moved": [
+            {
+                "ref": m.ref,
+                "from": {"id": m.old_id, "platform": m.old_platform},
+                "to": {"id": m.new_id, "platform": m.new_platform},
+            }
+            for m in result.moved
+        ],
         "layers_sent": len(result.layers_sent),
         "layers_read": {how: list(result.read_from.values()).count(how) for how in READ_FROM},
         "layers_skipped": len(left_out),
@@ -434,8 +533,9 @@ def render_summary(result: CopyResult) -> str:
         parts.append("tagged " + ", ".join(result.tagged))
     if result.untagged:
         parts.append("untagged (digest/id reference): " + ", ".join(result.untagged))
+    head = "\n".join(["; ".join(parts), *(moved_line(m) for m in result.moved)])
     if not result.transfers:
-        return f"{'; '.join(parts)}\nnothing to send: the destination has every image, in {result.elapsed:.1f}s"
+        return f"{head}\nnothing to send: the destination has every image, in {result.elapsed:.1f}s"
     layers = f"{d['layers_sent']} layer(s) sent, {d['layers_skipped']} already there"
     if d["images_present"]:
         layers += f", {d['images_present']} image(s) already at the destination"
@@ -445,7 +545,15 @@ def render_summary(result: CopyResult) -> str:
         how = f", {result.compression.value}" if result.compression is not Compression.NONE else ""
         size += f" ({human_size(result.wire_bytes)} on the wire at {rate}/s{how})"
     extra = "; a second load sent what the store still lacked (see the note above)" if result.resent else ""
-    return f"{'; '.join(parts)}\n{layers}; {size}{extra} in {result.elapsed:.1f}s"
+    return f"{head}\n{layers}; {size}{extra} in {result.elapsed:.1f}s"
+
+
+def moved_line(move: TagMove) -> str:
+    """A tag given to another platform's image than the one it named at the destination."""
+    return (
+        f"{move.ref} now names the {move.new_platform} image ({short(move.new_id)}); "
+        f"it named the {move.old_platform} one ({short(move.old_id)})"
+    )
 
 
 class Prefixed(io.TextIOBase):

@@ -142,6 +142,10 @@ class Engine(ApiClient):
             for img in listed
         }
 
+    def tags(self) -> list[str]:
+        """Every repository:tag the engine holds."""
+        return [tag for tags, _ in self.list_images().values() for tag in tags]
+
     def list_image_ids(self) -> list[str]:
         return list(self.list_images())
 

@@ -72,6 +72,17 @@ class CopyOptions:
     source_sudo: bool = False  # run the agent on an ssh source host through `sudo -n` (reads its storage)
 
 
+@dataclass(frozen=True)
+class TagMove:
+    """A tag the copy gave to another platform's image than the one it named at the destination."""
+
+    ref: str
+    old_id: str
+    old_platform: str
+    new_id: str
+    new_platform: str
+
+
 @dataclass
 class CopyResult:
     plan: TransferPlan
@@ -80,6 +91,7 @@ class CopyResult:
     transfers: list[RewriteResult] = field(default_factory=list)
     tagged: list[str] = field(default_factory=list)
     untagged: list[str] = field(default_factory=list)  # "<ref> -> <id>" for digest and id references
+    moved: list[TagMove] = field(default_factory=list)  # tags that now name another platform's image
     elapsed: float = 0.0
     compression: Compression = Compression.NONE
     wire_bytes: int = 0  # what the load requests carried, after compression

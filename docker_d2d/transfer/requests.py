@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..engine.protocol import SourceEngine
-from ..errors import ImageNotFound, PlatformError
+from ..errors import ImageNotFound, NameNotFound, PlatformError
 from ..model import EngineKind, ImageInfo, ImageRef, Platform, as_id_ref, could_be_id
 from .job import Requested
 from .plan import TransferPlan, layer_sizes
@@ -16,7 +16,11 @@ def resolve(src: SourceEngine, ref: ImageRef, platform: Platform, *, explicit: b
     try:
         image = src.inspect(ref.raw)
     except ImageNotFound as exc:
-        raise ImageNotFound(f"no such image: {ref.raw}", side=exc.side, endpoint=exc.endpoint) from None
+        if ref.tagged is None or could_be_id(ref):
+            raise ImageNotFound(f"no such image: {ref.raw}", side=exc.side, endpoint=exc.endpoint) from None
+        raise NameNotFound(
+            ref.tagged, tag_given=tag_given(ref), tags=tags_of(src, ref), side=exc.side, endpoint=exc.endpoint
+        ) from None
     if could_be_id(ref) and ref.tagged not in image.repo_tags and f"localhost/{ref.tagged}" not in image.repo_tags:
         ref = as_id_ref(ref)  # a bare hex string that matched an id, not a name
     assert src.info
@@ -26,6 +30,22 @@ def resolve(src: SourceEngine, ref: ImageRef, platform: Platform, *, explicit: b
             sizes = src.history_sizes(image.export_as, image.export_platform)
             return ref, image, layer_sizes(sizes, len(image.diff_ids))
     return ref, image, layer_sizes(src.history_sizes(image.id), len(image.diff_ids))
+
+
+def tag_given(ref: ImageRef) -> bool:
+    """Whether the user typed a tag (`app:2`), rather than leaving it to mean :latest (`app`)."""
+    return ":" in ref.raw.rsplit("/", 1)[-1]
+
+
+def tags_of(src: SourceEngine, ref: ImageRef) -> list[str]:
+    """The tags the source has of `ref`'s repository (Podman names local images localhost/...)."""
+    names = (f"{ref.repository}:", f"localhost/{ref.repository}:")
+    return sorted({t for t in src.tags() if t.startswith(names)}, key=_tag_order)
+
+
+def _tag_order(name: str) -> tuple[str, int, str]:
+    repository, _, tag = name.rpartition(":")
+    return (repository, int(tag) if tag.isdigit() else -1, tag)
 
 
 def _one_platform(src: SourceEngine, ref: ImageRef, image: ImageInfo, platform: Platform, explicit: bool) -> ImageInfo:

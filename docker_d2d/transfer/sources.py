@@ -14,6 +14,7 @@ Each sends one rewrite into the destination's load (or loads, with checkpoints).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from .plan import ImagePlan, TransferPlan
 from .spool import private_dir
 
 if TYPE_CHECKING:
-    from ..remote.run import Agent
+    from ..remote.run import Agent, Relay
 
 log = logging.getLogger("docker_d2d.remote")
 
@@ -156,6 +157,16 @@ def accepted(requested: Compression, dst: DestinationEngine) -> list[str]:
     return ["zstd", "gzip"]
 
 
+def _timed(body: Relay, result: CopyResult, reporter: Reporter) -> Iterator[bytes]:
+    """A load body from the agent, timed as a local one is (loading.py): the time it took to go out
+    counts in the wire's rate; once it is out whole, the destination loads."""
+    started = time.monotonic()
+    yield from body
+    result.sending_seconds += time.monotonic() - started
+    if body.cut is None:
+        reporter.phase("loading")
+
+
 class AgentSource(ExportSource):
     """An engine reached over ssh: the layers that travel read from its storage at its host by the
     agent where the ssh user (or, with --source-sudo, root) can read it, else its export filtered
@@ -219,13 +230,17 @@ class AgentSource(ExportSource):
 
         def wire(n: int) -> None:
             result.wire_bytes += n
+            reporter.wire_advanced(n)
 
+        layers = job.plan.unique_layers()
+        reporter.sending({d: lay.size for d, lay in layers.items() if d not in job.spec.skip}, result.compression)
         try:
             while True:
                 body = Relay(agent, job.progress, wire)
-                dst.load(body)
+                dst.load(_timed(body, result, reporter))
                 if body.cut is None:
                     assert body.result is not None
+                    reporter.phase("verifying")
                     return body.result
                 keep_partials(dst, body.cut, reporter, result)
         except StoreError as exc:

@@ -24,7 +24,7 @@ from ..model import EngineInfo, EngineKind, ImageInfo
 from . import checkpoints, repair
 from .bases import PulledBase, find_bases, pull_bases
 from .compress import accepts_zstd_layers, choose, far
-from .job import CopyOptions, CopyResult, RegistryFirst, Reporter, Requested
+from .job import CopyOptions, CopyResult, RegistryFirst, Reporter, Requested, TagMove
 from .lock import destination_lock
 from .plan import Decision, ImagePlan, TransferPlan, holdings, plan_transfer, sending
 from .requests import save_platform
@@ -255,14 +255,24 @@ def _drop_pulled_bases(dst: DestinationEngine, result: CopyResult, keep: set[str
 
 
 def apply_tags(dst: DestinationEngine, result: CopyResult, dest_ids: dict[str, str]) -> None:
-    """The last step, once every image is verified: exactly the tags asked for."""
+    """The last step, once every image is verified: exactly the tags asked for. A tag that named
+    another platform's image there (`--platform`) is recorded as moved."""
+    named = {tag: image for image in result.held for tag in image.repo_tags}
     for image in result.plan.images:
         dest_id = dest_ids[image.source.id]
         if image.ref.tagged:
             dst.tag(dest_id, image.ref.repository, image.ref.tag)
             result.tagged.append(image.ref.tagged)
+            before = named.get(image.ref.tagged) or named.get(f"localhost/{image.ref.tagged}")
+            if before is not None and before.id != dest_id and _other_platform(before, image.source):
+                old, new = str(before.platform), str(image.source.platform)
+                result.moved.append(TagMove(image.ref.tagged, before.id, old, dest_id, new))
         else:
             result.untagged.append(f"{image.ref.raw} -> {short(dest_id)}")
+
+
+def _other_platform(a: ImageInfo, b: ImageInfo) -> bool:
+    return a.platform is not None and b.platform is not None and str(a.platform) != str(b.platform)
 
 
 def one_copy_at_a_time(

@@ -39,9 +39,9 @@ def _bare(hint: Any) -> Any:
 
 
 def _summary(text: str | None) -> str:
-    """The first clause of a help text: a description, not the whole help."""
+    """The first sentence of a help text, whole: a description, not the whole help."""
     first = (text or "").strip().split("\n\n")[0].replace("\n", " ")
-    return re.split(r"\. |: | \(", first)[0].rstrip(".")
+    return re.split(r"(?<=\.)\s", first)[0].rstrip(".")
 
 
 def _param(param: Any, kind_of: Any) -> Node:
@@ -77,11 +77,10 @@ def derive(command: Any) -> Node:
 
 
 def derived_table() -> Node:
-    import typer.main
+    """The commands as the docker CLI runs them: `__complete` answers only for `docker d2d`."""
+    from docker_d2d.app.cli import command
 
-    from docker_d2d.app.cli import app
-
-    return derive(typer.main.get_command(app))
+    return derive(command("docker d2d"))
 
 
 def render_table(table: Node) -> str:

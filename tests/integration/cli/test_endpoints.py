@@ -131,7 +131,10 @@ def test_control_characters_from_an_engine_are_escaped(fake_engine: str) -> None
     assert proc.returncode == 1
     assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr and "\r" not in proc.stderr
     assert "boom\\x1b]0;pwned\\x07\\x1b[2J\\r" in proc.stderr.splitlines()[-1]
-    assert "20.10\\x1b[31m" in proc.stderr  # the engine's version on the "source:" line
+    assert len(proc.stderr.splitlines()) == 1  # the error alone: nothing was said before it failed
+    # The engine's version, as the "source:" line and --json show it.
+    events = run_d2d("copy", "--json", "-s", fake_engine, "-d", fake_engine, "x:1").stdout.splitlines()
+    assert "\x1b" not in events[0] and "20.10\\x1b[31m" in json.loads(events[0])["version"], events[0]
 
 
 # --- ssh: real sshd ------------------------------------------------------------------------

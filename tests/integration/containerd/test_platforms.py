@@ -157,3 +157,38 @@ def _export_names(engine: Engine, ref: str) -> list[str]:
 
     with tarfile.open(fileobj=io.BytesIO(engine.docker("save", ref).stdout)) as tar:
         return [m.name for m in tar.getmembers() if m.name.startswith("blobs/sha256/")]
+
+
+def _id(engine: Engine, ref: str) -> str:
+    return engine.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.decode().strip()
+
+
+@pytest.mark.parametrize("destination", ["docker26", "docker26c"])
+def test_a_platform_that_moves_a_tag_says_so_in_one_line(
+    stores: dict[str, Engine], store_registry: Registry, destination: str
+) -> None:
+    """Issue 16, item 15: the destination's tag named the amd64 image; --platform linux/arm64 gives
+    it the arm64 one, and the run says so: one line, in the summary and in --json."""
+    src, dst = stores["docker28c"], stores[destination]
+    ref, _ = _index(store_registry, src, ("linux/amd64", "linux/arm64"))
+    run_d2d("copy", "-q", "-s", src.host, "-d", dst.host, ref, check=True)  # the destination's platform
+    assert _architecture(dst, ref) == "amd64"
+    old = _id(dst, ref)
+
+    proc = run_d2d("copy", "-s", src.host, "-d", dst.host, "--platform", "linux/arm64", ref, check=True)
+
+    assert _architecture(dst, ref) == "arm64"
+    new = _id(dst, ref)
+    moved = [line for line in (proc.stdout + proc.stderr).splitlines() if "linux/amd64" in line]
+    assert moved == [
+        f"{ref} now names the linux/arm64 image ({new[7:19]}); it named the linux/amd64 one ({old[7:19]})"
+    ], proc.stdout + proc.stderr
+    # Back to amd64, with --json: the result says which tag moved, from what to what.
+    as_json = run_d2d("copy", "--json", "-s", src.host, "-d", dst.host, "--platform", "linux/amd64", ref, check=True)
+    result = next(json.loads(x) for x in as_json.stdout.splitlines() if '"result"' in x)
+    assert result["moved"] == [
+        {"ref": ref, "from": {"id": new, "platform": "linux/arm64"}, "to": {"id": old, "platform": "linux/amd64"}}
+    ], result
+    # The same platform again: nothing moves, nothing is said.
+    again = run_d2d("copy", "-s", src.host, "-d", dst.host, "--platform", "linux/amd64", ref, check=True)
+    assert "now names" not in again.stdout + again.stderr

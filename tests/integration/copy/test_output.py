@@ -48,7 +48,7 @@ def test_terminal_shows_bars_wire_and_phases(engines: dict[str, Engine], builder
     assert "━" in screen
     total = re.search(r"total \(read\)\s+━+\s+([\d.]+)/([\d.]+) MB", screen)
     assert total and float(total[1]) == float(total[2]), screen  # 100%, never more
-    wire = re.search(r"on the wire \(zstd\)\s+([\d.]+)/\? (\w+)\s+([\d.]+ \w+/s)", screen)
+    wire = re.search(r"on the wire \(zstd\)\s+([\d.]+)/\? (\w+)\s+([\d.]+\w+/s)", screen)  # the summary's format
     assert wire, screen
     assert _mb(f"{wire[1]} {wire[2]}") < float(total[1]) / 10, screen
     assert "loading at the destination" in screen and "verifying" in screen
@@ -142,3 +142,60 @@ def test_summary_when_the_store_holds_a_layer_nobody_can_name(engines: dict[str,
     assert "only under digests the source cannot name" in proc.stderr
     assert "2 layer(s) sent, 0 already there" in proc.stdout
     assert "second" not in proc.stdout
+
+
+# --- summaries that agree (issue 16, item 13) --------------------------------------------------
+
+
+def _layer_numbers(stderr: str) -> list[int]:
+    return [int(m[1]) for m in re.finditer(r"^(\d+)/\d+ \w+\.\.\. ", stderr, re.M)]
+
+
+def test_layer_lines_come_in_the_images_order(engines: dict[str, Engine], builder: Builder) -> None:
+    """The export brings layers in an order of its own (Docker 20.10: by v1 id): the lines still go
+    1/6, 2/6, ... 6/6. (Read from the engine's storage, as root does by default, they come in order.)"""
+    src, dst = engines["docker20"], engines["docker26"]
+    base = builder.base(unique("obase") + ":1")
+    app = unique("order") + ":1"
+    files = {f"f{i}": random_file(20_000 + i) for i in range(5)}
+    builder.build(app, base, [f"COPY f{i} /f{i}" for i in range(5)], files)
+    builder.place(src, app)
+    proc = run_d2d("copy", "--layers-from", "export", "-s", src.host, "-d", dst.host, app, check=True)
+    assert _layer_numbers(proc.stderr) == [1, 2, 3, 4, 5, 6], proc.stderr
+    cmd = f"{d2d_path()} copy --layers-from export -s {src.host} -d {engines['podman'].host} {app}"
+    with terminal(f"{cmd}; echo EXIT=$?; sleep 30") as t:
+        screen = t.wait_for("EXIT=")
+    assert "EXIT=0" in screen and _layer_numbers(screen) == [1, 2, 3, 4, 5, 6], screen
+
+
+def test_a_no_op_reports_the_layers_the_plan_skipped(engines: dict[str, Engine], builder: Builder) -> None:
+    src, dst, other = engines["docker20"], engines["docker26"], engines["docker28"]
+    app = _update_of_a_copied_base(builder, src, dst, "noop", 100_000)
+    run_d2d("copy", "-s", src.host, "-d", dst.host, app, check=True)
+    proc = run_d2d("copy", "--json", "-s", src.host, "-d", dst.host, app, check=True)
+    events = _events(proc.stdout)
+    plan = next(e for e in events if e["event"] == "plan")
+    result = next(e for e in events if e["event"] == "result")
+    skipped = [lay for image in plan["images"] for lay in image["layers"] if lay["action"] == "skip"]
+    assert len(skipped) == 2 and result["layers_skipped"] == 2, result
+    assert result["bytes_skipped"] == sum(lay["size"] for lay in skipped) > 0, result
+    assert result["layers_sent"] == 0 and result["bytes_sent"] == 0
+    # A fleet where one host had everything: its row says the layers were there.
+    fleet = run_d2d("copy", "-s", src.host, "-d", dst.host, "-d", other.host, app, check=True)
+    row = next(line for line in fleet.stdout.splitlines() if line.startswith(dst.host))
+    assert "0 sent, 2 there" in row, fleet.stdout
+    row = next(line for line in fleet.stdout.splitlines() if line.startswith(other.host))
+    assert "2 sent, 0 there" in row, fleet.stdout
+
+
+def test_the_bar_and_the_summary_agree_on_the_wire_rate(engines: dict[str, Engine], builder: Builder) -> None:
+    src, dst = engines["docker20"], engines["docker28"]
+    app = _update_of_a_copied_base(builder, src, dst, "rate", 0, data=b"lines of text, again\n" * 2_000_000)
+    cmd = f"{d2d_path()} copy --compress zstd -s {src.host} -d {dst.host} {app}; echo EXIT=$?; sleep 30"
+    with terminal(cmd, height=40) as term:
+        screen = term.wait_for("EXIT=")
+    assert "EXIT=0" in screen, screen
+    bar = re.search(r"on the wire \(zstd\)\s+[\d.]+/\? \w+\s+([\d.]+ ?\w+)/s", screen)
+    summary = re.search(r"on the wire at ([\d.]+\w+)/s, zstd\)", screen)
+    assert bar and summary, screen
+    assert abs(_mb(bar[1]) - _mb(summary[1])) <= 0.05 * _mb(summary[1]), (bar[1], summary[1])

@@ -96,7 +96,7 @@ def test_ssh_address_rejects_password_and_query() -> None:
 
 def test_completion_candidates(tmp_path: Path) -> None:
     assert [v for v, _ in candidates([], "")[0]][:3] == ["copy", "push", "pull"]
-    assert ("--source", "Source engine") in candidates(["copy"], "--")[0]
+    assert ("--source", "Source engine (default: the local one)") in candidates(["copy"], "--")[0]
     assert [v for v, _ in candidates(["push", "h", "--compress"], "")[0]] == ["auto", "zstd", "gzip", "none"]
     assert ("--compress", "Compress the load on the wire") in candidates(["-s", "x"], "--")[0]
     assert ("--version", "Print the version and exit") in candidates([], "--")[0]

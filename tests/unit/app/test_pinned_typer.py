@@ -5,7 +5,9 @@ typer's version): these fail when a new release changes them.
   own generator, which typer keeps in a private module.
 - the completion table's generator (tests/harness/command_table.py `declared_types`): the type an
   option was declared with, read from the command's function, which typer keeps as the click
-  command's callback."""
+  command's callback.
+- cli.run: usage errors become one line, caught as the click exceptions typer vendors
+  (typer._click.exceptions), with the command they belong to."""
 
 from __future__ import annotations
 
@@ -33,3 +35,12 @@ def test_annotation_is_the_declared_type() -> None:
     assert types["compress"] is Compression
     assert types["spool_dir"] is Path  # Optional[Path] reads as Path: a directory to complete
     assert types["dry_run"] is bool
+
+
+def test_usage_errors_are_typers_click_exceptions() -> None:
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    for args, kind in ((["push"], UsageError), (["--bogus"], UsageError), ([], NoArgsIsHelpError)):
+        with pytest.raises(kind) as caught:
+            app(args=args, prog_name="docker d2d", standalone_mode=False)
+        assert caught.value.ctx is not None and caught.value.ctx.command_path.startswith("docker d2d")
