@@ -17,7 +17,9 @@ def d2d(env: dict[str, str], *args: str, last: tuple[str, ...] = ("result",)) ->
     import shlex
 
     wrap = shlex.split(os.environ.get("D2D_WRAP", ""))
-    out = subprocess.run([*wrap, d2d_path(), *args, "--json"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([*wrap, d2d_path(), *args, "--json"], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"docker-d2d {' '.join(args)} failed ({out.returncode}): {out.stderr}")
     elapsed = time.perf_counter() - t
     events = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
     return elapsed, next(e for e in reversed(events) if e["event"] in last)
