@@ -71,15 +71,21 @@ def unavailable_from(exc: OSError, what: str) -> StoreError:
     return StoreError(f"cannot read {what}: {exc.strerror or exc}")
 
 
-def read_document(path: str, digest: str, what: str) -> bytes:
-    """A small file of the store that must hash to `digest` (a config, a manifest)."""
+def read_bounded(path: str, what: str, limit: int) -> bytes:
+    """A small file of the store, refused past `limit` bytes (a store is not trusted with memory)."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_DOCUMENT + 1)
+            data = f.read(limit + 1)
     except OSError as exc:
         raise unavailable_from(exc, what) from exc
-    if len(data) > MAX_DOCUMENT:
-        raise StoreError(f"{what} is larger than {MAX_DOCUMENT} bytes")
+    if len(data) > limit:
+        raise StoreError(f"{what} is larger than {limit} bytes")
+    return data
+
+
+def read_document(path: str, digest: str, what: str) -> bytes:
+    """A small file of the store that must hash to `digest` (a config, a manifest)."""
+    data = read_bounded(path, what, MAX_DOCUMENT)
     if sha256(data) != digest:
         raise StoreMismatch(f"{what} does not hash to {short(digest)}: changed behind the engine's back")
     return data

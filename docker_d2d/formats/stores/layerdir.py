@@ -10,20 +10,13 @@ import os
 import stat
 from collections.abc import Iterator
 
-from .common import MEDIA_TYPE_TAR, StoreError, StoreLayer, unavailable_from
+from .common import MEDIA_TYPE_TAR, StoreError, StoreLayer, read_bounded, unavailable_from
 from .tarsplit import DiffTree, assemble, entries_at, tar_size
 
 
 def read_small(path: str, what: str, limit: int = 1 << 16) -> str:
     """A one-line metadata file (an id, a digest, a parent, a lower list)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise unavailable_from(exc, what) from exc
-    if len(data) > limit:
-        raise StoreError(f"{what} is longer than {limit} bytes")
-    return data.decode("utf-8", "replace").strip()
+    return read_bounded(path, what, limit).decode("utf-8", "replace").strip()
 
 
 def require(path: str, what: str, directory: bool = False) -> None:

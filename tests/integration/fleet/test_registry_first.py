@@ -25,6 +25,16 @@ def tags_of(engine: Engine) -> set[str]:
     return set(out.split())
 
 
+def on_a_gone_registry(builder: Builder, src: Engine, tmp_path: Path) -> str:
+    """An app at the source on a base pulled from a registry that is gone by the time of the copy."""
+    gone = Registry(tmp_path / "gone")
+    gone.start()
+    try:
+        return base_and_app(builder, gone, src)[1]
+    finally:
+        gone.stop()
+
+
 @pytest.mark.parametrize("destination", ["docker20", "docker26c", "podman"])
 def test_the_base_comes_from_its_registry(
     engines: dict[str, Engine], builder: Builder, registry: Registry, destination: str
@@ -49,13 +59,8 @@ def test_the_base_comes_from_its_registry(
 def test_unreachable_registry_falls_back_with_one_warning(
     engines: dict[str, Engine], builder: Builder, tmp_path: Path
 ) -> None:
-    gone = Registry(tmp_path / "gone")
-    gone.start()
     src, dst = engines["docker26"], engines["docker20-twin"]
-    try:
-        _, app = base_and_app(builder, gone, src)
-    finally:
-        gone.stop()
+    app = on_a_gone_registry(builder, src, tmp_path)
 
     result = copy(src, dst, app, extra=ALWAYS)
 
@@ -81,13 +86,8 @@ def test_never_sends_everything_from_the_source(
 def test_auto_does_not_ask_a_local_destination_to_pull(
     engines: dict[str, Engine], builder: Builder, tmp_path: Path
 ) -> None:
-    gone = Registry(tmp_path / "gone")
-    gone.start()
     src, dst = engines["docker26"], engines["docker20-twin"]
-    try:
-        _, app = base_and_app(builder, gone, src)
-    finally:
-        gone.stop()
+    app = on_a_gone_registry(builder, src, tmp_path)
 
     result = copy(src, dst, app)
 
