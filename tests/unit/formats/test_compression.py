@@ -112,3 +112,10 @@ def test_untimed_output_says_nothing_of_the_link() -> None:
     out.append(body.close())
     assert decompress("zstd", b"".join(out)) == text
     assert body.skipped == 0
+
+
+def test_zstd_keeps_compressing_on_a_fast_link() -> None:
+    text = (TEXT * (3 * WINDOW // len(TEXT) + 1))[: 3 * WINDOW]
+    body = BodyCompressor("zstd")
+    assert decompress("zstd", feed(body, text, 1e-9)) == text
+    assert body.skipped == 0
