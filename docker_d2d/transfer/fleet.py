@@ -142,7 +142,7 @@ def copy_to_many(
             _each(hosts, tag_only, skip_failed=True)
         for host in hosts:
             if host.result is not None:
-                host.result.elapsed = time.monotonic() - host.started
+                host.result.elapsed = (host.finished or time.monotonic()) - host.started
     fleet.elapsed = time.monotonic() - started
     return fleet
 
@@ -173,6 +173,7 @@ def _each(
     def guarded(i: int) -> None:
         try:
             work(i)
+            hosts[i].finished = time.monotonic()
         except D2DError as exc:
             hosts[i].error = exc.with_side("destination", str(hosts[i].endpoint))
         except OSError as exc:  # our own files: this machine's, not the destination's

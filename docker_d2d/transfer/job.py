@@ -138,6 +138,7 @@ class HostResult:
     result: CopyResult | None = None
     error: D2DError | None = None
     started: float = field(default_factory=time.monotonic)
+    finished: float | None = None  # when its last step ended (the others may go on)
 
     @property
     def ok(self) -> bool:

@@ -109,6 +109,27 @@ def test_destinations_needing_different_images_get_only_their_own(engines: dict[
         assert image_layers(has_nothing, ref) == image_layers(src, ref)
 
 
+def test_each_host_has_its_own_time(engines: dict[str, Engine], builder: Builder) -> None:
+    """The table's time is each host's own: one that holds the image is done long before one
+    behind a slow link that gets all of it (it showed the whole run's time for every host)."""
+    src = engines["docker26"]
+    app = builder.base(unique("times") + ":1", size=4_000_000)
+    builder.place(src, app)
+    holds, lacks = engines["docker20-twin"], engines["podman-twin"]
+    builder.place(holds, app)
+    slow = DelayProxy(str(lacks.socket), delay=0, rate=1_000_000).start()  # about 4 s for the image
+    try:
+        proc = run_d2d("copy", "--json", "-s", src.host, "-d", f"{holds.host},{slow.host}", app)
+    finally:
+        slow.stop()
+
+    assert proc.returncode == 0, proc.stderr
+    evs = events(proc.stdout)
+    results = results_by_host(evs)
+    fleet = next(e for e in evs if e["event"] == "fleet")
+    assert results[holds.host]["elapsed"] + 2 < results[slow.host]["elapsed"] <= fleet["elapsed"], results
+
+
 def test_push_to_several_through_the_plugin_form_prints_a_table(engines: dict[str, Engine], builder: Builder) -> None:
     src = engines["docker20"]
     app = builder.base(unique("tbl") + ":1", size=100_000)
