@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from ..endpoint import Endpoint
 from ..engine.client import open_engine
 from ..engine.pool import SSHPool
+from ..engine.sides import open_side
 from ..errors import EngineError, VerifyError
 from ..model import parse_ref
 from .job import CopyOptions, CopyResult, Reporter
@@ -32,7 +33,7 @@ def copy_images(
     parsed = [parse_ref(r) for r in refs]
     with (
         open_engine(source, "source", options.timeouts, ssh) as src,
-        open_engine(destination, "destination", options.timeouts, ssh) as dst,
+        open_side(destination, "destination", options.timeouts, ssh, options.local_engine) as dst,
         one_copy_at_a_time(destination, reporter, options),
     ):
         src_info = src.connect()

@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from ..endpoint import Endpoint
 from ..engine.client import open_engine
 from ..engine.pool import SSHPool
+from ..engine.sides import open_side
 from ..errors import D2DError, EngineError, UsageError, VerifyError
 from ..formats.digests import human_size
 from ..model import EngineInfo, ImageInfo, Platform, parse_ref
@@ -55,7 +56,9 @@ def copy_to_many(
         src_info = src.connect()
         reporter.connected("source", source, src_info)
         hosts = [HostResult(d) for d in destinations]
-        engines = [stack.enter_context(open_engine(d, "destination", options.timeouts, ssh)) for d in destinations]
+        engines = [open_side(d, "destination", options.timeouts, ssh, options.local_engine) for d in destinations]
+        for engine in engines:
+            stack.callback(engine.close)
         reporters = [reporter_for(d) for d in destinations]
         # One copy at a time per destination, as for a single one; taken in one order, so that two
         # runs to overlapping sets of destinations cannot wait for each other.

@@ -1,0 +1,272 @@
+"""Running a node's `ctr`: here (a local socket), over ssh (an exec channel on the run's
+connection), or inside a node container of the local engine (kind, k3d: the Engine API's exec).
+Each runs one argv, streams a body into its stdin and returns its stdout; a failure is an
+EngineError carrying what `ctr` wrote on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import quote
+
+from ...errors import ConnectError, EngineError, StalledError, printable
+
+if TYPE_CHECKING:
+    from ..ssh import SSHConnection
+
+Body = Iterable[bytes | memoryview]
+# A node's import says nothing while it unpacks what it took: its answer may come this much
+# later per MiB sent, beyond the stall timeout (as client.py allows the containerd store).
+SILENT_PER_MB = 0.2
+
+
+class Runner(Protocol):
+    """Runs `ctr` (argv[0]) where the node is. `stdin`: streamed into it, then closed."""
+
+    where: str
+
+    def run(self, argv: Sequence[str], stdin: Body | None = None, shell_prefix: str = "") -> bytes: ...
+
+
+def _failed(argv: Sequence[str], status: int, err: bytes) -> EngineError:
+    text = printable(err.decode(errors="replace").strip().splitlines()[-1] if err.strip() else f"exit status {status}")
+    what = " ".join(argv[argv.index("-n") + 2 :] if "-n" in argv else argv[1:])[:60]
+    return EngineError(f"`ctr {what}` failed: {text}")
+
+
+class LocalRunner:
+    """`ctr` on this machine (a local socket: root)."""
+
+    where = "local"
+
+    def run(self, argv: Sequence[str], stdin: Body | None = None, shell_prefix: str = "") -> bytes:
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except FileNotFoundError as exc:
+            raise ConnectError(f"no `{argv[0]}` on this machine: install containerd's ctr") from exc
+        out: list[bytes] = []
+        err: list[bytes] = []
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [
+            threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),  # type: ignore[union-attr]
+            threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True),  # type: ignore[union-attr]
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            if stdin is not None:
+                assert proc.stdin is not None
+                try:
+                    for chunk in stdin:
+                        proc.stdin.write(chunk)
+                finally:
+                    with contextlib.suppress(OSError):
+                        proc.stdin.close()
+            status = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        for reader in readers:
+            reader.join()
+        if status != 0:
+            raise _failed(argv, status, b"".join(err))
+        return b"".join(out)
+
+
+class SSHRunner:
+    """`ctr` on an ssh host: one exec channel per call on the run's connection to it."""
+
+    def __init__(self, connection: SSHConnection, stall: float) -> None:
+        self.connection = connection
+        self.stall = stall
+        self.where = "ssh"
+
+    def run(self, argv: Sequence[str], stdin: Body | None = None, shell_prefix: str = "") -> bytes:
+        import paramiko
+
+        with self.connection.lock:
+            if self.connection._conn is None:
+                self.connection.connect()
+        try:
+            channel = self.connection.transport.open_session()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"cannot open an ssh session: {exc}") from exc
+        out: list[bytes] = []
+        err: list[bytes] = []
+        try:
+            channel.settimeout(self.stall)
+            channel.exec_command(shell_prefix + shlex.join(argv))
+            readers = [
+                threading.Thread(target=_drain, args=(channel.recv, out, channel), daemon=True),
+                threading.Thread(target=_drain, args=(channel.recv_stderr, err, channel), daemon=True),
+            ]
+            for reader in readers:
+                reader.start()
+            sent = 0
+            if stdin is not None:
+                for chunk in stdin:
+                    try:
+                        channel.sendall(chunk)  # type: ignore[arg-type]  # paramiko sends any buffer
+                    except TimeoutError as exc:
+                        raise StalledError(f"the node took no byte for {self.stall:.0f}s (is the link down?)") from exc
+                    except OSError as exc:
+                        raise ConnectError(f"the ssh connection dropped: {exc}") from exc
+                    sent += len(chunk)
+                channel.shutdown_write()
+            patience = self.stall + SILENT_PER_MB * sent / (1 << 20)
+            deadline = time.monotonic() + patience
+            while not channel.status_event.wait(1.0):
+                if not self.connection.transport.is_active():
+                    raise ConnectError("the ssh connection dropped while the node worked")
+                if time.monotonic() > deadline:
+                    raise StalledError(f"the node's `ctr` did not finish within {patience:.0f}s")
+            status = channel.recv_exit_status()
+            for reader in readers:
+                reader.join(self.stall)
+        finally:
+            channel.close()
+        if status == 127:
+            raise ConnectError(f"no `{argv[0]}` on the host: {printable(b''.join(err).decode(errors='replace'))}")
+        if status != 0:
+            raise _failed(argv, status, b"".join(err))
+        return b"".join(out)
+
+
+def _drain(recv: object, into: list[bytes], channel: object) -> None:
+    """Read one of a channel's streams to its end (timeouts while the node works are waited out)."""
+    while True:
+        try:
+            data = recv(1 << 16)  # type: ignore[operator]
+        except TimeoutError:
+            if getattr(channel, "closed", True):
+                return
+            continue
+        except OSError:
+            return
+        if not data:
+            return
+        into.append(data)
+
+
+class ExecRunner:
+    """`ctr` inside a container of the local engine (a kind or k3d node), through the Engine API's
+    exec with the connection hijacked for stdin and stdout (unix socket)."""
+
+    def __init__(self, engine_socket: str, container: str, timeout: float) -> None:
+        self.engine_socket = engine_socket
+        self.container = container
+        self.timeout = timeout
+        self.where = f"container {container}"
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.engine_socket)
+        except OSError as exc:
+            sock.close()
+            raise ConnectError(f"cannot reach the local engine at {self.engine_socket}: {exc}") from exc
+        return sock
+
+    def _call(self, method: str, path: str, body: object | None = None) -> tuple[int, bytes]:
+        with self._connect() as sock:
+            data = json.dumps(body).encode() if body is not None else b""
+            head = f"{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+            sock.sendall(f"{head}Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+            raw = b""
+            while chunk := sock.recv(1 << 16):
+                raw += chunk
+        status, _, rest = raw.partition(b"\r\n\r\n")
+        code = int(status.split()[1])
+        if b"chunked" in status.lower():
+            rest = _unchunk(rest)
+        return code, rest
+
+    def run(self, argv: Sequence[str], stdin: Body | None = None, shell_prefix: str = "") -> bytes:
+        config = {"AttachStdin": stdin is not None, "AttachStdout": True, "AttachStderr": True, "Cmd": list(argv)}
+        code, answer = self._call("POST", f"/containers/{quote(self.container)}/exec", config)
+        if code != 201:
+            raise EngineError(f"exec in {self.container}: {printable(answer.decode(errors='replace').strip())}")
+        exec_id = json.loads(answer)["Id"]
+        sock = self._connect()
+        out: list[bytes] = []
+        err: list[bytes] = []
+        try:
+            start = json.dumps({"Detach": False, "Tty": False}).encode()
+            sock.sendall(
+                (
+                    f"POST /exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+                    f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {len(start)}\r\n\r\n"
+                ).encode()
+                + start
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(1)
+                if not chunk:
+                    raise EngineError(f"exec in {self.container}: the engine closed the connection")
+                head += chunk
+            if b" 101 " not in head.split(b"\r\n", 1)[0] and b" 200 " not in head.split(b"\r\n", 1)[0]:
+                raise EngineError(f"exec in {self.container}: {printable(head.decode(errors='replace'))}")
+            reader = threading.Thread(target=_demux, args=(sock, out, err), daemon=True)
+            reader.start()
+            if stdin is not None:
+                for piece in stdin:
+                    sock.sendall(piece)
+                sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(None)
+            reader.join()
+        finally:
+            sock.close()
+        code, answer = self._call("GET", f"/exec/{exec_id}/json")
+        status = int(json.loads(answer).get("ExitCode") or 0) if code == 200 else -1
+        if status != 0:
+            raise _failed(argv, status, b"".join(err))
+        return b"".join(out)
+
+
+def _demux(sock: socket.socket, out: list[bytes], err: list[bytes]) -> None:
+    """The engine's multiplexed stream (no tty): 8-byte headers, stream 1 stdout, 2 stderr."""
+    buf = b""
+    while True:
+        try:
+            chunk = sock.recv(1 << 16)
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        if not chunk:
+            return
+        buf += chunk
+        while len(buf) >= 8:
+            stream, size = buf[0], struct.unpack(">I", buf[4:8])[0]
+            if len(buf) < 8 + size:
+                break
+            (err if stream == 2 else out).append(buf[8 : 8 + size])
+            buf = buf[8 + size :]
+
+
+def _unchunk(data: bytes) -> bytes:
+    body = b""
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        body, data = body + data[:size], data[size + 2 :]
+    return body
