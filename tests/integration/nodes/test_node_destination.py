@@ -1,0 +1,206 @@
+"""Kubernetes nodes as destinations (issue 19): a real containerd without Docker, forky's 2.1
+through its socket (containerd:///) and trixie's 1.7 and forky's 2.1 in network-namespace hosts
+behind sshd (containerd+ssh://): cold, update, no-op, a base the node pulled from a registry
+(only what it lacked travels), Ctrl-C and a dropped link (no image under the name, nothing of
+the run's left, a rerun succeeds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import d2d_path, run_d2d
+from tests.harness.images import Builder, export_layer_sizes, image_layers, unique
+from tests.harness.netns import NetNS
+from tests.harness.nodes import Node
+from tests.harness.registry import Registry
+from tests.harness.sshd import SshClientHome
+from tests.integration.helpers import random_file
+
+IMPORT_PREFIX = "docker-d2d-import/"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> SshClientHome:
+    return SshClientHome(tmp_path_factory.mktemp("node-client"))
+
+
+@pytest.fixture(scope="module")
+def local_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    node = Node(tmp_path_factory.mktemp("node-local"), "2.1")
+    try:
+        yield node.start()
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module", params=["1.7", "2.1"])
+def ssh_node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, client: SshClientHome
+) -> Iterator[tuple[Node, str]]:
+    """A node host on a 100 Mbit link: (node, its containerd+ssh:// endpoint)."""
+    ns = NetNS("node" + request.param.replace(".", ""), rate="100mbit").up()
+    node = Node(tmp_path_factory.mktemp("node-ssh"), request.param, netns=ns)
+    try:
+        node.start()
+        yield node, node.endpoint_ssh(client)
+    finally:
+        node.stop()
+        ns.down()
+
+
+@pytest.fixture(scope="module")
+def far_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry the namespace hosts reach (on every address of this host)."""
+    with Registry(tmp_path_factory.mktemp("node-registry"), listen="0.0.0.0") as reg:
+        yield reg
+
+
+def _copy(src: str, dst: str, *images: str, env: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    proc = run_d2d("copy", "-s", src, "-d", dst, "--json", *extra, *images, env=env)
+    assert proc.returncode == 0, f"copy failed ({proc.returncode}): {proc.stderr}{proc.stdout}"
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    result: dict[str, Any] = next(e for e in events if e["event"] == "result")
+    return result
+
+
+def _app(builder: Builder, prefix: str, size: int = 2_000_000) -> tuple[str, str, str]:
+    """A base and two versions of an app on it (each a new top layer): base, app:1, app:2."""
+    base = builder.base(unique(prefix + "-base") + ":1", size=1_000_000)
+    app = unique(prefix)
+    builder.build(f"{app}:1", base, ["COPY a /a"], {"a": random_file(size)})
+    builder.build(f"{app}:2", base, ["COPY b /b"], {"b": random_file(size // 2)})
+    return base, f"{app}:1", f"{app}:2"
+
+
+def _cri(name: str) -> str:
+    return f"docker.io/library/{name}"
+
+
+def _assert_usable(node: Node, name: str, builder: Builder, ref: str) -> None:
+    """Under the CRI's name, complete, unpacked, every layer's snapshot committed; nothing of the run left."""
+    images = node.images()
+    assert _cri(name) in images, images
+    assert node.check(_cri(name)).startswith("complete") and node.check(_cri(name)).endswith("unpacked=true")
+    from tests.harness.images import chain_ids
+
+    snapshots = node.snapshots()
+    assert all(snapshots.get(c) == "Committed" for c in chain_ids(image_layers(builder.engine, ref)))
+    assert not [n for n in images if n.startswith(IMPORT_PREFIX)], images
+
+
+def test_local_socket_cold_update_noop(builder: Builder, local_node: Node) -> None:
+    _, app1, app2 = _app(builder, "nlocal")
+    dst = f"containerd://{local_node.socket}"
+    cold = _copy(builder.engine.host, dst, app1)
+    assert cold["layers_sent"] == 2 and cold["tagged"] == [app1]
+    _assert_usable(local_node, app1, builder, app1)
+    update = _copy(builder.engine.host, dst, app2)
+    assert update["layers_sent"] == 1 and update["layers_skipped"] == 1
+    assert update["bytes_sent"] == export_layer_sizes(builder.engine, app2)[-1]
+    _assert_usable(local_node, app2, builder, app2)
+    noop = _copy(builder.engine.host, dst, app2)
+    assert noop["layers_sent"] == 0 and noop["bytes_sent"] == 0
+    # Under another name: tagged, nothing sent.
+    builder.engine.docker("tag", app2, app2.replace(":2", ":again"))
+    again = _copy(builder.engine.host, dst, app2.replace(":2", ":again"))
+    assert again["layers_sent"] == 0
+    assert _cri(app2.replace(":2", ":again")) in local_node.images()
+
+
+def test_over_ssh_base_pulled_from_registry(
+    builder: Builder, ssh_node: tuple[Node, str], far_registry: Registry, client: SshClientHome
+) -> None:
+    """The node pulled the base from a registry (gzip blobs): only the app's layer travels, named
+    against the blobs the node holds; bytes sent = the export size of the one layer it lacked."""
+    node, endpoint = ssh_node
+    base, app1, _ = _app(builder, "nreg")
+    ref = far_registry.push(builder.engine, base)
+    assert node.netns is not None
+    there = ref.replace("127.0.0.1", node.netns.host_addr)
+    pulled = node.ctr("images", "pull", "--plain-http", there, check=False)
+    assert pulled.returncode == 0, pulled.stderr
+    lacking = export_layer_sizes(builder.engine, app1)[-1]
+    result = _copy(builder.engine.host, endpoint, app1, env=client.env())
+    assert result["layers_sent"] == 1 and result["layers_skipped"] == 1
+    assert result["bytes_sent"] == lacking
+    _assert_usable(node, app1, builder, app1)
+    noop = _copy(builder.engine.host, endpoint, app1, env=client.env())
+    assert noop["layers_sent"] == 0
+
+
+def _start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([d2d_path(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_sending(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line).get("status") == "sending":
+            return
+    raise AssertionError(f"never sending: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def _big(builder: Builder, prefix: str) -> str:
+    base = builder.base(unique(prefix + "-base") + ":1")
+    name = unique(prefix) + ":1"
+    builder.build(name, base, ["COPY a /a"], {"a": random_file(40_000_000)})
+    return name
+
+
+def test_ctrl_c_leaves_no_image(builder: Builder, ssh_node: tuple[Node, str], client: SshClientHome) -> None:
+    node, endpoint = ssh_node
+    app = _big(builder, "nint")
+    proc = _start("copy", "--json", "-s", builder.engine.host, "-d", endpoint, app, env=client.env())
+    _wait_sending(proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    time.sleep(1.0)  # an import the node was still reading ends with its stdin
+    images = node.images()
+    assert _cri(app) not in images and not [n for n in images if n.startswith(IMPORT_PREFIX)], images
+    result = _copy(builder.engine.host, endpoint, app, env=client.env())
+    assert result["tagged"] == [app]
+    _assert_usable(node, app, builder, app)
+
+
+def test_dropped_link_leaves_no_image(builder: Builder, ssh_node: tuple[Node, str], client: SshClientHome) -> None:
+    node, endpoint = ssh_node
+    assert node.netns is not None
+    app = _big(builder, "ndrop")
+    env = client.env()
+    proc = _start("copy", "--json", "--stall-timeout", "6", "-s", builder.engine.host, "-d", endpoint, app, env=env)
+    try:
+        _wait_sending(proc)
+        time.sleep(1.0)
+        node.netns.link(False)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        node.netns.link(True)
+    assert proc.returncode == 1, err
+    assert "destination" in err and "Traceback" not in err, err
+    time.sleep(1.0)
+    images = node.images()
+    assert _cri(app) not in images, images
+    result = _copy(builder.engine.host, endpoint, app, env=env)
+    assert result["tagged"] == [app]
+    _assert_usable(node, app, builder, app)
+    assert not [n for n in node.images() if n.startswith(IMPORT_PREFIX)]
+
+
+def test_unreachable_socket_is_one_line(builder: Builder, tmp_path: Path) -> None:
+    app = builder.base(unique("nmiss") + ":1")
+    proc = run_d2d("push", f"containerd://{tmp_path}/none.sock", app, env={"DOCKER_HOST": builder.engine.host})
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("docker-d2d:")]
+    assert len(lines) == 1 and "destination" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert os.path.exists(tmp_path)
