@@ -247,6 +247,14 @@ class SSHConnection:
         with self.guard((timeout or self.timeouts.connect) + 1):
             return self._open_by(self.methods[path], path, timeout)
 
+    def session(self) -> paramiko.Channel:
+        """A channel for one command on the host (a node's `ctr`), connecting first if need be."""
+        with self.lock:
+            if self._conn is None:
+                self.connect()
+        with self.guard(self.timeouts.connect + 1):
+            return self.transport.open_session()
+
     @staticmethod
     def _methods(path: str) -> list[tuple[str, str]]:
         sock = path or DEFAULT_UNIX_SOCKET

@@ -205,7 +205,7 @@ class NodeContainer:
             if self.ctr("version", check=False).returncode == 0:
                 return self
             time.sleep(0.2)
-        raise RuntimeError(f"containerd in {self.name} did not answer: {self.engine.docker('logs', self.name).stderr}")
+        raise RuntimeError(f"containerd in {self.name} did not answer: {self.engine.docker('logs', self.name).stderr!r}")
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         proc = self.engine.docker("exec", self.name, "ctr", "-n", "k8s.io", *args, check=False)

@@ -100,7 +100,7 @@ def node_platform(text: str) -> Platform:
 def cri_name(repository: str, tag: str) -> str:
     """The name the kubelet's CRI looks an image up by: `app:2` -> `docker.io/library/app:2`,
     `fx/app:2` -> `docker.io/fx/app:2`, a registry host kept (distribution/reference's ParseNormalizedNamed)."""
-    first, sep, rest = repository.partition("/")
+    first, sep, _ = repository.partition("/")
     if not sep:
         full = f"docker.io/library/{repository}"
     elif "." in first or ":" in first or first == "localhost":

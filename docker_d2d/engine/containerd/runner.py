@@ -21,12 +21,15 @@ from urllib.parse import quote
 from ...errors import ConnectError, EngineError, StalledError, printable
 
 if TYPE_CHECKING:
+    import paramiko
+
     from ..ssh import SSHConnection
 
 Body = Iterable[bytes | memoryview]
 # A node's import says nothing while it unpacks what it took: its answer may come this much
 # later per MiB sent, beyond the stall timeout (as client.py allows the containerd store).
 SILENT_PER_MB = 0.2
+SEND_PIECE = 64 << 10
 
 
 class Runner(Protocol):
@@ -99,11 +102,8 @@ class SSHRunner:
     def run(self, argv: Sequence[str], stdin: Body | None = None, shell_prefix: str = "") -> bytes:
         import paramiko
 
-        with self.connection.lock:
-            if self.connection._conn is None:
-                self.connection.connect()
         try:
-            channel = self.connection.transport.open_session()
+            channel = self.connection.session()
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectError(f"cannot open an ssh session: {exc}") from exc
         out: list[bytes] = []
@@ -120,19 +120,14 @@ class SSHRunner:
             sent = 0
             if stdin is not None:
                 for chunk in stdin:
-                    try:
-                        channel.sendall(chunk)  # type: ignore[arg-type]  # paramiko sends any buffer
-                    except TimeoutError as exc:
-                        raise StalledError(f"the node took no byte for {self.stall:.0f}s (is the link down?)") from exc
-                    except OSError as exc:
-                        raise ConnectError(f"the ssh connection dropped: {exc}") from exc
+                    self._send(channel, memoryview(chunk))
                     sent += len(chunk)
                 channel.shutdown_write()
             patience = self.stall + SILENT_PER_MB * sent / (1 << 20)
             deadline = time.monotonic() + patience
             while not channel.status_event.wait(1.0):
                 if not self.connection.transport.is_active():
-                    raise ConnectError("the ssh connection dropped while the node worked")
+                    raise ConnectError(self.connection.dead or "the ssh connection dropped while the node worked")
                 if time.monotonic() > deadline:
                     raise StalledError(f"the node's `ctr` did not finish within {patience:.0f}s")
             status = channel.recv_exit_status()
@@ -145,6 +140,20 @@ class SSHRunner:
         if status != 0:
             raise _failed(argv, status, b"".join(err))
         return b"".join(out)
+
+    def _send(self, channel: paramiko.Channel, data: memoryview) -> None:
+        """Each piece guarded: on a dead link paramiko's write blocks whatever the channel's timeout
+        (ssh.py SSHConnection.guard), and the guard closes the connection after the stall timeout."""
+        import paramiko
+
+        for at in range(0, len(data), SEND_PIECE):
+            try:
+                with self.connection.guard(self.stall):
+                    channel.sendall(data[at : at + SEND_PIECE])  # type: ignore[arg-type]  # paramiko sends any buffer
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                if self.connection.dead:
+                    raise StalledError(self.connection.dead) from exc
+                raise ConnectError(f"the ssh connection dropped: {exc}") from exc
 
 
 def _drain(recv: object, into: list[bytes], channel: object) -> None:

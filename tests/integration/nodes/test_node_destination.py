@@ -64,7 +64,9 @@ def far_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]
         yield reg
 
 
-def _copy(src: str, dst: str, *images: str, env: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def _copy(
+    src: str, dst: str, *images: str, env: dict[str, str] | None = None, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     proc = run_d2d("copy", "-s", src, "-d", dst, "--json", *extra, *images, env=env)
     assert proc.returncode == 0, f"copy failed ({proc.returncode}): {proc.stderr}{proc.stdout}"
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
