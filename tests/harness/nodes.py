@@ -141,6 +141,7 @@ class Node:
 
 
 NODE_IMAGE_FILES = ("containerd", "ctr", "containerd-shim-runc-v2")
+LIBC = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2")
 
 
 def node_image(engine: Engine, version: str = "2.1") -> str:
@@ -158,7 +159,9 @@ def node_image(engine: Engine, version: str = "2.1") -> str:
             src = bin_dir(version) / f
             if src.exists():
                 tar.add(str(src), arcname=f"usr/bin/{f}")
-        for d in ("run", "var/lib/containerd", "tmp", "etc/containerd", "bin"):
+        for lib in LIBC:  # the binaries are linked to the host's libc
+            tar.add(str(Path(lib).resolve()), arcname=lib.lstrip("/"))
+        for d in ("run", "var/lib/containerd", "tmp", "etc/containerd", "bin", "lib/x86_64-linux-gnu", "lib64"):
             info = tarfile.TarInfo(d)
             info.type = tarfile.DIRTYPE
             info.mode = 0o755
@@ -197,15 +200,20 @@ class NodeContainer:
         image = node_image(self.engine, self.version)
         label = "io.x-k8s.kind.cluster" if self.tool == "kind" else "k3d.cluster"
         self.engine.docker(
-            "run", "-d", "--privileged", "--name", self.name, "--label", f"{label}={self.cluster}",
-            "--tmpfs", "/run", "--network", "none", image,
+            # Not --privileged: this machine's dockerd may not grant every capability; containerd
+            # needs mounts (SYS_ADMIN) to unpack.
+            "run", "-d", "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
+            "--security-opt", "apparmor=unconfined", "--name", self.name, "--label", f"{label}={self.cluster}",
+            "--tmpfs", "/run", "-v", "/var/lib/containerd", "--network", "none", image,
         )  # fmt: skip
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.ctr("version", check=False).returncode == 0:
                 return self
             time.sleep(0.2)
-        raise RuntimeError(f"containerd in {self.name} did not answer: {self.engine.docker('logs', self.name).stderr!r}")
+        raise RuntimeError(
+            f"containerd in {self.name} did not answer: {self.engine.docker('logs', self.name).stderr!r}"
+        )
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         proc = self.engine.docker("exec", self.name, "ctr", "-n", "k8s.io", *args, check=False)
