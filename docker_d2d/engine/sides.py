@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..endpoint import CONTAINERD_SOCKET, K3S_CONTAINERD_SOCKET, Endpoint, Scheme
+from ..endpoint import CONTAINERD_SOCKET, K3S_CONTAINERD_SOCKET, K8S_NAMESPACE, Endpoint, Scheme
 from ..errors import ConnectError, D2DError, EndpointError
 from .client import Engine, open_engine
 from .containerd.node import NodeEngine
@@ -60,6 +60,28 @@ def _located(runner: Runner, endpoint: Endpoint, side: str) -> list[str]:
     socket = out[0]
     binary = out[1] if len(out) > 1 else "ctr"
     return [*([binary, "ctr"] if binary.endswith("/k3s") else [binary]), "--address", socket]
+
+
+def node_instead(endpoint: Endpoint, side: str, timeouts: Timeouts, ssh: SSHPool) -> NodeEngine | None:
+    """An ssh host given without a socket path whose server has no engine socket: its containerd
+    (k3s's or the default one) when it has one, as a Kubernetes node (namespace k8s.io)."""
+    if endpoint.scheme is not Scheme.SSH or endpoint.path:
+        return None
+    runner = SSHRunner(ssh.connection(endpoint, timeouts), timeouts.stall)
+    try:
+        ctr = _located(runner, endpoint, side)
+    except D2DError:
+        return None
+    node = replace(endpoint, scheme=Scheme.CONTAINERD_SSH, path=ctr[-1], namespace=K8S_NAMESPACE)
+    return NodeEngine(node, side, runner, ctr, K8S_NAMESPACE)
+
+
+def found_node_note(node: NodeEngine) -> str:
+    return (
+        f"{node.endpoint} has no Docker or Podman socket but a containerd one ({node.endpoint.path}): "
+        f"copying to it as a Kubernetes node (namespace {node.namespace}; "
+        f"containerd+ssh://HOST/SOCKET?namespace=NS says so explicitly)"
+    )
 
 
 def expand_clusters(endpoints: list[Endpoint], local: Engine) -> list[Endpoint]:

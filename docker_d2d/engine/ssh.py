@@ -36,7 +36,7 @@ import httpx
 import paramiko
 
 from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint, bracket, hostport
-from ..errors import ConnectError, EndpointError
+from ..errors import ConnectError, EndpointError, SocketMissing
 from .watch import Patience, Timeouts, Worded, WriteStalled, with_backend
 
 log = logging.getLogger("docker_d2d.ssh")
@@ -282,7 +282,7 @@ class SSHConnection:
         host = bracket(self.endpoint.host)
         sock = path or DEFAULT_UNIX_SOCKET
         if self._missing(sock):
-            raise self._error(
+            raise SocketMissing(
                 f"there is no engine socket {sock} on {host} (is the engine running there, and is that its "
                 "socket path? `docker context inspect` or the engine's -H flag shows it)"
             )

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from ..endpoint import Endpoint
 from ..engine.client import open_engine
 from ..engine.pool import SSHPool
-from ..engine.sides import open_side
-from ..errors import EngineError, VerifyError
+from ..engine.sides import found_node_note, node_instead, open_side
+from ..errors import EngineError, SocketMissing, VerifyError
 from ..model import parse_ref
 from .job import CopyOptions, CopyResult, Reporter
 from .requests import resolve
@@ -38,7 +38,14 @@ def copy_images(
     ):
         src_info = src.connect()
         reporter.connected("source", source, src_info)
-        dst_info = dst.connect()
+        try:
+            dst_info = dst.connect()
+        except SocketMissing:
+            node = node_instead(destination, "destination", options.timeouts, ssh)
+            if node is None:
+                raise
+            dst, dst_info = node, node.connect()
+            reporter.note(found_node_note(node))
         reporter.connected("destination", destination, dst_info)
         platform = options.platform or dst_info.platform
         requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]

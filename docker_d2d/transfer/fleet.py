@@ -19,8 +19,8 @@ from contextlib import ExitStack
 from ..endpoint import Endpoint
 from ..engine.client import open_engine
 from ..engine.pool import SSHPool
-from ..engine.sides import open_side
-from ..errors import D2DError, EngineError, UsageError, VerifyError
+from ..engine.sides import found_node_note, node_instead, open_side
+from ..errors import D2DError, EngineError, SocketMissing, UsageError, VerifyError
 from ..formats.digests import human_size
 from ..model import EngineInfo, ImageInfo, Platform, parse_ref
 from ..registry.auth import Via
@@ -66,7 +66,15 @@ def copy_to_many(
             stack.enter_context(one_copy_at_a_time(destinations[i], reporters[i], options))
 
         def connect(i: int) -> None:
-            reporters[i].connected("destination", hosts[i].endpoint, engines[i].connect())
+            try:
+                info = engines[i].connect()
+            except SocketMissing:
+                node = node_instead(destinations[i], "destination", options.timeouts, ssh)
+                if node is None:
+                    raise
+                engines[i], info = node, node.connect()
+                reporters[i].note(found_node_note(node))
+            reporters[i].connected("destination", hosts[i].endpoint, info)
 
         _each(hosts, connect)
         platform = options.platform or _common_platform(e.info for e, h in zip(engines, hosts) if not h.error)

@@ -84,13 +84,21 @@ class Node:
             raise AssertionError(f"ctr {' '.join(args)}: {proc.stderr.decode()}")
         return proc
 
-    def ssh(self, client: SshClientHome) -> str:
+    def ssh(self, client: SshClientHome, at: str = "") -> str:
         """Start this node's sshd (root, the client's key) and trust it; the node's address to type:
-        `root@ADDR:PORT`."""
+        `root@ADDR:PORT`. `at`: where its sessions see the containerd socket (a well-known path such
+        as k3s's, in a /run of the server's own; nothing else there: no Docker socket)."""
         assert self.netns is not None
         key = client.key()
+        setup = ""
+        if at:
+            setup = f"mount -t tmpfs tmpfs /run && mkdir -p /run/sshd {os.path.dirname(at)} && ln -s {self.socket} {at}"
         self.sshd = Sshd(
-            self.base / "sshd", address=self.netns.addr, netns=self.netns.name, options={"PermitUserEnvironment": "yes"}
+            self.base / "sshd",
+            address=self.netns.addr,
+            netns=self.netns.name,
+            options={"PermitUserEnvironment": "yes"},
+            setup=setup,
         )
         self.sshd.start({"root": [key]})
         # A node has its ctr on the PATH of an ssh session: here the containerd's own.

@@ -206,3 +206,31 @@ def test_unreachable_socket_is_one_line(builder: Builder, tmp_path: Path) -> Non
     lines = [line for line in proc.stderr.splitlines() if line.startswith("docker-d2d:")]
     assert len(lines) == 1 and "destination" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
     assert os.path.exists(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def k3s_like_host(tmp_path_factory: pytest.TempPathFactory, client: SshClientHome) -> Iterator[tuple[Node, str]]:
+    """A host whose sessions see only k3s's containerd socket (no Docker, no Podman): (node, `root@ADDR:PORT`)."""
+    ns = NetNS("nodek3s").up()
+    node = Node(tmp_path_factory.mktemp("node-k3s"), "2.1", netns=ns)
+    try:
+        node.start()
+        yield node, node.ssh(client, at="/run/k3s/containerd/containerd.sock")
+    finally:
+        node.stop()
+        ns.down()
+
+
+def test_bare_ssh_host_with_only_containerd_is_a_node(
+    builder: Builder, k3s_like_host: tuple[Node, str], client: SshClientHome
+) -> None:
+    node, host = k3s_like_host
+    _, app1, _ = _app(builder, "nbare")
+    proc = run_d2d("copy", "-s", builder.engine.host, "-d", host, "--json", app1, env=client.env())
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    notes = [e["message"] for e in events if e["event"] == "note" and "containerd" in e["message"]]
+    assert len(notes) == 1 and "/run/k3s/containerd/containerd.sock" in notes[0], events
+    result = next(e for e in events if e["event"] == "result")
+    assert result["layers_sent"] == 2 and result["tagged"] == [app1]
+    _assert_usable(node, app1, builder, app1)
