@@ -5,7 +5,10 @@ fans out to every node (one export), `kind://CLUSTER/NODE` is one node."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,8 @@ import pytest
 from tests.conftest import run_d2d
 from tests.harness.images import Builder, export_layer_sizes, unique
 from tests.harness.nodes import NodeContainer
+from tests.harness.tty import terminal
+from tests.integration.cli.test_completion import DOCKER, _env, bash_complete
 from tests.integration.helpers import random_file
 
 IMPORT_PREFIX = "docker-d2d-import/"
@@ -102,3 +107,52 @@ def test_unknown_cluster_is_one_line(builder: Builder) -> None:
     proc = run_d2d("push", "kind://nosuchcluster", "x:1", env={"DOCKER_HOST": builder.engine.host})
     assert proc.returncode == 2, proc.stderr
     assert "io.x-k8s.kind.cluster=nosuchcluster" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _plugin_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "cfg"
+    run_d2d("plugin", "install", "--dir", str(cfg / "cli-plugins"), check=True)
+    return cfg
+
+
+def test_clusters_complete_in_bash_and_zsh(
+    builder: Builder, kind_cluster: tuple[str, list[NodeContainer]], tmp_path: Path
+) -> None:
+    cluster, nodes = kind_cluster
+    cfg = _plugin_config(tmp_path)
+    env = {**_env(cfg), "DOCKER_HOST": builder.engine.host}
+    script = tmp_path / "docker.bash"
+    script.write_text(subprocess.run([DOCKER, "completion", "bash"], capture_output=True, text=True, check=True).stdout)
+    words = bash_complete(str(script), "__start_docker", ["docker", "d2d", "push", "kind://"], env)
+    # bash breaks words at ':' (COMP_WORDBREAKS): cobra's script answers what follows it, which bash
+    # puts after `kind:` on the line.
+    assert f"//{cluster}" in words and f"//{cluster}/{nodes[0].name}" in words, words
+    schemes = bash_complete(str(script), "__start_docker", ["docker", "d2d", "push", "cont"], env)
+    assert "containerd+ssh://" in schemes and "containerd://" in schemes, schemes
+    fdir = tmp_path / "zfuncs"
+    fdir.mkdir()
+    (fdir / "_docker").write_text(
+        subprocess.run([DOCKER, "completion", "zsh"], capture_output=True, text=True, check=True).stdout
+    )
+    screen = _zsh_tab_env(env, fdir, "docker d2d push kind://", (f"kind://{cluster}",))
+    assert f"kind://{cluster}" in screen.split("docker d2d push kind://", 1)[-1], screen
+
+
+def _zsh_tab_env(env: dict[str, str], fdir: Path, line: str, expect: tuple[str, ...]) -> str:
+    pairs = [f"{k}={v}" for k, v in env.items() if k in ("PATH", "DOCKER_CONFIG", "HOME", "DOCKER_HOST")]
+    with terminal("env", *pairs, "zsh", "-f") as term:
+        term.wait_for("#")
+        term.send(
+            f"fpath=({fdir} $fpath); autoload -U compinit; compinit -u; compdef _docker docker; echo READY", "Enter"
+        )
+        term.wait_for("\nREADY")
+        term.send(line, "Tab")
+        deadline = time.monotonic() + 30
+        screen = ""
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            screen = term.text()
+            if all(e in screen.split(line, 1)[-1] for e in expect):
+                return screen
+            term.send("Tab")
+        return screen
