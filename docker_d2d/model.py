@@ -131,8 +131,11 @@ class EngineInfo:
     api_version: str
     os: str = "linux"
     arch: str = "amd64"
+    name: str = ""  # what the engine is, where the kind's label does not say it (a node as a source)
 
     def describe(self) -> str:
+        if self.api_version == "ctr":  # a node: no Engine API
+            return f"{self.name or self.kind.label} {self.version} (ctr)"
         return f"{self.kind.label} {self.version} (API {self.api_version})"
 
     @property

@@ -9,7 +9,6 @@ import time
 from collections.abc import Sequence
 
 from ..endpoint import Endpoint
-from ..engine.client import open_engine
 from ..engine.pool import SSHPool
 from ..engine.sides import found_node_note, node_instead, open_side
 from ..errors import EngineError, SocketMissing, VerifyError
@@ -32,7 +31,7 @@ def copy_images(
     started = time.monotonic()
     parsed = [parse_ref(r) for r in refs]
     with (
-        open_engine(source, "source", options.timeouts, ssh) as src,
+        open_side(source, "source", options.timeouts, ssh, options.local_engine) as src,
         open_side(destination, "destination", options.timeouts, ssh, options.local_engine) as dst,
         one_copy_at_a_time(destination, reporter, options),
     ):

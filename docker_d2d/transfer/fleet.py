@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 from ..endpoint import Endpoint
-from ..engine.client import open_engine
 from ..engine.pool import SSHPool
 from ..engine.sides import found_node_note, node_instead, open_side
 from ..errors import D2DError, EngineError, SocketMissing, UsageError, VerifyError
@@ -52,7 +51,7 @@ def copy_to_many(
     Engines over ssh use the run's connections (`ssh`)."""
     started = time.monotonic()
     parsed = [parse_ref(r) for r in refs]
-    with open_engine(source, "source", options.timeouts, ssh) as src, ExitStack() as stack:
+    with open_side(source, "source", options.timeouts, ssh, options.local_engine) as src, ExitStack() as stack:
         src_info = src.connect()
         reporter.connected("source", source, src_info)
         hosts = [HostResult(d) for d in destinations]

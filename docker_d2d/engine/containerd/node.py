@@ -12,6 +12,7 @@ and containerd's garbage collector what only it held.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import threading
@@ -24,7 +25,7 @@ from ...endpoint import Endpoint
 from ...errors import D2DError, EngineError, VerifyError
 from ...formats.digests import chain_ids, short
 from ...formats.oci import Descriptor
-from ...model import EngineInfo, EngineKind, ImageInfo, Platform
+from ...model import EngineInfo, EngineKind, ImageInfo, Platform, parse_ref
 from .listing import (
     IMPORT_PREFIX,
     Described,
@@ -80,7 +81,10 @@ class NodeEngine:
     def connect(self) -> EngineInfo:
         version = server_version(self._text("version"))
         platform = node_platform(self._text("plugins", "ls"))
-        self.info = EngineInfo(EngineKind.NODE, version or "?", "ctr", platform.os, platform.architecture)
+        # As a source a node is what the containerd store of Docker is: images named by manifest or
+        # index, blobs exported as held (compressed as pulled).
+        kind = EngineKind.NODE if self.side == "destination" else EngineKind.CONTAINERD
+        self.info = EngineInfo(kind, version or "?", "ctr", platform.os, platform.architecture, name="containerd")
         return self.info
 
     def close(self) -> None:
@@ -157,14 +161,44 @@ class NodeEngine:
         return found
 
     def find(self, ref: str) -> ImageInfo | None:
+        """By digest, by name, or by the name the CRI gives what a user types (`app:1`)."""
+        names = {ref}
+        with contextlib.suppress(D2DError):
+            parsed = parse_ref(ref)
+            if parsed.tagged:
+                names.add(cri_name(parsed.repository, parsed.tag))
         for image in self._listing():
-            if ref in (image.digest, image.name):
+            if image.digest in names or image.name in names:
                 described = self._describe(image)
                 return described.info if described else None
         return None
 
+    # --- SourceEngine: a node's images exported as the containerd store's are ------------------
+
+    server_api: str | None = None
+
+    def speaks(self, version: str) -> bool:
+        return False  # no Engine API: one platform, the one export asks for
+
+    def inspect_platform(self, ref: str, platform: Platform | None) -> ImageInfo:
+        raise EngineError("a node is asked for its own platform only")
+
+    def history_sizes(self, ref: str, platform: Platform | None = None) -> list[int]:
+        return []  # a node keeps no history sizes: the layers' compressed sizes bound them (describe)
+
     def save(self, names: Sequence[str], platform: Platform | None = None) -> AbstractContextManager[Iterator[bytes]]:
-        raise EngineError("a node's export is not supported yet")
+        """`ctr images export` of the images (by a name each has): an OCI layout with manifest.json,
+        blobs as the content store holds them, like the containerd store's `docker save`."""
+        assert self.info is not None
+        refs = []
+        for image_id in names:
+            held = self._names.get(image_id) or []
+            if not held:
+                raise EngineError(f"no image {short(image_id)} to export", side=self.side, endpoint=str(self.endpoint))
+            refs.append(held[0])
+        platform = platform or self.info.platform
+        argv = [*self.ctr, "-n", self.namespace, "images", "export", "--platform", str(platform), "-", *refs]
+        return self.runner.stream(argv)
 
     # --- DestinationEngine -----------------------------------------------------------------
 

@@ -14,7 +14,8 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
@@ -38,6 +39,10 @@ class Runner(Protocol):
     where: str
 
     def run(self, argv: Sequence[str], stdin: Body | None = None, shell_prefix: str = "") -> bytes: ...
+
+    def stream(self, argv: Sequence[str]) -> AbstractContextManager[Iterator[bytes]]:
+        """`argv`'s stdout as it comes (an export); its failure raised at the end of the stream."""
+        ...
 
 
 def _failed(argv: Sequence[str], status: int, err: bytes) -> EngineError:
@@ -90,6 +95,35 @@ class LocalRunner:
             raise _failed(argv, status, b"".join(err))
         return b"".join(out)
 
+    @contextmanager
+    def stream(self, argv: Sequence[str]) -> Iterator[Iterator[bytes]]:
+        try:
+            proc = subprocess.Popen(
+                list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except FileNotFoundError as exc:
+            raise ConnectError(f"no `{argv[0]}` on this machine: install containerd's ctr") from exc
+        assert proc.stdout is not None and proc.stderr is not None
+        err: list[bytes] = []
+        reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+
+        def chunks() -> Iterator[bytes]:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read(1 << 20):
+                yield chunk
+            status = proc.wait()
+            reader.join()
+            if status != 0:
+                raise _failed(argv, status, b"".join(err))
+
+        try:
+            yield chunks()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
 
 class SSHRunner:
     """`ctr` on an ssh host: one exec channel per call on the run's connection to it."""
@@ -140,6 +174,39 @@ class SSHRunner:
         if status != 0:
             raise _failed(argv, status, b"".join(err))
         return b"".join(out)
+
+    @contextmanager
+    def stream(self, argv: Sequence[str]) -> Iterator[Iterator[bytes]]:
+        import paramiko
+
+        try:
+            channel = self.connection.session()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"cannot open an ssh session: {exc}") from exc
+        err: list[bytes] = []
+
+        def chunks() -> Iterator[bytes]:
+            while True:
+                try:
+                    data = channel.recv(1 << 20)
+                except TimeoutError as exc:
+                    raise StalledError(f"the node sent no byte for {self.stall:.0f}s (is the link down?)") from exc
+                if not data:
+                    break
+                yield data
+            status = channel.recv_exit_status()
+            reader.join(self.stall)
+            if status != 0:
+                raise _failed(argv, status, b"".join(err))
+
+        try:
+            channel.settimeout(self.stall)
+            channel.exec_command(shlex.join(argv))
+            reader = threading.Thread(target=_drain, args=(channel.recv_stderr, err, channel), daemon=True)
+            reader.start()
+            yield chunks()
+        finally:
+            channel.close()
 
     def _send(self, channel: paramiko.Channel, data: memoryview) -> None:
         """Each piece guarded: on a dead link paramiko's write blocks whatever the channel's timeout
@@ -247,6 +314,11 @@ class ExecRunner:
         if status != 0:
             raise _failed(argv, status, b"".join(err))
         return b"".join(out)
+
+    @contextmanager
+    def stream(self, argv: Sequence[str]) -> Iterator[Iterator[bytes]]:
+        # Exports from a node container are read whole first (a node container is on this machine).
+        yield iter([self.run(argv)])
 
 
 def _demux(sock: socket.socket, out: list[bytes], err: list[bytes]) -> None:
