@@ -76,7 +76,7 @@ def main() -> None:
             elapsed, fleet = d2d(env, "push", "kind://bench", "napp:2", last=("fleet",))
             assert fleet.get("failed") == 0, fleet
             ours.append(elapsed)
-            sent = int(fleet.get("export_bytes") or 0) + int(fleet.get("store_bytes") or 0)
+            sent = sum(int(str(fleet.get(key) or 0)) for key in ("export_bytes", "store_bytes"))
         image_mb = int(engine.docker("image", "inspect", "--format", "{{.Size}}", "napp:2").stdout) / 1e6
         a, b = statistics.median(theirs), statistics.median(ours)
         print(f"\n3-node update push, {image_mb:.0f} MB image, {args.app_mb} MB new layer, medians of {args.runs}")
