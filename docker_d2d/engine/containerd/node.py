@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,6 +44,7 @@ from .listing import (
 )
 from .runner import Body, Runner
 
+log = logging.getLogger("docker_d2d.node")
 # Blobs read at once (each a `ctr content get`: an exec channel over ssh, a process here).
 READ_CONCURRENCY = 8
 GZIP_MAGIC = b"\x1f\x8b"
@@ -137,11 +139,22 @@ class NodeEngine:
 
     def all_images(self) -> list[ImageInfo]:
         listed = self._listing()
+        if self.side == "destination" and self._drop_leftovers(listed):
+            listed = self._listing()
         self._blobs = parse_content(self._text("content", "ls"))
         unique = list({i.digest: i for i in listed}.values())
         with ThreadPoolExecutor(max_workers=READ_CONCURRENCY) as pool:
             described = [d for d in pool.map(self._describe, unique) if d is not None]
         return [d.info for d in described]
+
+    def _drop_leftovers(self, listed: Sequence[NodeImage]) -> bool:
+        """Names an earlier run that was killed left under the import prefix (runs to one node
+        take turns: transfer/lock.py), and what only they held."""
+        leftovers = sorted({i.name for i in listed if i.name.startswith(IMPORT_PREFIX)})
+        for name in leftovers:
+            log.info("removing %s, left by an interrupted run", name)
+            self.ctr_run("images", "rm", "--sync", name)
+        return bool(leftovers)
 
     def layer_blobs(self) -> dict[str, Descriptor]:
         """diff id -> the descriptor of a blob the content store holds for it (after all_images):
