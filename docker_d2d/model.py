@@ -134,8 +134,8 @@ class EngineInfo:
     name: str = ""  # what the engine is, where the kind's label does not say it (a node as a source)
 
     def describe(self) -> str:
-        if self.api_version == "ctr":  # a node: no Engine API
-            return f"{self.name or self.kind.label} {self.version} (ctr)"
+        if self.name == "containerd":  # a node: no Engine API, its ctr (of this version)
+            return f"containerd {self.version} (ctr {self.api_version})"
         return f"{self.kind.label} {self.version} (API {self.api_version})"
 
     @property

@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 from ..endpoint import Endpoint, Scheme
+from ..engine.containerd.listing import reads_compressed
 from ..errors import UsageError
 from ..model import EngineInfo, EngineKind
 
@@ -34,8 +35,8 @@ def accepts_zstd(dest: EngineInfo) -> bool:
     """Whether the destination's load reads a zstd body."""
     if dest.kind is EngineKind.PODMAN:
         return True
-    if dest.kind is EngineKind.NODE:  # containerd 2's import reads zstd bodies; 1.7's only plain tar (node.py)
-        return (_major(dest.version) or 0) >= 2
+    if dest.kind is EngineKind.NODE:  # containerd 2's import reads zstd bodies; 1.x ctr only plain tar (node.py)
+        return reads_compressed(dest)
     return (_major(dest.version) or 0) >= 23  # Docker 20.10 reads zstd bodies as a broken tar
 
 

@@ -32,7 +32,7 @@ from ..model import EngineInfo
 from .compress import far
 from .job import LayersFrom
 from .loading import Compressing, Outgoing
-from .sources import AgentSource, ExportSource, Send, Source, send_outgoing, wanted, wanted_platform
+from .sources import AgentSource, ExportSource, NodeAgentSource, Send, Source, send_outgoing, wanted, wanted_platform
 from .spool import private_dir
 
 log = logging.getLogger("docker_d2d.transfer")
@@ -153,7 +153,7 @@ def source_for(engine: Engine | NodeEngine) -> Source:
     storage where it may be on this machine (a unix socket, tcp on loopback), else its export (a
     node's: `ctr images export`)."""
     if isinstance(engine, NodeEngine):
-        return ExportSource(engine)
+        return NodeAgentSource(engine) if engine.ssh is not None else ExportSource(engine)
     if engine.endpoint.scheme is Scheme.SSH:
         return AgentSource(engine)
     return local_store(engine) or ExportSource(engine)

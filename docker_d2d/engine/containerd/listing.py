@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...formats.oci import MT_DOCKER_LIST, MT_INDEX, Descriptor
-from ...model import ImageInfo, Platform, familiar
+from ...model import EngineInfo, ImageInfo, Platform, familiar
 
 # Names docker-d2d gives an import until it is verified; never a name a pod spec uses.
 IMPORT_PREFIX = "docker-d2d-import/"
@@ -77,12 +77,32 @@ def parse_snapshots(text: str) -> dict[str, str]:
 
 def server_version(text: str) -> str:
     """`ctr version`: the Version line under Server."""
-    server = text.split("Server:", 1)[-1]
-    for line in server.splitlines():
+    return _version(text.split("Server:", 1)[-1])
+
+
+def client_version(text: str) -> str:
+    """`ctr version`: the Version line under Client (the node's ctr: it reads the import's stream)."""
+    return _version(text.split("Server:", 1)[0]) if "Client:" in text else ""
+
+
+def _version(text: str) -> str:
+    for line in text.splitlines():
         key, _, value = line.strip().partition(":")
         if key == "Version":
             return value.strip()
     return ""
+
+
+def _major(version: str) -> int:
+    head = version.split(".")[0]
+    return int(head) if head.isdigit() else 0
+
+
+def reads_compressed(info: EngineInfo) -> bool:
+    """Whether a node's `ctr images import` reads gzip and zstd archives: containerd 2's ctr and
+    daemon decompress the stream (the transfer service); 1.x ctr reads plain tar only. A node's
+    EngineInfo holds the daemon's version and, as its api_version, its ctr's."""
+    return _major(info.version) >= 2 and _major(info.api_version) >= 2
 
 
 def node_platform(text: str) -> Platform:

@@ -20,17 +20,19 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...endpoint import Endpoint
 from ...errors import D2DError, EngineError, VerifyError
 from ...formats.digests import chain_ids, short
 from ...formats.oci import Descriptor
 from ...model import EngineInfo, EngineKind, ImageInfo, Platform, parse_ref
+from .inflate import compression_of, inflated
 from .listing import (
     IMPORT_PREFIX,
     Described,
     NodeImage,
+    client_version,
     cri_name,
     describe,
     is_index,
@@ -40,14 +42,17 @@ from .listing import (
     parse_images,
     parse_snapshots,
     pick_manifest,
+    reads_compressed,
     server_version,
 )
-from .runner import Body, Runner
+from .runner import Body, Runner, SSHRunner
+
+if TYPE_CHECKING:
+    from ..ssh import SSHConnection
 
 log = logging.getLogger("docker_d2d.node")
 # Blobs read at once (each a `ctr content get`: an exec channel over ssh, a process here).
 READ_CONCURRENCY = 8
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 class NodeEngine:
@@ -60,6 +65,7 @@ class NodeEngine:
         self.ctr = list(ctr)
         self.namespace = namespace
         self.info: EngineInfo | None = None
+        self.api_version = "ctr"
         self.stale: list[str] = []
         self.import_name = f"{IMPORT_PREFIX}{secrets.token_hex(6)}"
         self._described: dict[str, Described] = {}  # image id -> its description (content addresses)
@@ -81,12 +87,15 @@ class NodeEngine:
     # --- EngineSide ------------------------------------------------------------------------
 
     def connect(self) -> EngineInfo:
-        version = server_version(self._text("version"))
+        versions = self._text("version")
+        version, client = server_version(versions), client_version(versions)
         platform = node_platform(self._text("plugins", "ls"))
         # As a source a node is what the containerd store of Docker is: images named by manifest or
         # index, blobs exported as held (compressed as pulled).
         kind = EngineKind.NODE if self.side == "destination" else EngineKind.CONTAINERD
-        self.info = EngineInfo(kind, version or "?", "ctr", platform.os, platform.architecture, name="containerd")
+        self.info = EngineInfo(
+            kind, version or "?", client or "?", platform.os, platform.architecture, name="containerd"
+        )
         return self.info
 
     def close(self) -> None:
@@ -202,6 +211,9 @@ class NodeEngine:
     def save(self, names: Sequence[str], platform: Platform | None = None) -> AbstractContextManager[Iterator[bytes]]:
         """`ctr images export` of the images (by a name each has): an OCI layout with manifest.json,
         blobs as the content store holds them, like the containerd store's `docker save`."""
+        return self.runner.stream(self.export_argv(names, platform))
+
+    def export_argv(self, names: Sequence[str], platform: Platform | None = None) -> list[str]:
         assert self.info is not None
         refs = []
         for image_id in names:
@@ -210,35 +222,49 @@ class NodeEngine:
                 raise EngineError(f"no image {short(image_id)} to export", side=self.side, endpoint=str(self.endpoint))
             refs.append(held[0])
         platform = platform or self.info.platform
-        argv = [*self.ctr, "-n", self.namespace, "images", "export", "--platform", str(platform), "-", *refs]
-        return self.runner.stream(argv)
+        return [*self.ctr, "-n", self.namespace, "images", "export", "--platform", str(platform), "-", *refs]
+
+    @property
+    def ssh(self) -> SSHConnection | None:
+        """The ssh connection to the node's host (the agent runs on it), if it is reached so."""
+        return self.runner.connection if isinstance(self.runner, SSHRunner) else None
 
     # --- DestinationEngine -----------------------------------------------------------------
 
     def load(self, body: Iterable[bytes | memoryview], content_type: str = "application/x-tar") -> list[str]:
         """`ctr images import` of the archive: its images named under this run's import name,
-        unpacked. containerd 2 reads a gzip or zstd body itself; 1.7 reads plain tar only, so a
-        gzip body is inflated by the node's `gzip -dc` first (compress.py offers 1.7 no zstd)."""
+        unpacked. containerd 2 (its ctr and its daemon) reads a gzip or zstd body itself; 1.x ctr
+        reads plain tar only: a gzip body is inflated by the node's `gzip -dc` first over ssh
+        (compress.py offers it no zstd), and here, in this process, when the node is on this machine."""
         chunks = iter(body)
         first = b""
         for chunk in chunks:
             first = bytes(chunk)
             if first:
                 break
-        prefix = "gzip -dc | " if first[:2] == GZIP_MAGIC and not self._reads_compressed() else ""
 
         def whole() -> Iterator[bytes | memoryview]:
             yield first
             yield from chunks
 
+        how = compression_of(first)
+        stdin: Iterable[bytes | memoryview] = whole()
+        prefix = ""
+        if how != "none" and not self.reads_compressed():
+            if self.runner.remote_shell:
+                prefix = "gzip -dc | " if how == "gzip" else "zstd -dc | "
+            else:
+                stdin = inflated(stdin, how)
+        log.info("import into %s: a %s body%s", self.endpoint, how, f", through `{prefix}`" if prefix else "")
         out = self.ctr_run(
-            "images", "import", "--base-name", self.import_name, "--digests", "-", stdin=whole(), shell_prefix=prefix
+            "images", "import", "--base-name", self.import_name, "--digests", "-", stdin=stdin, shell_prefix=prefix
         )
         return [line for line in out.decode(errors="replace").splitlines() if line.strip()]
 
-    def _reads_compressed(self) -> bool:
+    def reads_compressed(self) -> bool:
+        """Whether the node's `ctr images import` reads a gzip or zstd archive itself (2.x client and daemon)."""
         assert self.info is not None
-        return self.info.version.split(".")[0].isdigit() and int(self.info.version.split(".")[0]) >= 2
+        return reads_compressed(self.info)
 
     def list_image_ids(self) -> list[str]:
         return list({i.digest for i in self._listing()})

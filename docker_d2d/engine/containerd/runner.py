@@ -34,9 +34,11 @@ SEND_PIECE = 64 << 10
 
 
 class Runner(Protocol):
-    """Runs `ctr` (argv[0]) where the node is. `stdin`: streamed into it, then closed."""
+    """Runs `ctr` (argv[0]) where the node is. `stdin`: streamed into it, then closed.
+    `shell_prefix`: a pipeline before it, where argv runs through a shell (`remote_shell`: ssh)."""
 
     where: str
+    remote_shell: bool
 
     def run(self, argv: Sequence[str], stdin: Body | None = None, shell_prefix: str = "") -> bytes: ...
 
@@ -55,6 +57,7 @@ class LocalRunner:
     """`ctr` on this machine (a local socket: root)."""
 
     where = "local"
+    remote_shell = False
 
     def run(self, argv: Sequence[str], stdin: Body | None = None, shell_prefix: str = "") -> bytes:
         try:
@@ -81,6 +84,8 @@ class LocalRunner:
                 try:
                     for chunk in stdin:
                         proc.stdin.write(chunk)
+                except BrokenPipeError:
+                    pass  # ctr stopped reading: its status and stderr say why
                 finally:
                     with contextlib.suppress(OSError):
                         proc.stdin.close()
@@ -132,6 +137,7 @@ class SSHRunner:
         self.connection = connection
         self.stall = stall
         self.where = "ssh"
+        self.remote_shell = True
 
     def run(self, argv: Sequence[str], stdin: Body | None = None, shell_prefix: str = "") -> bytes:
         import paramiko
@@ -248,6 +254,7 @@ class ExecRunner:
         self.container = container
         self.timeout = timeout
         self.where = f"container {container}"
+        self.remote_shell = False
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -76,3 +76,26 @@ def test_node_to_node_sends_only_what_the_other_lacks(
     _copy(builder.engine.host, f"containerd://{local.socket}", update)
     second = _copy(f"containerd://{local.socket}", far_endpoint, update, env=client.env())
     assert second["layers_sent"] == 1 and second["layers_skipped"] == 2
+
+
+def test_pull_from_a_node_over_ssh_is_filtered_on_its_host(
+    builder: Builder, nodes: tuple[Node, Node, str, SshClientHome]
+) -> None:
+    """The agent runs the node's `ctr images export` on its host and sends only what the
+    destination lacks: the wire carries the one new layer, not the image."""
+    local, far, far_endpoint, client = nodes
+    app = _on_node(builder, local, "nagent")
+    update = app.replace(":1", ":2")
+    new_layer = random_file(600_000)
+    builder.build(update, app, ["COPY c /c"], {"c": new_layer})
+    _copy(builder.engine.host, far_endpoint, update, env=client.env())
+    proc = run_d2d(
+        "copy", "-D", "-s", far_endpoint, "-d", f"containerd://{local.socket}", "--json", update, env=client.env()
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "filtering at the source host" in proc.stderr, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    result = next(e for e in events if e["event"] == "result")
+    assert result["layers_sent"] == 1 and result["layers_skipped"] == 2 and result["tagged"] == [update]
+    assert result["wire_bytes"] < len(new_layer) + 200_000, result  # the image is 2.1 MB of random bytes
+    assert local.check(f"docker.io/library/{update}").startswith("complete")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import pytest
+import zstandard
 
 from docker_d2d.endpoint import parse_endpoint
+from docker_d2d.engine.containerd.inflate import compression_of, inflated
 from docker_d2d.engine.containerd.listing import IMPORT_PREFIX
 from docker_d2d.engine.containerd.node import NodeEngine
 from docker_d2d.engine.containerd.runner import Body
@@ -30,6 +33,8 @@ class FakeCtr:
 
     def __init__(self, version: str = "2.1.9") -> None:
         self.where = "fake"
+        self.remote_shell = True
+        self.bodies: list[bytes] = []
         self.version = version
         self.calls: list[list[str]] = []
         self.images: dict[str, str] = {"docker.io/library/base:1": M}
@@ -40,10 +45,10 @@ class FakeCtr:
         args = list(argv[argv.index("-n") + 2 :])
         self.calls.append(args)
         if stdin is not None:
-            b"".join(bytes(c) for c in stdin)
+            self.bodies.append(b"".join(bytes(c) for c in stdin))
             self.prefixes.append(shell_prefix)
         if args == ["version"]:
-            return f"Client:\n  Version: x\nServer:\n  Version:  {self.version}\n".encode()
+            return f"Client:\n  Version: {self.version}\nServer:\n  Version:  {self.version}\n".encode()
         if args == ["plugins", "ls"]:
             return b"TYPE ID PLATFORMS STATUS\nio.containerd.snapshotter.v1 overlayfs linux/amd64 ok\n"
         if args == ["images", "ls"]:
@@ -101,15 +106,24 @@ def test_load_tag_and_forget_the_import_name() -> None:
     assert f"{node.import_name}@{M}" not in fake.images and fake.images["docker.io/library/app:2"] == M
 
 
-def test_containerd_17_gets_a_gzip_body_inflated_on_the_node() -> None:
+def test_a_1x_ctr_gets_a_compressed_body_inflated() -> None:
+    body = gzip.compress(b"tar, part one ") + gzip.compress(b"and two")
     fake = FakeCtr("1.7.24")
     node = _node(fake)
-    node.load([b"\x1f\x8b rest"])
+    node.load([body])
     node.load([b"plain tar"])
-    assert fake.prefixes == ["gzip -dc | ", ""]
+    assert fake.prefixes == ["gzip -dc | ", ""]  # over ssh: by the node's gzip
+    fake.remote_shell = False
+    node.load([body[:5], body[5:]])  # here (a local socket, a node container): in this process
+    assert fake.prefixes[-1] == "" and fake.bodies[-1] == b"tar, part one and two"
     fake2 = FakeCtr("2.1.9")
-    _node(fake2).load([b"\x1f\x8b rest"])
-    assert fake2.prefixes == [""]
+    _node(fake2).load([body])
+    assert fake2.prefixes == [""] and fake2.bodies == [body]  # containerd 2 reads it as it is
+
+
+def test_zstd_frames_inflate_one_after_another() -> None:
+    body = zstandard.ZstdCompressor().compress(b"one ") + zstandard.ZstdCompressor().compress(b"two")
+    assert b"".join(inflated([body[:3], body[3:]], compression_of(body))) == b"one two"
 
 
 def test_verify_wants_every_snapshot_committed() -> None:
