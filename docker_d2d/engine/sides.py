@@ -39,7 +39,11 @@ def open_side(
         ctr = ["ctr", "--address", endpoint.path] if endpoint.path else _located(runner, endpoint, side)
     else:
         if not endpoint.node:
-            raise EndpointError(f"{endpoint}: a cluster stands for its nodes (expand_clusters first)")
+            scheme = endpoint.scheme.value
+            raise EndpointError(
+                f"{endpoint}: a cluster's name stands for all its nodes, as a destination; as a source name "
+                f"one of them: {scheme}://{endpoint.host}/NODE"
+            )
         if local is None or local.scheme is not Scheme.UNIX:
             raise EndpointError(f"{endpoint}: its nodes are containers of a local engine on a unix socket")
         runner, ctr = ExecRunner(local.path, endpoint.node, timeouts.connect), ["ctr"]

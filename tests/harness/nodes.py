@@ -150,12 +150,13 @@ class Node:
 
 NODE_IMAGE_FILES = ("containerd", "ctr", "containerd-shim-runc-v2")
 LIBC = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2")
+TOOLS = ("/bin/sh", "/bin/rm")  # a kind node has them (docker-d2d removes its export file with rm)
 
 
 def node_image(engine: Engine, version: str = "2.1") -> str:
     """An image whose container runs containerd (the prefix's binaries on a tiny rootfs of the
     host's libc-free static Go binaries): what a kind or k3d node is to docker-d2d."""
-    name = f"d2d-node:{version}"
+    name = f"d2d-node:{version}-2"
     if engine.docker("image", "inspect", name, check=False).returncode == 0:
         return name
     import io
@@ -167,7 +168,7 @@ def node_image(engine: Engine, version: str = "2.1") -> str:
             src = bin_dir(version) / f
             if src.exists():
                 tar.add(str(src), arcname=f"usr/bin/{f}")
-        for lib in LIBC:  # the binaries are linked to the host's libc
+        for lib in (*LIBC, *TOOLS):  # the binaries are linked to the host's libc
             tar.add(str(Path(lib).resolve()), arcname=lib.lstrip("/"))
         for d in ("run", "var/lib/containerd", "tmp", "etc/containerd", "bin", "lib/x86_64-linux-gnu", "lib64"):
             info = tarfile.TarInfo(d)

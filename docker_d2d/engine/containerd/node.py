@@ -55,6 +55,20 @@ log = logging.getLogger("docker_d2d.node")
 READ_CONCURRENCY = 8
 
 
+class _BodyFailed(Exception):
+    def __init__(self, error: D2DError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _guarded(body: Iterable[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+    """The body, its own failures told apart from the node's (ctr_run names those the destination's)."""
+    try:
+        yield from body
+    except D2DError as exc:
+        raise _BodyFailed(exc) from exc
+
+
 class NodeEngine:
     """A node's containerd through `ctr` (`ctr` is its argv: e.g. `ctr --address SOCK` or `k3s ctr`)."""
 
@@ -256,9 +270,19 @@ class NodeEngine:
             else:
                 stdin = inflated(stdin, how)
         log.info("import into %s: a %s body%s", self.endpoint, how, f", through `{prefix}`" if prefix else "")
-        out = self.ctr_run(
-            "images", "import", "--base-name", self.import_name, "--digests", "-", stdin=stdin, shell_prefix=prefix
-        )
+        try:
+            out = self.ctr_run(
+                "images",
+                "import",
+                "--base-name",
+                self.import_name,
+                "--digests",
+                "-",
+                stdin=_guarded(stdin),
+                shell_prefix=prefix,
+            )
+        except _BodyFailed as failed:
+            raise failed.error from None  # the source's (the rewrite's): not this node's to name
         return [line for line in out.decode(errors="replace").splitlines() if line.strip()]
 
     def reads_compressed(self) -> bool:

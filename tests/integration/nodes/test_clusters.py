@@ -156,3 +156,18 @@ def _zsh_tab_env(env: dict[str, str], fdir: Path, line: str, expect: tuple[str, 
                 return screen
             term.send("Tab")
         return screen
+
+
+def test_node_to_node_in_a_cluster(builder: Builder, kind_cluster: tuple[str, list[NodeContainer]]) -> None:
+    """A node container as the source (its `ctr images export` streamed through the exec)."""
+    cluster, nodes = kind_cluster
+    app1, _ = _apps(builder, "kn2n")
+    _push(builder, f"kind://{cluster}/{nodes[0].name}", app1)
+    proc = run_d2d(
+        "copy", "--json", "-s", f"kind://{cluster}/{nodes[0].name}", "-d", f"kind://{cluster}/{nodes[1].name}", app1,
+        env={"DOCKER_HOST": builder.engine.host},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert _holds(nodes[1], app1)
+    whole = run_d2d("pull", f"kind://{cluster}", app1, env={"DOCKER_HOST": builder.engine.host})
+    assert whole.returncode == 2 and f"kind://{cluster}/NODE" in whole.stderr, whole.stderr
