@@ -234,3 +234,20 @@ def test_bare_ssh_host_with_only_containerd_is_a_node(
     result = next(e for e in events if e["event"] == "result")
     assert result["layers_sent"] == 2 and result["tagged"] == [app1]
     _assert_usable(node, app1, builder, app1)
+
+
+def test_a_layer_held_only_unpacked_is_sent(builder: Builder, local_node: Node) -> None:
+    """A node that discarded a layer's blob once unpacked (the CRI's discard_unpacked_layers) holds
+    its snapshot but not its content: that layer travels, and the image ends complete."""
+    _, app1, app2 = _app(builder, "ndisc")
+    dst = f"containerd://{local_node.socket}"
+    _copy(builder.engine.host, dst, app1)
+    base_layer = image_layers(builder.engine, app1)[0]
+    assert base_layer in local_node.content()
+    local_node.ctr("content", "rm", base_layer)
+    assert base_layer not in local_node.content()
+    result = _copy(builder.engine.host, dst, app2)
+    assert result["layers_sent"] == 2 and result["layers_skipped"] == 0
+    assert result["bytes_sent"] == sum(export_layer_sizes(builder.engine, app2))
+    _assert_usable(local_node, app2, builder, app2)
+    assert base_layer in local_node.content()
