@@ -20,6 +20,8 @@ from tests.harness.tty import terminal
 from tests.integration.cli.test_completion import DOCKER, _env, bash_complete
 from tests.integration.helpers import random_file
 
+pytestmark = pytest.mark.engines
+
 IMPORT_PREFIX = "docker-d2d-import/"
 
 

@@ -17,6 +17,8 @@ from tests.harness.nodes import Node
 from tests.harness.sshd import SshClientHome
 from tests.integration.helpers import random_file
 
+pytestmark = pytest.mark.engines
+
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node, str, SshClientHome]]:
