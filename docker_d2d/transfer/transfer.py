@@ -275,7 +275,11 @@ def _leftovers_removed_on_interrupt(dst: DestinationEngine, result: CopyResult, 
     try:
         yield
     except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (the application raises a subclass)
-        if result.loaded:
+        if isinstance(dst, NodeEngine):
+            # An import ends with its ctr (cut off, it makes nothing): what the run imported goes.
+            with contextlib.suppress(D2DError):
+                dst.remove_imports()
+        elif result.loaded:
             _remove_leftovers(dst, list(dict.fromkeys(result.loaded)), reporter)
         raise
 
