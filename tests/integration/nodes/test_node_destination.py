@@ -260,3 +260,22 @@ def test_a_layer_held_only_unpacked_is_sent(builder: Builder, local_node: Node) 
     assert result["bytes_sent"] == sum(export_layer_sizes(builder.engine, app2))
     _assert_usable(local_node, app2, builder, app2)
     assert base_layer in local_node.content()
+
+
+def test_via_a_registry_the_node_pulls_from(
+    builder: Builder, ssh_node: tuple[Node, str], far_registry: Registry, client: SshClientHome
+) -> None:
+    """--via: the blobs go to the registry once, the node pulls them (ctr images pull, plain http as
+    the user said), the image gets the CRI's name and the registry's name goes again."""
+    node, endpoint = ssh_node
+    assert node.netns is not None
+    _, app1, _ = _app(builder, "nvia")
+    via = f"http://{node.netns.host_addr}:{far_registry.port}"
+    proc = run_d2d("copy", "--json", "--via", via, "-s", builder.engine.host, "-d", endpoint, app1, env=client.env())
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    result = next(e for e in events if e["event"] == "result")
+    assert result["tagged"] == [app1], result
+    images = node.images()
+    assert _cri(app1) in images and not [n for n in images if far_registry.address.split(":")[-1] in n], images
+    assert node.check(_cri(app1)).endswith("unpacked=true")
