@@ -104,6 +104,8 @@ def _assert_usable(node: Node, name: str, builder: Builder, ref: str) -> None:
 def test_local_socket_cold_update_noop(builder: Builder, local_node: Node) -> None:
     _, app1, app2 = _app(builder, "nlocal")
     dst = f"containerd://{local_node.socket}"
+    dry = run_d2d("copy", "--dry-run", "-s", builder.engine.host, "-d", dst, app1)
+    assert dry.returncode == 0 and _cri(app1) not in local_node.images(), dry.stderr
     cold = _copy(builder.engine.host, dst, app1)
     assert cold["layers_sent"] == 2 and cold["tagged"] == [app1]
     _assert_usable(local_node, app1, builder, app1)
