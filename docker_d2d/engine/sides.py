@@ -80,6 +80,11 @@ def node_instead(endpoint: Endpoint, side: str, timeouts: Timeouts, ssh: SSHPool
     return NodeEngine(node, side, runner, ctr, K8S_NAMESPACE)
 
 
+def connect_notes(engine: Engine | NodeEngine) -> list[str]:
+    """What connecting found that the user should hear (a node reached through sudo)."""
+    return list(engine.notes) if isinstance(engine, NodeEngine) else []
+
+
 def found_node_note(node: NodeEngine) -> str:
     return (
         f"{node.endpoint} has no Docker or Podman socket but a containerd one ({node.endpoint.path}): "

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from ..endpoint import Endpoint
 from ..engine.pool import SSHPool
-from ..engine.sides import found_node_note, node_instead, open_side
+from ..engine.sides import connect_notes, found_node_note, node_instead, open_side
 from ..errors import EngineError, SocketMissing, VerifyError
 from ..model import parse_ref
 from .job import CopyOptions, CopyResult, Reporter
@@ -45,6 +45,8 @@ def copy_images(
                 raise
             dst, dst_info = node, node.connect()
             reporter.note(found_node_note(node))
+        for note in connect_notes(src) + connect_notes(dst):
+            reporter.note(note)
         reporter.connected("destination", destination, dst_info)
         platform = options.platform or dst_info.platform
         requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]

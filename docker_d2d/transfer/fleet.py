@@ -18,7 +18,7 @@ from contextlib import ExitStack
 
 from ..endpoint import Endpoint
 from ..engine.pool import SSHPool
-from ..engine.sides import found_node_note, node_instead, open_side
+from ..engine.sides import connect_notes, found_node_note, node_instead, open_side
 from ..errors import D2DError, EngineError, SocketMissing, UsageError, VerifyError
 from ..formats.digests import human_size
 from ..model import EngineInfo, ImageInfo, Platform, parse_ref
@@ -73,6 +73,8 @@ def copy_to_many(
                     raise
                 engines[i], info = node, node.connect()
                 reporters[i].note(found_node_note(node))
+            for note in connect_notes(engines[i]):
+                reporters[i].note(note)
             reporters[i].connected("destination", hosts[i].endpoint, info)
 
         _each(hosts, connect)

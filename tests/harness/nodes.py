@@ -84,10 +84,11 @@ class Node:
             raise AssertionError(f"ctr {' '.join(args)}: {proc.stderr.decode()}")
         return proc
 
-    def ssh(self, client: SshClientHome, at: str = "") -> str:
+    def ssh(self, client: SshClientHome, at: str = "", users: tuple[str, ...] = ()) -> str:
         """Start this node's sshd (root, the client's key) and trust it; the node's address to type:
         `root@ADDR:PORT`. `at`: where its sessions see the containerd socket (a well-known path such
-        as k3s's, in a /run of the server's own; nothing else there: no Docker socket)."""
+        as k3s's, in a /run of the server's own; nothing else there: no Docker socket). `users`: more
+        login users the client's key lets in."""
         assert self.netns is not None
         key = client.key()
         setup = ""
@@ -100,11 +101,13 @@ class Node:
             options={"PermitUserEnvironment": "yes"},
             setup=setup,
         )
-        self.sshd.start({"root": [key]})
+        self.sshd.start({user: [key] for user in ("root", *users)})
         # A node has its ctr on the PATH of an ssh session: here the containerd's own.
         path = f"{bin_dir(self.version)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        auth = self.base / "sshd" / "authorized" / "root"
-        auth.write_text(f'environment="PATH={path}" ' + auth.read_text())
+        for user in ("root", *users):
+            auth = self.base / "sshd" / "authorized" / user
+            auth.write_text(f'environment="PATH={path}" ' + auth.read_text())
+            auth.chmod(0o644)  # sshd reads it as that user
         client.trust(self.sshd)
         return f"root@{self.netns.addr}:{self.sshd.port}"
 

@@ -81,6 +81,7 @@ class NodeEngine:
         self.namespace = namespace
         self.info: EngineInfo | None = None
         self.api_version = "ctr"
+        self.notes: list[str] = []  # what the user should hear once connected (copy.py, fleet.py)
         self.stale: list[str] = []
         self.import_name = f"{IMPORT_PREFIX}{secrets.token_hex(6)}"
         self._described: dict[str, Described] = {}  # image id -> its description (content addresses)
@@ -102,7 +103,12 @@ class NodeEngine:
     # --- EngineSide ------------------------------------------------------------------------
 
     def connect(self) -> EngineInfo:
-        versions = self._text("version")
+        try:
+            versions = self._text("version")
+        except EngineError as exc:
+            if not (self.runner.remote_shell and "permission denied" in exc.message.lower()):
+                raise
+            versions = self._through_sudo(exc)
         version, client = server_version(versions), client_version(versions)
         platform = node_platform(self._text("plugins", "ls"))
         # As a source a node is what the containerd store of Docker is: images named by manifest or
@@ -112,6 +118,24 @@ class NodeEngine:
             kind, version or "?", client or "?", platform.os, platform.architecture, name="containerd"
         )
         return self.info
+
+    def _through_sudo(self, refused: EngineError) -> str:
+        """An ssh user who may not open the socket: `sudo -n ctr` when sudo lets it without a
+        password (one note), else the refusal, with what would allow it."""
+        try:
+            versions = self.runner.run(["sudo", "-n", *self.ctr, "-n", self.namespace, "version"])
+        except D2DError:
+            raise EngineError(
+                f"{refused.message} (the ssh user may not use the containerd socket: connect as root, or allow "
+                f"`sudo -n {self.ctr[0]}` for that user)",
+                side=self.side,
+                endpoint=str(self.endpoint),
+            ) from None
+        self.ctr = ["sudo", "-n", *self.ctr]
+        self.notes.append(
+            f"{self.endpoint}: the ssh user may not use the containerd socket; running `sudo -n {self.ctr[2]}`"
+        )
+        return versions.decode(errors="replace")
 
     def close(self) -> None:
         pass

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +22,9 @@ import pytest
 from tests.conftest import d2d_path, run_d2d
 from tests.harness.images import Builder, export_layer_sizes, image_layers, unique
 from tests.harness.netns import NetNS
-from tests.harness.nodes import Node
+from tests.harness.nodes import Node, bin_dir
 from tests.harness.registry import Registry
-from tests.harness.sshd import SshClientHome
+from tests.harness.sshd import SshClientHome, login_user
 from tests.integration.helpers import random_file
 
 pytestmark = pytest.mark.engines
@@ -281,3 +283,47 @@ def test_via_a_registry_the_node_pulls_from(
     images = node.images()
     assert _cri(app1) in images and not [n for n in images if far_registry.address.split(":")[-1] in n], images
     assert node.check(_cri(app1)).endswith("unpacked=true")
+
+
+SUDO_USER = "d2dnodesudo"
+
+
+@pytest.fixture(scope="module")
+def sudo_node(tmp_path_factory: pytest.TempPathFactory, client: SshClientHome) -> Iterator[tuple[Node, str]]:
+    """A node host where the ssh user may not open the socket but may run its ctr through `sudo -n`
+    (a sudoers file of this run's own): (node, `containerd+ssh://USER@...`)."""
+    login_user(SUDO_USER)
+    sudoers = Path(f"/etc/sudoers.d/d2d-test-node-{os.getpid()}")
+    ctr = bin_dir("2.1") / "ctr"
+    sudoers.write_text(
+        f'Defaults:{SUDO_USER} secure_path="{ctr.parent}:/usr/bin:/bin"\n{SUDO_USER} ALL=(root) NOPASSWD: {ctr}\n'
+    )
+    sudoers.chmod(0o440)
+    ns = NetNS("nodesudo").up()
+    # sshd reads a user's authorized keys as that user: a directory others may enter (pytest's
+    # are root's only). The socket itself stays root's (0660): the user cannot open it.
+    base = Path(tempfile.mkdtemp(prefix="d2d-node-sudo-", dir="/var/tmp"))
+    base.chmod(0o755)
+    node = Node(base / "node", "2.1", netns=ns)
+    try:
+        node.start()
+        address = node.ssh(client, users=(SUDO_USER,)).replace("root@", f"{SUDO_USER}@")
+        yield node, f"containerd+ssh://{address}{node.socket}"
+    finally:
+        sudoers.unlink(missing_ok=True)
+        node.stop()
+        ns.down()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_ssh_user_without_the_socket_goes_through_sudo(
+    builder: Builder, sudo_node: tuple[Node, str], client: SshClientHome
+) -> None:
+    node, endpoint = sudo_node
+    _, app1, _ = _app(builder, "nsudo")
+    proc = run_d2d("copy", "-s", builder.engine.host, "-d", endpoint, "--json", app1, env=client.env())
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    notes = [e["message"] for e in events if e["event"] == "note"]
+    assert len(notes) == 1 and "sudo -n" in notes[0], notes
+    _assert_usable(node, app1, builder, app1)
