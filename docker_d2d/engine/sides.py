@@ -9,8 +9,9 @@ from dataclasses import replace
 from ..endpoint import CONTAINERD_SOCKET, K3S_CONTAINERD_SOCKET, K8S_NAMESPACE, Endpoint, Scheme
 from ..errors import ConnectError, D2DError, EndpointError
 from .client import Engine, open_engine
+from .containerd.in_container import ExecRunner
 from .containerd.node import NodeEngine
-from .containerd.runner import ExecRunner, LocalRunner, Runner, SSHRunner
+from .containerd.runner import LocalRunner, Runner, SSHRunner
 from .pool import SSHPool
 from .watch import Timeouts
 
