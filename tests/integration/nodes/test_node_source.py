@@ -14,7 +14,9 @@ from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_layers, unique
 from tests.harness.netns import NetNS
 from tests.harness.nodes import Node
+from tests.harness.registry import Registry
 from tests.harness.sshd import SshClientHome
+from tests.integration.containerd.store_fixtures import push_multiplatform
 from tests.integration.helpers import random_file
 
 pytestmark = pytest.mark.engines
@@ -101,3 +103,46 @@ def test_pull_from_a_node_over_ssh_is_filtered_on_its_host(
     assert result["layers_sent"] == 1 and result["layers_skipped"] == 2 and result["tagged"] == [update]
     assert result["wire_bytes"] < len(new_layer) + 200_000, result  # the image is 2.1 MB of random bytes
     assert local.check(f"docker.io/library/{update}").startswith("complete")
+
+
+@pytest.fixture(scope="module")
+def registry_here(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with Registry(tmp_path_factory.mktemp("src-registry")) as reg:
+        yield reg
+
+
+def test_a_multi_platform_image_at_a_node_sends_its_own_platform(
+    engines: dict[str, Engine], nodes: tuple[Node, Node, str, SshClientHome], registry_here: Registry
+) -> None:
+    """The node pulled a two-platform index (with attestations) for its own platform only: the
+    copy names the index, and exactly the amd64 blobs travel, as the node holds them (gzip)."""
+    local, _, _, _ = nodes
+    repo = unique("nmulti")
+    images = {i.platform: i for i in push_multiplatform(registry_here, repo, "1")}
+    ref = f"{registry_here.address}/{repo}:1"
+    pulled = local.ctr("images", "pull", "--plain-http", "--platform", "linux/amd64", ref, check=False)
+    assert pulled.returncode == 0, pulled.stderr
+    dst = engines["docker26"]
+    result = _copy(f"containerd://{local.socket}", dst.host, ref)
+    amd64 = images["linux/amd64"]
+    assert result["layers_sent"] == 2 and result["bytes_sent"] == sum(amd64.layer_sizes), result
+    assert image_layers(dst, ref) == amd64.diff_ids
+
+
+def test_an_app_on_a_multi_platform_base_the_node_pulled(
+    engines: dict[str, Engine], nodes: tuple[Node, Node, str, SshClientHome], registry_here: Registry
+) -> None:
+    """The node holds a two-platform base (its own platform's content, gzip, under an index): an
+    app built on that base elsewhere sends only its own layer."""
+    local, _, _, _ = nodes
+    repo = unique("nmbase")
+    push_multiplatform(registry_here, repo, "1")
+    ref = f"{registry_here.address}/{repo}:1"
+    assert local.ctr("images", "pull", "--plain-http", "--platform", "linux/amd64", ref, check=False).returncode == 0
+    src = engines["docker26"]
+    src.docker("pull", "-q", "--platform", "linux/amd64", ref)
+    app = unique("nmapp") + ":1"
+    Builder(src).build(app, ref, ["COPY a /a"], {"a": random_file(300_000)})
+    result = _copy(src.host, f"containerd://{local.socket}", app)
+    assert result["layers_sent"] == 1 and result["layers_skipped"] == 2, result
+    assert local.check(f"docker.io/library/{app}").startswith("complete")
