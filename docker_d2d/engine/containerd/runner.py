@@ -7,6 +7,7 @@ is an EngineError carrying what `ctr` wrote on stderr.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import subprocess
 import threading
@@ -56,6 +57,7 @@ class LocalRunner:
     remote_shell = False
 
     def run(self, argv: Sequence[str], stdin: Body | None = None, shell_prefix: str = "") -> bytes:
+        _socket_there(argv)
         try:
             proc = subprocess.Popen(
                 list(argv),
@@ -98,6 +100,7 @@ class LocalRunner:
 
     @contextmanager
     def stream(self, argv: Sequence[str]) -> Iterator[Iterator[bytes]]:
+        _socket_there(argv)
         try:
             proc = subprocess.Popen(
                 list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -124,6 +127,14 @@ class LocalRunner:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+
+
+def _socket_there(argv: Sequence[str]) -> None:
+    """A socket that is not there, said at once (ctr would wait for its dial to time out)."""
+    if "--address" in argv:
+        path = argv[list(argv).index("--address") + 1]
+        if not os.path.exists(path):
+            raise ConnectError(f"no containerd socket at {path} (is containerd running, and is that its socket?)")
 
 
 class SSHRunner:

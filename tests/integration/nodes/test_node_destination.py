@@ -218,6 +218,7 @@ def test_unreachable_socket_is_one_line(builder: Builder, tmp_path: Path) -> Non
     assert proc.returncode == 1, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("docker-d2d:")]
     assert len(lines) == 1 and "destination" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert "no containerd socket at" in lines[0], lines
     assert os.path.exists(tmp_path)
 
 
