@@ -10,12 +10,30 @@ from urllib.parse import urlsplit
 from .errors import EndpointError
 
 DEFAULT_UNIX_SOCKET = "/var/run/docker.sock"
+# Kubernetes nodes (containerd without Docker): where kubeadm's and k3s's containerd listen, and
+# the namespace the kubelet's CRI uses.
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
+K3S_CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
+K8S_NAMESPACE = "k8s.io"
 
 
 class Scheme(Enum):
     UNIX = "unix"
     TCP = "tcp"
     SSH = "ssh"
+    CONTAINERD = "containerd"  # a local containerd socket (a node; root)
+    CONTAINERD_SSH = "containerd+ssh"  # a node's containerd over ssh, through its `ctr`
+    KIND = "kind"  # a kind cluster's node containers on the local engine
+    K3D = "k3d"  # a k3d cluster's node containers on the local engine
+
+    @property
+    def is_node(self) -> bool:
+        """containerd without Docker: a Kubernetes node, driven through its `ctr`."""
+        return self in (Scheme.CONTAINERD, Scheme.CONTAINERD_SSH, Scheme.KIND, Scheme.K3D)
+
+    @property
+    def over_ssh(self) -> bool:
+        return self in (Scheme.SSH, Scheme.CONTAINERD_SSH)
 
 
 @dataclass(frozen=True)
@@ -40,9 +58,15 @@ class Endpoint:
     # Set when the user typed a bare word that is no context: the contexts there are, for the
     # message when the word is no ssh host either.
     contexts: tuple[str, ...] | None = None
+    # Nodes: the containerd namespace; kind:// and k3d://: the cluster is `host`, one node `node`
+    # (empty: every node of the cluster).
+    namespace: str = ""
+    node: str = ""
 
     @property
     def is_local(self) -> bool:
+        if self.scheme in (Scheme.CONTAINERD, Scheme.KIND, Scheme.K3D):
+            return True
         return self.scheme is Scheme.UNIX or (self.scheme is Scheme.TCP and _is_loopback(self.host))
 
     def __str__(self) -> str:
@@ -103,10 +127,50 @@ def _parse_ssh(text: str) -> Endpoint:
     return parse_ssh_host(netloc, text, url.path if url.path not in ("", "/") else "")
 
 
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CLUSTER = re.compile(r"^(?P<cluster>[A-Za-z0-9][A-Za-z0-9._-]*)(?:/(?P<node>[A-Za-z0-9][A-Za-z0-9._-]*))?/?$")
+
+
+def _namespace(query: str, text: str) -> str:
+    """`?namespace=NS` (k8s.io when absent)."""
+    if not query:
+        return K8S_NAMESPACE
+    key, _, value = query.partition("=")
+    if key != "namespace" or not _NAMESPACE.match(value):
+        raise EndpointError(f"invalid address {text!r}: the only query is ?namespace=NAME")
+    return value
+
+
+def _parse_node(text: str) -> Endpoint:
+    """containerd+ssh://[user@]host[:port][/socket][?namespace=NS], containerd:///socket[?namespace=NS],
+    kind://CLUSTER[/NODE], k3d://CLUSTER[/NODE]."""
+    url = urlsplit(text)
+    if url.fragment or url.password is not None:
+        raise EndpointError(f"invalid address {text!r}: no password or fragment")
+    namespace = _namespace(url.query, text)
+    if url.scheme == "containerd+ssh":
+        path = url.path if url.path not in ("", "/") else ""
+        ssh = parse_ssh_host(url.netloc, text, path)
+        return Endpoint(
+            Scheme.CONTAINERD_SSH, text, path=path, host=ssh.host, port=ssh.port, user=ssh.user, namespace=namespace
+        )
+    if url.scheme == "containerd":
+        if url.netloc or not url.path.startswith("/"):
+            raise EndpointError(f"invalid address {text!r}: expected containerd:///path/to/containerd.sock")
+        return Endpoint(Scheme.CONTAINERD, text, path=url.path, namespace=namespace)
+    m = _CLUSTER.match(text.split("://", 1)[1].split("?", 1)[0])
+    if not m:
+        raise EndpointError(f"invalid address {text!r}: expected {url.scheme}://CLUSTER[/NODE]")
+    return Endpoint(Scheme(url.scheme), text, host=m["cluster"], node=m["node"] or "", namespace=namespace)
+
+
 def parse_endpoint(text: str, tls: TLSConfig | None = None) -> Endpoint:
-    """Parse unix://, tcp:// (the schemes the Docker CLI's -H takes), ssh:// and sshunix://."""
+    """Parse unix://, tcp:// (the schemes the Docker CLI's -H takes), ssh:// and sshunix://, and the
+    Kubernetes nodes' containerd+ssh://, containerd://, kind:// and k3d://."""
     if text.startswith(("ssh://", "sshunix://")):
         return _parse_ssh(text)
+    if text.startswith(("containerd+ssh://", "containerd://", "kind://", "k3d://")):
+        return _parse_node(text)
     if text.startswith("unix://"):
         path = text[len("unix://") :]
         if not path.startswith("/"):
@@ -123,6 +187,7 @@ def parse_endpoint(text: str, tls: TLSConfig | None = None) -> Endpoint:
     scheme = urlsplit(text).scheme if "://" in text else ""
     if scheme:
         raise EndpointError(
-            f"invalid address {text!r}: unsupported scheme {scheme!r} (use unix://, tcp://, ssh:// or sshunix://)"
+            f"invalid address {text!r}: unsupported scheme {scheme!r} (use unix://, tcp://, ssh://, sshunix://, "
+            "containerd+ssh://, containerd://, kind:// or k3d://)"
         )
     raise EndpointError(f"invalid address {text!r}: expected unix:///path, tcp://host:port or ssh://host")

@@ -4,7 +4,8 @@
     ├── UsageError                bad arguments or references (exit 2)
     ├── EndpointError             an endpoint cannot be parsed or resolved
     ├── ConnectError              an engine cannot be reached (refused, missing socket, permission,
-    │                             no answer within the connect timeout)
+    │   │                         no answer within the connect timeout)
+    │   └── SocketMissing         no engine socket at that path on the ssh host (maybe a node: sides.py)
     ├── StalledError              nothing moved for the stall timeout and the engine answered no ping
     ├── EngineError               the engine answered with an error
     │   └── ImageNotFound         a requested image does not exist at the source
@@ -43,6 +44,7 @@ __all__ = [
     "ImageNotFound",
     "NameNotFound",
     "PlatformError",
+    "SocketMissing",
     "SpoolFull",
     "StalledError",
     "StoreError",
@@ -64,6 +66,10 @@ class EndpointError(D2DError):
 
 
 class ConnectError(D2DError):
+    pass
+
+
+class SocketMissing(ConnectError):
     pass
 
 

@@ -81,6 +81,7 @@ class EngineKind(Enum):
     GRAPHDRIVER = "docker"  # Docker with a graphdriver (overlay2 ...): skips layers by chain id
     CONTAINERD = "docker-containerd"  # Docker with the containerd image store: reuses blobs by digest
     PODMAN = "podman"  # Podman's Docker-compatible API: reuses layers by uncompressed digest
+    NODE = "containerd"  # containerd without Docker (a Kubernetes node), through its `ctr`: reuses blobs by digest
 
     @property
     def label(self) -> str:
@@ -88,6 +89,7 @@ class EngineKind(Enum):
             EngineKind.GRAPHDRIVER: "Docker (graphdriver)",
             EngineKind.CONTAINERD: "Docker (containerd image store)",
             EngineKind.PODMAN: "Podman",
+            EngineKind.NODE: "containerd",
         }[self]
 
 
@@ -129,8 +131,11 @@ class EngineInfo:
     api_version: str
     os: str = "linux"
     arch: str = "amd64"
+    name: str = ""  # what the engine is, where the kind's label does not say it (a node as a source)
 
     def describe(self) -> str:
+        if self.name == "containerd":  # a node: no Engine API, its ctr (of this version)
+            return f"containerd {self.version} (ctr {self.api_version})"
         return f"{self.kind.label} {self.version} (API {self.api_version})"
 
     @property
@@ -159,6 +164,7 @@ class ImageInfo:
     # manifest, the export names `export_as` (the index) and asks for `export_platform`.
     export_as: str = ""
     export_platform: Platform | None = None
+    config_digest: str = ""  # where the id is not the config's digest and the engine tells it (nodes)
 
     @property
     def is_index(self) -> bool:

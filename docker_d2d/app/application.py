@@ -11,7 +11,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO, cast
 
@@ -224,7 +224,9 @@ class Application:
             check_spool_dir(f.spool_dir)
         src = self.endpoint(source)
         dests = self._destinations(destination)
+        options = replace(options, local_engine=self.endpoint(None))
         with SSHPool() as ssh:  # the run's ssh connections: closed when it ends
+            dests = self._nodes_of_clusters(dests, options, ssh)
             if len(dests) > 1 or f.via:
                 return self._copy_to_many(src, dests, images, f.quiet, f.as_json, options, ssh, self._via(f.via))
             self._copy_one(src, dests[0], images, f, options, ssh)
@@ -253,6 +255,18 @@ class Application:
         if words and not names:
             raise UsageError("name a destination")
         return [self.endpoint(name) for name in names] if names else [self.endpoint(None)]
+
+    def _nodes_of_clusters(self, dests: list[Endpoint], options: CopyOptions, ssh: SSHPool) -> list[Endpoint]:
+        """kind://CLUSTER and k3d://CLUSTER: every node container of the cluster on the local engine."""
+        if not any(d.scheme in (Scheme.KIND, Scheme.K3D) and not d.node for d in dests):
+            return dests
+        from ..engine.client import open_engine
+        from ..engine.sides import expand_clusters
+
+        assert options.local_engine is not None
+        with open_engine(options.local_engine, "local engine", options.timeouts, ssh) as local:
+            local.connect()
+            return expand_clusters(dests, local)
 
     def _via(self, text: str | None) -> Via | None:
         if not text:

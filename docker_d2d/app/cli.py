@@ -68,7 +68,7 @@ def application(ctx: typer.Context) -> Application:
 def _complete_endpoints(incomplete: str) -> list[tuple[str, str]]:
     from .completion import endpoint_candidates
 
-    return [(v, d) for v, d in endpoint_candidates() if v.startswith(incomplete)]
+    return [(v, d) for v, d in endpoint_candidates(incomplete) if v.startswith(incomplete)]
 
 
 def _complete_images(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:

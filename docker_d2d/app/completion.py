@@ -22,7 +22,9 @@ from .command_table import COMMANDS
 
 T = TypeVar("T")
 
-SCHEMES = ("unix://", "tcp://")
+SCHEMES = ("unix://", "tcp://", "containerd+ssh://", "containerd://", "kind://", "k3d://")
+# The labels kind and k3d give their node containers (engine/sides.py CLUSTER_LABELS).
+CLUSTER_LABELS = {"kind": "io.x-k8s.kind.cluster", "k3d": "k3d.cluster"}
 IMAGE_TIMEOUT = 1.5
 
 # cobra ShellCompDirective bits
@@ -43,14 +45,45 @@ def ssh_hosts(config: Path | None = None) -> list[str]:
     return hosts
 
 
-def endpoint_candidates() -> list[tuple[str, str]]:
+def endpoint_candidates(current: str = "") -> list[tuple[str, str]]:
     from .contexts import ContextStore, config_dir
     from .options import GlobalOptions
 
     names = ContextStore(config_dir(GlobalOptions(), os.environ)).names()
     out = [("default", "Docker context"), *((n, "Docker context") for n in names)]
-    out += [(h, "ssh host") for h in ssh_hosts() if h not in names]
+    hosts = ssh_hosts()
+    out += [(h, "ssh host") for h in hosts if h not in names]
     out += [(s, "address") for s in SCHEMES]
+    if current.startswith("containerd+ssh://"):
+        out += [(f"containerd+ssh://{h}", "Kubernetes node over ssh") for h in hosts]
+    if any(f"{tool}://".startswith(current[: len(tool) + 3]) for tool in CLUSTER_LABELS):
+        out += _bounded(_clusters, max(0.2, IMAGE_TIMEOUT - 0.1 - _since_start())) or []
+    return out
+
+
+def _clusters() -> list[tuple[str, str]]:
+    """kind:// and k3d:// clusters (and their nodes) among the local engine's containers."""
+    import json
+    from urllib.parse import quote
+
+    from ..endpoint import Scheme
+    from .contexts import local_engine
+    from .options import GlobalOptions
+
+    endpoint = local_engine(GlobalOptions(), os.environ)
+    if endpoint.scheme is not Scheme.UNIX:
+        return []
+    out: list[tuple[str, str]] = []
+    for tool, label in CLUSTER_LABELS.items():
+        listed = _get_unix(endpoint.path, "/containers/json?filters=" + quote(json.dumps({"label": [label]})))
+        clusters: dict[str, list[str]] = {}
+        for container in listed:
+            name = (container.get("Labels") or {}).get(label)
+            if name:
+                clusters.setdefault(name, []).extend(n.lstrip("/") for n in container.get("Names") or ())
+        for name, nodes in sorted(clusters.items()):
+            out.append((f"{tool}://{name}", f"{tool} cluster ({len(nodes)} nodes)"))
+            out += [(f"{tool}://{name}/{node}", f"{tool} node") for node in sorted(nodes)]
     return out
 
 
@@ -137,9 +170,11 @@ def _option(node: Node, word: str) -> Node | None:
     return next((o for o in node["options"] if word in o["names"]), None)
 
 
-def _values(kind: str | None, choices: list[str], source: str | None) -> tuple[list[tuple[str, str]], int]:
+def _values(
+    kind: str | None, choices: list[str], source: str | None, current: str = ""
+) -> tuple[list[tuple[str, str]], int]:
     if kind == "endpoint":
-        return endpoint_candidates(), NO_FILE
+        return endpoint_candidates(current), NO_FILE
     if kind == "dir":
         return [], FILTER_DIRS
     if kind == "images":
@@ -172,7 +207,7 @@ def candidates(words: list[str], current: str) -> tuple[list[tuple[str, str]], i
                 source = word
             positionals.append(word)
     if pending is not None:
-        return _values(pending["value"], pending["choices"], source)
+        return _values(pending["value"], pending["choices"], source, current)
     if current.startswith("-"):
         return [(n, o["help"]) for o in node["options"] for n in o["names"] if n.startswith("--")], NO_FILE
     if node["commands"] and not positionals:
@@ -183,7 +218,7 @@ def candidates(words: list[str], current: str) -> tuple[list[tuple[str, str]], i
     arg = args[min(len(positionals), len(args) - 1)]
     if len(positionals) >= len(args) and arg["nargs"] != -1:
         return [], NO_FILE
-    return _values(arg["value"], arg["choices"], source)
+    return _values(arg["value"], arg["choices"], source, current)
 
 
 def _filter(pairs: Iterable[tuple[str, str]], current: str) -> list[tuple[str, str]]:

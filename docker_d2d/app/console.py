@@ -229,7 +229,7 @@ class JsonReporter(BaseReporter):
             "connected",
             side=side,
             endpoint=str(endpoint),
-            engine=info.kind.value,
+            engine=info.name or info.kind.value,  # a node as a source: "containerd", whatever kind it reads as
             version=info.version,
             api_version=info.api_version,
         )

@@ -317,3 +317,9 @@ class Engine(ApiClient):
             params={"repo": repository, "tag": tag},
         )
         self._check(resp, f"tag {repository}:{tag}")
+
+    def containers(self, label: str) -> list[str]:
+        """Names of the running containers carrying `label` (key=value): a cluster's node containers."""
+        filters = json.dumps({"label": [label]})
+        listed = self._get_json("/containers/json", "container list", filters=filters)
+        return [str(c["Names"][0]).lstrip("/") for c in listed if c.get("Names")]

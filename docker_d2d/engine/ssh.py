@@ -36,7 +36,7 @@ import httpx
 import paramiko
 
 from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint, bracket, hostport
-from ..errors import ConnectError, EndpointError
+from ..errors import ConnectError, EndpointError, SocketMissing
 from .watch import Patience, Timeouts, Worded, WriteStalled, with_backend
 
 log = logging.getLogger("docker_d2d.ssh")
@@ -247,6 +247,14 @@ class SSHConnection:
         with self.guard((timeout or self.timeouts.connect) + 1):
             return self._open_by(self.methods[path], path, timeout)
 
+    def session(self) -> paramiko.Channel:
+        """A channel for one command on the host (a node's `ctr`), connecting first if need be."""
+        with self.lock:
+            if self._conn is None:
+                self.connect()
+        with self.guard(self.timeouts.connect + 1):
+            return self.transport.open_session()
+
     @staticmethod
     def _methods(path: str) -> list[tuple[str, str]]:
         sock = path or DEFAULT_UNIX_SOCKET
@@ -274,7 +282,7 @@ class SSHConnection:
         host = bracket(self.endpoint.host)
         sock = path or DEFAULT_UNIX_SOCKET
         if self._missing(sock):
-            raise self._error(
+            raise SocketMissing(
                 f"there is no engine socket {sock} on {host} (is the engine running there, and is that its "
                 "socket path? `docker context inspect` or the engine's -H flag shows it)"
             )

@@ -264,6 +264,30 @@ def export(path: str, api: str, names: list[str], platform: dict[str, str] | Non
     return resp
 
 
+def _ctr_export(argv: list[str], stack: contextlib.ExitStack[Any]) -> Any:
+    """The stdout of a node's `ctr ... images export - NAMES` (killed when the run ends)."""
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise ConnectFailed(f"cannot run {argv[0]}: {exc}") from exc
+
+    def end() -> None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+    stack.callback(end)
+    assert proc.stdout is not None and proc.stderr is not None
+    while True:
+        data = proc.stdout.read(CHUNK)
+        if not data:
+            break
+        yield data
+    err = proc.stderr.read().decode(errors="replace").strip()
+    if proc.wait() != 0:
+        raise EngineFailed(f"ctr export: {err.splitlines()[-1] if err else 'failed'}", not_found="not found" in err)
+
+
 def _body(resp: http.client.HTTPResponse) -> Any:
     while True:
         data = resp.read(CHUNK)
@@ -322,6 +346,9 @@ def sources(
     if not opened:
         names = list(job["names"])
     export_entries = None
+    if job.get("ctr"):  # a Kubernetes node: its `ctr images export`, read as it comes
+        chunks = stack.enter_context(prefetch(_ctr_export(job["ctr"], stack)))
+        return ExportReader(chunks, spec), told
     if names:
         response = export(job["socket"], job["api"], names, job.get("platform"))
         chunks = stack.enter_context(prefetch(_body(response)))

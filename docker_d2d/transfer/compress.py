@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 
 from ..endpoint import Endpoint, Scheme
+from ..engine.containerd.listing import reads_compressed
 from ..errors import UsageError
 from ..formats.compression import BodyCompressor
 from ..model import EngineInfo, EngineKind
@@ -30,6 +31,8 @@ def accepts_zstd(dest: EngineInfo) -> bool:
     """Whether the destination's load reads a zstd body."""
     if dest.kind is EngineKind.PODMAN:
         return True
+    if dest.kind is EngineKind.NODE:  # containerd 2's import reads zstd bodies; 1.x ctr only plain tar (node.py)
+        return reads_compressed(dest)
     return (_major(dest.version) or 0) >= 23  # Docker 20.10 reads zstd bodies as a broken tar
 
 
@@ -38,12 +41,14 @@ def accepts_zstd_layers(dest: EngineInfo) -> bool:
     (moby pkg/archive DecompressStream), bodies and layers alike; Podman 4 loads zstd layers, keeps
     them as they are and then cannot save the image ("zstd compression is not supported for docker
     images"); Podman 5 can. An engine whose version we cannot read gets plain layers: always safe."""
+    if dest.kind is EngineKind.NODE:
+        return True  # containerd unpacks zstd layers since 1.5
     return (_major(dest.version) or 0) >= (5 if dest.kind is EngineKind.PODMAN else 23)
 
 
 def far(endpoint: Endpoint) -> bool:
     """Whether the engine is reached over a link that may be slow: ssh, or tcp beyond loopback."""
-    return endpoint.scheme is Scheme.SSH or (endpoint.scheme is Scheme.TCP and not endpoint.is_local)
+    return endpoint.scheme.over_ssh or (endpoint.scheme is Scheme.TCP and not endpoint.is_local)
 
 
 def choose(requested: Compression, endpoint: Endpoint, dest: EngineInfo) -> Compression:

@@ -9,9 +9,9 @@ import time
 from collections.abc import Sequence
 
 from ..endpoint import Endpoint
-from ..engine.client import open_engine
 from ..engine.pool import SSHPool
-from ..errors import EngineError, VerifyError
+from ..engine.sides import connect_notes, found_node_note, node_instead, open_side
+from ..errors import EngineError, SocketMissing, VerifyError
 from ..model import parse_ref
 from .job import CopyOptions, CopyResult, Reporter
 from .requests import resolve
@@ -31,13 +31,22 @@ def copy_images(
     started = time.monotonic()
     parsed = [parse_ref(r) for r in refs]
     with (
-        open_engine(source, "source", options.timeouts, ssh) as src,
-        open_engine(destination, "destination", options.timeouts, ssh) as dst,
+        open_side(source, "source", options.timeouts, ssh, options.local_engine) as src,
+        open_side(destination, "destination", options.timeouts, ssh, options.local_engine) as dst,
         one_copy_at_a_time(destination, reporter, options),
     ):
         src_info = src.connect()
         reporter.connected("source", source, src_info)
-        dst_info = dst.connect()
+        try:
+            dst_info = dst.connect()
+        except SocketMissing:
+            node = node_instead(destination, "destination", options.timeouts, ssh)
+            if node is None:
+                raise
+            dst, dst_info = node, node.connect()
+            reporter.note(found_node_note(node))
+        for note in connect_notes(src) + connect_notes(dst):
+            reporter.note(note)
         reporter.connected("destination", destination, dst_info)
         platform = options.platform or dst_info.platform
         requested = [resolve(src, ref, platform, explicit=options.platform is not None) for ref in parsed]

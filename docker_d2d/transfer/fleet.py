@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 from ..endpoint import Endpoint
-from ..engine.client import open_engine
 from ..engine.pool import SSHPool
-from ..errors import D2DError, EngineError, UsageError, VerifyError
+from ..engine.sides import connect_notes, found_node_note, node_instead, open_side
+from ..errors import D2DError, EngineError, SocketMissing, UsageError, VerifyError
 from ..formats.digests import human_size
 from ..model import EngineInfo, ImageInfo, Platform, parse_ref
 from ..registry.auth import Via
@@ -51,11 +51,13 @@ def copy_to_many(
     Engines over ssh use the run's connections (`ssh`)."""
     started = time.monotonic()
     parsed = [parse_ref(r) for r in refs]
-    with open_engine(source, "source", options.timeouts, ssh) as src, ExitStack() as stack:
+    with open_side(source, "source", options.timeouts, ssh, options.local_engine) as src, ExitStack() as stack:
         src_info = src.connect()
         reporter.connected("source", source, src_info)
         hosts = [HostResult(d) for d in destinations]
-        engines = [stack.enter_context(open_engine(d, "destination", options.timeouts, ssh)) for d in destinations]
+        engines = [open_side(d, "destination", options.timeouts, ssh, options.local_engine) for d in destinations]
+        for engine in engines:
+            stack.callback(engine.close)
         reporters = [reporter_for(d) for d in destinations]
         # One copy at a time per destination, as for a single one; taken in one order, so that two
         # runs to overlapping sets of destinations cannot wait for each other.
@@ -63,7 +65,17 @@ def copy_to_many(
             stack.enter_context(one_copy_at_a_time(destinations[i], reporters[i], options))
 
         def connect(i: int) -> None:
-            reporters[i].connected("destination", hosts[i].endpoint, engines[i].connect())
+            try:
+                info = engines[i].connect()
+            except SocketMissing:
+                node = node_instead(destinations[i], "destination", options.timeouts, ssh)
+                if node is None:
+                    raise
+                engines[i], info = node, node.connect()
+                reporters[i].note(found_node_note(node))
+            for note in connect_notes(engines[i]):
+                reporters[i].note(note)
+            reporters[i].connected("destination", hosts[i].endpoint, info)
 
         _each(hosts, connect)
         platform = options.platform or _common_platform(e.info for e, h in zip(engines, hosts) if not h.error)

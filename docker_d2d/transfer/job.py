@@ -70,6 +70,7 @@ class CopyOptions:
     checkpoint: Checkpoint = "auto"  # layer bytes between partial images (resumable copies)
     layers_from: LayersFrom = LayersFrom.AUTO
     source_sudo: bool = False  # run the agent on an ssh source host through `sudo -n` (reads its storage)
+    local_engine: Endpoint | None = None  # whose containers kind:// and k3d:// nodes are
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ def lock_dir(environ: Mapping[str, str] = os.environ) -> Path:
 
 def endpoint_key(endpoint: Endpoint) -> str:
     """The engine an endpoint reaches, however it was named (a context or its address)."""
+    if endpoint.node:  # one node container of a kind or k3d cluster
+        return f"{endpoint.scheme.value}://{endpoint.host}/{endpoint.node}"
     if not endpoint.host:
         return f"{endpoint.scheme.value}://{endpoint.path}"
     return f"{endpoint.scheme.value}://{endpoint.user or ''}@{endpoint.host}:{endpoint.port}{endpoint.path}"

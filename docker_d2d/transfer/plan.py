@@ -50,12 +50,15 @@ class Holdings:
         # by the digest it holds the blob under: repair.py finds that out by probes).
         if self.kind is EngineKind.GRAPHDRIVER:
             return chain_id in self.chain_ids
-        return diff_id in self.diff_ids
+        return diff_id in self.diff_ids  # a node: the layers whose blob its content store holds
 
     def find_image(self, image: ImageInfo, source_kind: EngineKind) -> str | None:
         # Image ids are config digests except in the containerd store (manifest digests);
         # across that boundary, compare what inspect shows instead.
         same_ids = EngineKind.CONTAINERD not in (source_kind, self.kind)
+        if self.kind is EngineKind.NODE and source_kind is not EngineKind.CONTAINERD:
+            # A node names images by manifest; the source's id is its config's digest.
+            return next((held.id for held in self.images if held.config_digest == image.id), None)
         for held in self.images:
             if same_ids and held.id == image.id:
                 return held.id
@@ -64,13 +67,17 @@ class Holdings:
         return None
 
 
-def holdings(kind: EngineKind, images: Iterable[ImageInfo]) -> Holdings:
+def holdings(kind: EngineKind, images: Iterable[ImageInfo], blobs: Iterable[str] | None = None) -> Holdings:
+    """`blobs`: the diff ids whose content the destination holds, where that is not every layer of
+    its images (a node may have discarded a layer's blob once unpacked)."""
     images = tuple(images)
     chains: set[str] = set()
     diffs: set[str] = set()
     for image in images:
         chains.update(image.chain_ids)
         diffs.update(image.diff_ids)
+    if blobs is not None:
+        diffs = set(blobs)
     return Holdings(kind, frozenset(chains), frozenset(diffs), images)
 
 

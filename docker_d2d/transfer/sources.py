@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..endpoint import DEFAULT_UNIX_SOCKET, Endpoint
 from ..engine.client import Engine
+from ..engine.containerd.node import NodeEngine
 from ..engine.protocol import DestinationEngine, SourceEngine
 from ..errors import ArchiveError, D2DError, EngineError, PlatformError, StoreError, ZstdUnavailable
 from ..formats.digests import human_size
@@ -173,7 +174,7 @@ class AgentSource(ExportSource):
     there, when the host can run the agent (found out once: after a fallback the plain export is
     used for the rest of the run)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine | NodeEngine) -> None:
         super().__init__(engine)
         self.agent_engine = engine
         self.unusable: str | None = None  # why the host cannot run the agent, once known
@@ -197,21 +198,7 @@ class AgentSource(ExportSource):
             return None
         assert src.info is not None and dst.info is not None
         images = list({p.source.id: p for p in job.plan.exported}.values())
-
-        def name(image: ImagePlan) -> str:  # what the export names it by
-            return (image.source.export_as if job.platform else "") or image.source.id
-
-        agent_job = {
-            "socket": src.endpoint.path or DEFAULT_UNIX_SOCKET,
-            "api": src.api_version,
-            "kind": "podman" if src.info.kind is EngineKind.PODMAN else "docker",
-            "names": job.ids,
-            "spec": spec_to_json(job.spec),
-            "compress": accepted(job.options.compress, dst),
-            "layers_from": layers_from.value,
-            "images": [{**wanted(p, src.info.kind, wanted_platform(job)).to_json(), "name": name(p)} for p in images],
-            "platform": job.platform.as_json() if job.platform else None,
-        }
+        agent_job = self.agent_job(job, layers_from, images)
         try:
             agent, hello = self._start(job, agent_job)
         except AgentUnavailable as exc:
@@ -267,6 +254,26 @@ class AgentSource(ExportSource):
             result.reading = {}
         return self._filtered(job, LayersFrom.EXPORT)
 
+    def agent_job(self, job: Send, layers_from: LayersFrom, images: list[ImagePlan]) -> dict[str, Any]:
+        """What the agent is told to read and write."""
+        src = self.agent_engine
+        assert src.info is not None
+
+        def name(image: ImagePlan) -> str:  # what the export names it by
+            return (image.source.export_as if job.platform else "") or image.source.id
+
+        return {
+            "socket": src.endpoint.path or DEFAULT_UNIX_SOCKET,
+            "api": src.api_version,
+            "kind": "podman" if src.info.kind is EngineKind.PODMAN else "docker",
+            "names": job.ids,
+            "spec": spec_to_json(job.spec),
+            "compress": accepted(job.options.compress, job.dst),
+            "layers_from": layers_from.value,
+            "images": [{**wanted(p, src.info.kind, wanted_platform(job)).to_json(), "name": name(p)} for p in images],
+            "platform": job.platform.as_json() if job.platform else None,
+        }
+
     def _start(self, job: Send, agent_job: dict[str, Any]) -> tuple[Agent, dict[str, Any]]:
         """The agent, through `sudo -n` when asked (once refused, without it: one note)."""
         from ..remote.run import SudoRefused, start
@@ -317,3 +324,22 @@ class AgentSource(ExportSource):
             f"crosses the link uncompressed instead of only the missing layers (~ {human_size(job.plan.bytes_to_send)} "
             f"before compression). {remedy} for the fast path, or pass --remote-filter never to choose the plain stream"
         )
+
+
+class NodeAgentSource(AgentSource):
+    """A Kubernetes node reached over ssh: its `ctr images export` read and filtered on its host by
+    the agent, so that only the layers the destination lacks cross the link (else, without a
+    usable python3 there, the plain export, with one note)."""
+
+    def agent_job(self, job: Send, layers_from: LayersFrom, images: list[ImagePlan]) -> dict[str, Any]:
+        node = self.agent_engine
+        assert isinstance(node, NodeEngine)
+        return {
+            "ctr": node.export_argv(job.ids, job.platform),
+            "names": job.ids,
+            "spec": spec_to_json(job.spec),
+            "compress": accepted(job.options.compress, job.dst),
+            "layers_from": LayersFrom.EXPORT.value,
+            "images": [],
+            "platform": None,
+        }

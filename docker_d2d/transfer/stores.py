@@ -19,6 +19,7 @@ from contextlib import ExitStack, contextmanager
 
 from ..endpoint import Scheme
 from ..engine.client import Engine
+from ..engine.containerd.node import NodeEngine
 from ..errors import EngineError, StoreError
 from ..formats.entries import RewriteResult
 from ..formats.prefetch import prefetch
@@ -31,7 +32,7 @@ from ..model import EngineInfo
 from .compress import far
 from .job import LayersFrom
 from .loading import Compressing, Outgoing
-from .sources import AgentSource, ExportSource, Send, Source, send_outgoing, wanted, wanted_platform
+from .sources import AgentSource, ExportSource, NodeAgentSource, Send, Source, send_outgoing, wanted, wanted_platform
 from .spool import private_dir
 
 log = logging.getLogger("docker_d2d.transfer")
@@ -140,14 +141,19 @@ class StoreSource(ExportSource):
             yield Compressing(rewrite, job.result.compression)
 
 
-def local_store(engine: Engine) -> StoreSource | None:
+def local_store(engine: Engine | NodeEngine) -> StoreSource | None:
     """A source engine whose storage may be on this machine (a unix socket, tcp on loopback)."""
+    if isinstance(engine, NodeEngine):
+        return None
     return None if far(engine.endpoint) else StoreSource(engine)
 
 
-def source_for(engine: Engine) -> Source:
+def source_for(engine: Engine | NodeEngine) -> Source:
     """The source a transfer from `engine` reads: through the agent when it is reached over ssh, its
-    storage where it may be on this machine (a unix socket, tcp on loopback), else its export."""
+    storage where it may be on this machine (a unix socket, tcp on loopback), else its export (a
+    node's: `ctr images export`)."""
+    if isinstance(engine, NodeEngine):
+        return NodeAgentSource(engine) if engine.ssh is not None else ExportSource(engine)
     if engine.endpoint.scheme is Scheme.SSH:
         return AgentSource(engine)
     return local_store(engine) or ExportSource(engine)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from ..endpoint import Endpoint
+from ..engine.containerd.node import NodeEngine
 from ..engine.protocol import DestinationEngine
 from ..errors import D2DError, VerifyError
 from ..formats.checkpoint import PARTIAL_LABEL
@@ -46,15 +47,19 @@ def plan_for(
     are pulled there first (`source_images`: what the source holds, asked only when needed), and the
     plan is made again against what it then holds."""
     assert dst.info
+    node = isinstance(dst, NodeEngine)
     held = _requested_held(dst, requested, src_info.kind)
+    blobs = None  # a node's layers count as held only where their blobs are (a no-op needs none)
     if held is None:
         held = dst.all_images()
         if dst.stale:
             tell_stale(dst, reporter, "asked the engine")
-    plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, held))
+        blobs = dst.layer_blobs() if isinstance(dst, NodeEngine) else None
+    plan = plan_transfer(requested, src_info.kind, holdings(dst.info.kind, held, blobs))
     pulled: dict[str, PulledBase] = {}
     if (
-        _registry_first(options.registry_first, dst.endpoint)
+        not node  # a node pulls nothing for us: registry-first is for engines
+        and _registry_first(options.registry_first, dst.endpoint)
         and source_images
         and not options.dry_run
         and _lacks_lower(plan)
@@ -197,6 +202,8 @@ class Transfer:
         dst, result = self.dst, self.result
         kind = self.source_info.kind
         assert dst.info
+        if isinstance(dst, NodeEngine):
+            return self._load_node(dst, batch, spec)
         if dst.info.kind is not EngineKind.CONTAINERD:
             rewritten = self.send(batch, spec)
             result.transfers.append(rewritten)
@@ -218,6 +225,25 @@ class Transfer:
                         dst.remove(image.manifest_digest)
             raise
 
+    def _load_node(self, dst: NodeEngine, batch: TransferPlan, spec: StreamSpec) -> dict[str, str]:
+        """A node: the archive names each layer it leaves out by the descriptor of the blob the
+        node holds for it (compressed as pulled); verified with its snapshots; whatever this run
+        imported goes again on failure, so no half image stays."""
+        held = dst.layer_blobs()
+        spec = replace(spec, left_out={d: held[d] for d in spec.skip if d in held})
+        try:
+            rewritten = self.send(batch, spec)
+            self.result.transfers.append(rewritten)
+            dest_ids = _verify(dst, batch, self.source_info.kind, rewritten)
+            for image in rewritten.images:
+                if image.manifest_digest:
+                    dst.verify(image.manifest_digest)
+            return dest_ids
+        except BaseException:
+            with contextlib.suppress(D2DError):
+                dst.remove_imports()
+            raise
+
     def send(self, plan: TransferPlan, spec: StreamSpec) -> RewriteResult:
         """One rewrite of the source's export into the destination's load (or loads, with checkpoints)."""
         dst, options = self.dst, self.options
@@ -225,6 +251,8 @@ class Transfer:
         ids = list(dict.fromkeys((p.source.export_as if platform else "") or p.source.id for p in plan.exported))
         assert dst.info is not None
         every = checkpoints.every(options.checkpoint, far(self.source.endpoint) or far(dst.endpoint))
+        if dst.info.kind is EngineKind.NODE:
+            every = None  # an import is whole or nothing: a node gets no partial images
         spec = _with_checkpoints(spec, plan, dst.info, every)
         progress = _Recorded(self.reporter, self.result)
         return self.source.send(Send(plan, ids, platform, spec, dst, self.reporter, options, self.result, progress))
@@ -294,7 +322,11 @@ def _leftovers_removed_on_interrupt(dst: DestinationEngine, result: CopyResult, 
     try:
         yield
     except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (the application raises a subclass)
-        if result.loaded:
+        if isinstance(dst, NodeEngine):
+            # An import ends with its ctr (cut off, it makes nothing): what the run imported goes.
+            with contextlib.suppress(D2DError):
+                dst.remove_imports()
+        elif result.loaded:
             _remove_leftovers(dst, list(dict.fromkeys(result.loaded)), reporter)
         raise
 
@@ -380,7 +412,8 @@ def _verify(
             )
         if w.diff_ids != image.source.diff_ids:
             raise VerifyError(f"{image.ref}: the export's layers differ from the source's inspect", side="source")
-        dest_id = w.manifest_digest if dst.info and dst.info.kind is EngineKind.CONTAINERD else w.config_digest
+        by_manifest = dst.info and dst.info.kind in (EngineKind.CONTAINERD, EngineKind.NODE)
+        dest_id = w.manifest_digest if by_manifest else w.config_digest
         assert dest_id
         loaded = dst.find(dest_id)
         if loaded is None:

@@ -110,7 +110,8 @@ def pull_from_registry(
         reporter.note(f"pulled {image.ref.raw} from {name}{counts}")
         pulled.append(name)
         loaded = dst.inspect(name)
-        expected = where.manifest_digest if dst.info.kind is EngineKind.CONTAINERD else where.config_digest
+        by_manifest = dst.info.kind in (EngineKind.CONTAINERD, EngineKind.NODE)
+        expected = where.manifest_digest if by_manifest else where.config_digest
         _verify_pulled(dst, image.source, loaded, expected)
         dest_ids[image.source.id] = loaded.id
     apply_tags(dst, result, dest_ids)

@@ -38,6 +38,9 @@ class Sshd:
     port: int = 0
     netns: str | None = None
     options: dict[str, str] = field(default_factory=dict)
+    # Shell commands run first in a mount namespace of the server's own (what its sessions see
+    # of the filesystem: e.g. a tmpfs on /run holding a socket at a well-known path).
+    setup: str = ""
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, authorized: dict[str, list[Path]]) -> Sshd:
@@ -69,6 +72,8 @@ class Sshd:
         }
         (self.base / "sshd_config").write_text("".join(f"{k} {v}\n" for k, v in config.items()))
         cmd = ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.base / "sshd_config")]
+        if self.setup:
+            cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", f'{self.setup} && exec "$@"', "sh", *cmd]
         if self.netns:
             cmd = ["nsenter", f"--net=/var/run/netns/{self.netns}", *cmd]
         log = open(self.base / "sshd.log", "ab")  # noqa: SIM115 - lives as long as the server

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_d2d.endpoint import Endpoint, Scheme
+from docker_d2d.endpoint import Endpoint, Scheme, parse_endpoint
 from docker_d2d.transfer.lock import destination_lock, endpoint_key
 
 
@@ -96,3 +96,10 @@ def test_a_lock_file_a_killed_run_left_is_taken_and_removed(tmp_path: Path, monk
     with destination_lock(dst, lambda: waited.append(True)):
         pass
     assert not waited and list((tmp_path / "docker-d2d").iterdir()) == []
+
+
+def test_each_node_container_of_a_cluster_is_locked_apart() -> None:
+    a = parse_endpoint("kind://dev/dev-control-plane")
+    b = parse_endpoint("kind://dev/dev-worker")
+    assert endpoint_key(a) != endpoint_key(b)
+    assert endpoint_key(a) == endpoint_key(parse_endpoint("kind://dev/dev-control-plane?namespace=k8s.io"))

@@ -100,3 +100,18 @@ def test_stream_spec_per_source_format() -> None:
     podman = stream_spec(plan, EngineInfo(EngineKind.PODMAN, "4.3.1", "1.41"), EngineKind.GRAPHDRIVER)
     assert f"{D[0][7:]}.tar" in podman.named
     assert chain_ids([D[0]]) == [D[0]]
+
+
+def test_a_node_is_planned_by_the_blobs_it_holds_and_images_by_their_config() -> None:
+    """A node holds a layer when its content store has the blob (not merely a snapshot of it), and
+    holds an image when one of its images has the source's config (its ids are manifest digests)."""
+    l1, l2, l3 = (f"sha256:{c * 64}" for c in "123")
+    config = f"sha256:{'c' * 64}"
+    held = ImageInfo(f"sha256:{'m' * 64}", (l1, l2), config_digest=config)
+    node = holdings(EngineKind.NODE, [held], blobs={l1})
+    app = ImageInfo(f"sha256:{'a' * 64}", (l1, l2, l3))
+    plan = plan_transfer([(parse_ref("app:2"), app, (1, 2, 3))], EngineKind.GRAPHDRIVER, node)
+    assert [lay.decision for lay in plan.images[0].layers] == [Decision.SKIP, Decision.SEND, Decision.SEND]
+    same = ImageInfo(config, (l1, l2))
+    plan = plan_transfer([(parse_ref("base:1"), same, (1, 2))], EngineKind.GRAPHDRIVER, node)
+    assert plan.images[0].present_as == held.id
