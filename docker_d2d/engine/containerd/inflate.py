@@ -5,7 +5,8 @@ container): gzip members or zstd frames, one after another, as transfer/compress
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -21,14 +22,17 @@ def compression_of(head: bytes) -> str:
 
 def inflated(chunks: Iterable[bytes | memoryview], how: str) -> Iterator[bytes]:
     if how == "gzip":
-        return _gunzip(chunks)
+        return _members(chunks, lambda: zlib.decompressobj(31))
     if how == "zstd":
-        return _unzstd(chunks)
+        import zstandard
+
+        return _members(chunks, zstandard.ZstdDecompressor().decompressobj)
     return (bytes(c) for c in chunks)
 
 
-def _gunzip(chunks: Iterable[bytes | memoryview]) -> Iterator[bytes]:
-    member = zlib.decompressobj(31)
+def _members(chunks: Iterable[bytes | memoryview], new: Callable[[], Any]) -> Iterator[bytes]:
+    """Each gzip member or zstd frame through a decompressor of its own (`new`), in turn."""
+    member = new()
     for chunk in chunks:
         data = bytes(chunk)
         while data:
@@ -38,21 +42,4 @@ def _gunzip(chunks: Iterable[bytes | memoryview]) -> Iterator[bytes]:
             if not member.eof:
                 break
             data = member.unused_data  # the next member begins here
-            member = zlib.decompressobj(31)
-
-
-def _unzstd(chunks: Iterable[bytes | memoryview]) -> Iterator[bytes]:
-    import zstandard
-
-    decompressor = zstandard.ZstdDecompressor()
-    frame = decompressor.decompressobj()
-    for chunk in chunks:
-        data = bytes(chunk)
-        while data:
-            out = frame.decompress(data)
-            if out:
-                yield out
-            if not frame.eof:
-                break
-            data = frame.unused_data
-            frame = decompressor.decompressobj()
+            member = new()
