@@ -13,6 +13,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,11 @@ MIN_FREE = 1 << 20  # below this the directory is as good as full
 # Held (flock) by the run that owns a private directory for as long as it lives: the kernel
 # releases it however the run ends, so a lock that can be taken means its run is gone.
 _OWNER = ".owner"
-_NEW = "d2d-new-"  # a private directory before its owner holds it: never swept
+# A private directory before its owner holds it. A run killed right then leaves one: swept once
+# its owner file is missing for HALF_MADE seconds (no run takes that long between the two steps)
+# or can be locked; a maker that finds its directory swept meanwhile makes another.
+_NEW = "d2d-new-"
+HALF_MADE = 1.0
 
 
 def check_spool_dir(path: Path) -> None:
@@ -56,26 +61,41 @@ def private_dir(base: Path | None) -> Iterator[Path]:
     only once its owner lock is held, so that a sweeping run never takes one being made."""
     base = base if base is not None else Path(tempfile.gettempdir())
     sweep(base)
-    made = Path(tempfile.mkdtemp(prefix=_NEW, dir=base))
-    fd = -1
+    made, fd = _made(base)
     try:
-        fd = os.open(made / _OWNER, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        path = base / (PRIVATE_DIR + made.name[len(_NEW) :])
-        os.rename(made, path)
-        made = path
-        yield path
+        yield made
     finally:
         shutil.rmtree(made, ignore_errors=True)
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
+
+
+def _made(base: Path) -> tuple[Path, int]:
+    """A private directory, named once its owner lock is held; and that lock."""
+    for _ in range(8):
+        made = Path(tempfile.mkdtemp(prefix=_NEW, dir=base))
+        fd = -1
+        try:
+            fd = os.open(made / _OWNER, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            path = base / (PRIVATE_DIR + made.name[len(_NEW) :])
+            os.rename(made, path)
+            return path, fd
+        except FileNotFoundError:  # swept while half made (see _NEW): make another
+            if fd >= 0:
+                os.close(fd)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            shutil.rmtree(made, ignore_errors=True)
+            raise
+    raise D2DError(f"cannot make a private directory in {base}: it keeps disappearing", side="local")
 
 
 def sweep(base: Path) -> None:
     """Remove the private directories in `base` of this user's runs that are gone (their owner
     lock is free). Best effort: whatever cannot be read or removed stays."""
     try:
-        candidates = [p for p in base.iterdir() if p.name.startswith(PRIVATE_DIR)]
+        candidates = [p for p in base.iterdir() if p.name.startswith((PRIVATE_DIR, _NEW))]
     except OSError:
         return
     uid = os.getuid()
@@ -85,8 +105,12 @@ def sweep(base: Path) -> None:
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
                 continue
             fd = os.open(path / _OWNER, os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            if path.name.startswith(_NEW) and time.time() - st.st_mtime > HALF_MADE:
+                shutil.rmtree(path, ignore_errors=True)  # its run died before it held the lock
+            continue  # else not ours to judge: no owner lock (another tool's, or an older version's)
         except OSError:
-            continue  # not ours to judge: no owner lock (another tool's, or an older version's)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import d2d_path
+from tests.harness.delay_proxy import DelayProxy
 from tests.harness.engines import Engine
 from tests.harness.images import Builder, image_exists, unique
 
@@ -159,8 +160,11 @@ def test_a_killed_run_leaves_nothing_the_next_run_does_not_remove(
     assert list((runtime / "docker-d2d").iterdir()), "test setup: and its lock files"
 
     # A live run's spool is not touched: one runs while the next run (to another engine) sweeps.
+    # Its destinations are behind slow links, so that it is still sending (its spool in use) then.
     dead = set(spool.iterdir())
-    alive = _start(*args, app, env=env)
+    slow = [DelayProxy(d.removeprefix("unix://"), delay=0, rate=10_000_000).start() for d in dests]
+    slow_targets = [x for p in slow for x in ("-d", p.host)]
+    alive = _start("copy", "--json", "--spool-dir", str(spool), "-s", src.host, *slow_targets, app, env=env)
     _wait_for(alive, {"status": "sending"})
     alive_files = set(spool.iterdir()) - dead
     assert alive_files
@@ -174,10 +178,16 @@ def test_a_killed_run_leaves_nothing_the_next_run_does_not_remove(
     assert proc.returncode == 0, err
     left = set(spool.iterdir())
     assert not dead & left, "the killed run's leftovers go"
-    if alive.poll() is None:
-        assert alive_files <= left, "the live run's own stay"
+    assert alive.poll() is None, "test setup: the live run still sends"
+    assert alive_files <= left, "the live run's own stay"
     _, err = alive.communicate(timeout=300)
+    for proxy in slow:
+        proxy.stop()
     assert alive.returncode == 0, err
+    # The next run to the killed run's destinations (the live one went through the proxies'
+    # addresses) takes the lock files it left, and removes them.
+    _, err = (again := _start(*args, app, env=env)).communicate(timeout=300)
+    assert again.returncode == 0, err
     assert list(spool.iterdir()) == []
     assert list((runtime / "docker-d2d").iterdir()) == []
     engines["podman"].docker("rmi", other, check=False)
