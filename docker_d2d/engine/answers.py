@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..model import ImageInfo, Platform
@@ -63,26 +63,30 @@ def full_id(image_id: str) -> str:
     return image_id if image_id.startswith("sha256:") else "sha256:" + image_id
 
 
-def image_info(data: dict[str, Any]) -> ImageInfo:
-    diff_ids = tuple((data.get("RootFS") or {}).get("Layers") or ())
+def fingerprint(
+    config: Mapping[str, Any] | None, architecture: Any, os: Any, created: Any, diff_ids: Sequence[str]
+) -> str:
+    """An image as the engines agree on it, whatever its id: across the containerd store's boundary
+    (ids are manifest digests there) the same config is known by this."""
     # Engines render the same config differently: graphdriver Docker fills in the build's
     # parent as Config.Image, others leave it empty; empty fields come and go.
     empty: tuple[Any, ...] = (None, "", False, [], {})
-    config = {k: v for k, v in (data.get("Config") or {}).items() if k != "Image" and v not in empty}
-    ident = {
-        "Config": config,
-        "Architecture": data.get("Architecture"),
-        "Os": data.get("Os"),
-        "Created": data.get("Created"),
-        "Layers": diff_ids,
-    }
+    kept = {k: v for k, v in (config or {}).items() if k != "Image" and v not in empty}
+    ident = {"Config": kept, "Architecture": architecture, "Os": os, "Created": created, "Layers": tuple(diff_ids)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def image_info(data: dict[str, Any]) -> ImageInfo:
+    diff_ids = tuple((data.get("RootFS") or {}).get("Layers") or ())
     return ImageInfo(
         id=full_id(data["Id"]),
         diff_ids=diff_ids,
         repo_tags=tuple(data.get("RepoTags") or ()),
         created=data.get("Created") or "",
         repo_digests=tuple(data.get("RepoDigests") or ()),
-        fingerprint=hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest(),
+        fingerprint=fingerprint(
+            data.get("Config"), data.get("Architecture"), data.get("Os"), data.get("Created"), diff_ids
+        ),
         size=int(data.get("Size") or 0),
         platform=Platform(*(str(data.get(k) or "") for k in ("Os", "Architecture", "Variant"))),
         media_type=str((data.get("Descriptor") or {}).get("mediaType") or ""),

@@ -17,6 +17,7 @@ from typing import Any
 
 from ...formats.oci import MT_DOCKER_LIST, MT_INDEX, Descriptor
 from ...model import EngineInfo, ImageInfo, Platform, familiar
+from .. import answers
 
 # Names docker-d2d gives an import until it is verified; never a name a pod spec uses.
 IMPORT_PREFIX = "docker-d2d-import/"
@@ -143,18 +144,12 @@ def pick_manifest(index_doc: Mapping[str, Any], platform: Platform) -> Descripto
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
-    """What engine/answers.py image_info makes of an engine's inspect, made of the config itself:
-    how an image of the containerd store (named by a manifest we do not have) is known here."""
-    empty: tuple[Any, ...] = (None, "", False, [], {})
-    cfg = {k: v for k, v in (config.get("config") or {}).items() if k != "Image" and v not in empty}
-    ident = {
-        "Config": cfg,
-        "Architecture": config.get("architecture"),
-        "Os": config.get("os"),
-        "Created": config.get("created"),
-        "Layers": tuple((config.get("rootfs") or {}).get("diff_ids") or ()),
-    }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    """What engine/answers.py makes of an engine's inspect, made of the config itself: how an image
+    of the containerd store (named by a manifest we do not have) is known here."""
+    layers = (config.get("rootfs") or {}).get("diff_ids") or ()
+    return answers.fingerprint(
+        config.get("config"), config.get("architecture"), config.get("os"), config.get("created"), layers
+    )
 
 
 @dataclass(frozen=True)
