@@ -25,6 +25,19 @@ def login_user(name: str) -> pwd.struct_passwd:
     return entry
 
 
+def install_sudoers(name: str, rules: str) -> Path:
+    """A sudoers file in /etc/sudoers.d, put there whole: sudo reads every file in that folder
+    at every call, and a half-written one (another worker's test running sudo meanwhile) is a
+    parse error that makes it refuse everything. Written under a name sudo skips (it holds a dot),
+    then renamed into place."""
+    path = Path("/etc/sudoers.d") / name
+    staged = path.with_name(f".{name}.new")
+    staged.write_text(rules)
+    staged.chmod(0o440)
+    os.rename(staged, path)
+    return path
+
+
 def keygen(path: Path, kind: str = "ed25519", passphrase: str = "") -> Path:
     if not path.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-f", str(path)], check=True)

@@ -24,7 +24,7 @@ from tests.harness.images import Builder, export_layer_sizes, image_layers, uniq
 from tests.harness.netns import NetNS
 from tests.harness.nodes import Node, bin_dir
 from tests.harness.registry import Registry
-from tests.harness.sshd import SshClientHome, login_user
+from tests.harness.sshd import SshClientHome, install_sudoers, login_user
 from tests.integration.helpers import random_file
 
 pytestmark = pytest.mark.engines
@@ -294,12 +294,11 @@ def sudo_node(tmp_path_factory: pytest.TempPathFactory, client: SshClientHome) -
     """A node host where the ssh user may not open the socket but may run its ctr through `sudo -n`
     (a sudoers file of this run's own): (node, `containerd+ssh://USER@...`)."""
     login_user(SUDO_USER)
-    sudoers = Path(f"/etc/sudoers.d/d2d-test-node-{os.getpid()}")
     ctr = bin_dir("2.1") / "ctr"
-    sudoers.write_text(
-        f'Defaults:{SUDO_USER} secure_path="{ctr.parent}:/usr/bin:/bin"\n{SUDO_USER} ALL=(root) NOPASSWD: {ctr}\n'
+    sudoers = install_sudoers(
+        f"d2d-test-node-{os.getpid()}",
+        f'Defaults:{SUDO_USER} secure_path="{ctr.parent}:/usr/bin:/bin"\n{SUDO_USER} ALL=(root) NOPASSWD: {ctr}\n',
     )
-    sudoers.chmod(0o440)
     ns = NetNS("nodesudo").up()
     # sshd reads a user's authorized keys as that user: a directory others may enter (pytest's
     # are root's only). The socket itself stays root's (0660): the user cannot open it.

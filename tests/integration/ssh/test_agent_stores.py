@@ -26,7 +26,7 @@ from tests.harness.engines import SPECS, Engine, destroy_all
 from tests.harness.images import Builder, image_layers, lacking_bytes, unique
 from tests.harness.netns import NetNS
 from tests.harness.realistic import build_image
-from tests.harness.sshd import SshClientHome, Sshd, login_user
+from tests.harness.sshd import SshClientHome, Sshd, install_sudoers, login_user
 
 pytestmark = pytest.mark.engines
 
@@ -85,8 +85,7 @@ def world(builder: Builder, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         local.start()
         for user in (SUDOER, PLAIN):
             login_user(user)
-        SUDOERS.write_text(f"{SUDOER} ALL=(root) NOPASSWD: /usr/bin/python3\n")
-        SUDOERS.chmod(0o440)
+        install_sudoers(SUDOERS.name, f"{SUDOER} ALL=(root) NOPASSWD: /usr/bin/python3\n")
         key = client.ssh / "id_ed25519"
         srv.start({"root": [key], SUDOER: [key], PLAIN: [key]})
         client.trust(srv)
@@ -172,7 +171,7 @@ def test_a_sudoer_reads_the_store_with_source_sudo_and_the_export_without(fresh:
     proxy.requests.clear()
 
     result, notes, log = pull(world, "docker26", "--source-sudo", user=SUDOER)
-    assert reads(result) == {"store": 0, "agent-store": 1, "export": 0} and notes == [], log
+    assert reads(result) == {"store": 0, "agent-store": 1, "export": 0} and notes == [], (notes, log)
     assert proxy.count(EXPORT) == 0
 
 
